@@ -1,0 +1,178 @@
+//! Exact-count selection of the smallest scores.
+//!
+//! Pruning by a threshold (`score <= t`) removes more than asked for when scores tie
+//! (zeros, rewound weights, quantised values). Here exactly `n` positions are chosen:
+//! everything strictly below the n-th smallest value, then the tied positions in order
+//! of their position, which is what a stable sort would pick. Cost: one `kthvalue`
+//! (selection, not a full sort), two comparisons and one cumulative sum on the device.
+
+use tch::{Kind, Tensor};
+
+/// Why a selection could not be made.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SelectError {
+    /// More positions were asked for than are eligible.
+    #[error("asked to select {requested} positions but only {eligible} are eligible")]
+    TooFew {
+        /// Positions asked for.
+        requested: i64,
+        /// Positions eligible.
+        eligible: i64,
+    },
+    /// Scores and eligibility masks do not line up.
+    #[error("scores and eligibility differ: {0}")]
+    ShapeMismatch(String),
+}
+
+/// Selects exactly `n` eligible positions with the smallest scores, ranked globally
+/// across all tensors. Ties are broken by position in the concatenation of the tensors
+/// (their order, then row-major), like a stable ascending sort.
+///
+/// `eligible` holds 0/1 (any kind) or boolean tensors shaped like `scores`. Returns one
+/// boolean tensor per input, true where selected. Scores must not be NaN.
+pub fn select_smallest(
+    scores: &[&Tensor],
+    eligible: &[&Tensor],
+    n: i64,
+) -> Result<Vec<Tensor>, SelectError> {
+    if scores.len() != eligible.len() {
+        return Err(SelectError::ShapeMismatch(format!(
+            "{} score tensors, {} eligibility tensors",
+            scores.len(),
+            eligible.len()
+        )));
+    }
+    for (s, e) in scores.iter().zip(eligible) {
+        if s.size() != e.size() {
+            return Err(SelectError::ShapeMismatch(format!("{:?} vs {:?}", s.size(), e.size())));
+        }
+    }
+    if scores.is_empty() {
+        return if n == 0 { Ok(vec![]) } else { Err(SelectError::TooFew { requested: n, eligible: 0 }) };
+    }
+    let sizes: Vec<i64> = scores.iter().map(|t| t.numel() as i64).collect();
+    let flat_scores = Tensor::cat(&scores.iter().map(|t| t.detach().flatten(0, -1)).collect::<Vec<_>>(), 0);
+    let flat_elig =
+        Tensor::cat(&eligible.iter().map(|t| t.flatten(0, -1).to_kind(Kind::Bool)).collect::<Vec<_>>(), 0);
+    // Positions that may be selected, in concatenation order (one host sync for the count).
+    let idx = flat_elig.nonzero().squeeze_dim(1);
+    let count = idx.size()[0];
+    if n > count || n < 0 {
+        return Err(SelectError::TooFew { requested: n, eligible: count });
+    }
+    let selected = Tensor::zeros_like(&flat_elig);
+    if n > 0 {
+        let s = flat_scores.index_select(0, &idx);
+        let (kth, _) = s.kthvalue(n, 0, false);
+        let less = s.lt_tensor(&kth);
+        let tied = s.eq_tensor(&kth);
+        let need = -less.sum(Kind::Int64) + n;
+        let tied_rank = tied.cumsum(0, Kind::Int64);
+        let take = less.logical_or(&tied.logical_and(&tied_rank.le_tensor(&need)));
+        return Ok(split_like(&selected.index_copy(0, &idx, &take), &sizes, scores));
+    }
+    Ok(split_like(&selected, &sizes, scores))
+}
+
+/// Selects exactly `counts[i]` positions within each tensor independently (layer-wise
+/// pruning), with the same tie rule as [`select_smallest`].
+pub fn select_smallest_per_tensor(
+    scores: &[&Tensor],
+    eligible: &[&Tensor],
+    counts: &[i64],
+) -> Result<Vec<Tensor>, SelectError> {
+    if counts.len() != scores.len() {
+        return Err(SelectError::ShapeMismatch(format!("{} counts for {} tensors", counts.len(), scores.len())));
+    }
+    let mut out = Vec::with_capacity(scores.len());
+    for ((s, e), &n) in scores.iter().zip(eligible).zip(counts) {
+        out.extend(select_smallest(&[s], &[e], n)?);
+    }
+    Ok(out)
+}
+
+fn split_like(flat: &Tensor, sizes: &[i64], like: &[&Tensor]) -> Vec<Tensor> {
+    flat.split_with_sizes(sizes, 0).into_iter().zip(like).map(|(t, l)| t.view(l.size().as_slice())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Reference: stable sort of (score, position) over eligible positions on the host.
+    fn reference(scores: &[Vec<f32>], eligible: &[Vec<bool>], n: usize) -> Vec<Vec<bool>> {
+        let mut flat: Vec<(f32, usize, usize)> = vec![];
+        for (ti, (s, e)) in scores.iter().zip(eligible).enumerate() {
+            for (i, (&v, &ok)) in s.iter().zip(e).enumerate() {
+                if ok {
+                    flat.push((v, ti, i));
+                }
+            }
+        }
+        flat.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap()); // stable: keeps position order on ties
+        let mut out: Vec<Vec<bool>> = scores.iter().map(|s| vec![false; s.len()]).collect();
+        for &(_, ti, i) in flat.iter().take(n) {
+            out[ti][i] = true;
+        }
+        out
+    }
+
+    fn to_bools(t: &Tensor) -> Vec<bool> {
+        Vec::<i64>::try_from(&t.flatten(0, -1).to_kind(Kind::Int64)).unwrap().into_iter().map(|v| v != 0).collect()
+    }
+
+    /// Tensors of small integer-valued scores (many ties) with random eligibility.
+    fn case() -> impl Strategy<Value = (Vec<Vec<f32>>, Vec<Vec<bool>>, f64)> {
+        prop::collection::vec(prop::collection::vec((0i32..6, any::<bool>()), 1..40), 1..5).prop_flat_map(|ts| {
+            let scores = ts.iter().map(|t| t.iter().map(|(v, _)| *v as f32 - 2.0).collect()).collect();
+            let elig = ts.iter().map(|t| t.iter().map(|(_, e)| *e).collect()).collect();
+            (Just(scores), Just(elig), 0.0f64..=1.0)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn global_selection_matches_stable_sort((scores, elig, frac) in case()) {
+            let n_elig = elig.iter().flatten().filter(|&&e| e).count();
+            let n = (frac * n_elig as f64).floor() as usize;
+            let st: Vec<Tensor> = scores.iter().map(|s| Tensor::from_slice(s)).collect();
+            let et: Vec<Tensor> = elig.iter().map(|e| Tensor::from_slice(e)).collect();
+            let got = select_smallest(&st.iter().collect::<Vec<_>>(), &et.iter().collect::<Vec<_>>(), n as i64).unwrap();
+            let got: Vec<Vec<bool>> = got.iter().map(to_bools).collect();
+            // exactly n, only eligible, and the same positions as a stable sort picks
+            prop_assert_eq!(got.iter().flatten().filter(|&&b| b).count(), n);
+            for (g, e) in got.iter().flatten().zip(elig.iter().flatten()) {
+                prop_assert!(!*g || *e);
+            }
+            prop_assert_eq!(got, reference(&scores, &elig, n));
+        }
+
+        #[test]
+        fn per_tensor_selection_counts((scores, elig, frac) in case()) {
+            let counts: Vec<i64> = elig.iter().map(|e| (frac * e.iter().filter(|&&b| b).count() as f64).floor() as i64).collect();
+            let st: Vec<Tensor> = scores.iter().map(|s| Tensor::from_slice(s)).collect();
+            let et: Vec<Tensor> = elig.iter().map(|e| Tensor::from_slice(e)).collect();
+            let got = select_smallest_per_tensor(&st.iter().collect::<Vec<_>>(), &et.iter().collect::<Vec<_>>(), &counts).unwrap();
+            for (i, g) in got.iter().enumerate() {
+                prop_assert_eq!(to_bools(g), reference(&scores[i..=i], &elig[i..=i], counts[i] as usize).remove(0));
+            }
+        }
+    }
+
+    #[test]
+    fn too_many_requested_is_an_error() {
+        let s = Tensor::from_slice(&[1.0f32, 2.0]);
+        let e = Tensor::from_slice(&[true, false]);
+        assert_eq!(select_smallest(&[&s], &[&e], 2).unwrap_err(), SelectError::TooFew { requested: 2, eligible: 1 });
+    }
+
+    #[test]
+    fn shapes_are_preserved() {
+        let s = Tensor::arange(12, (Kind::Float, tch::Device::Cpu)).view([3, 4]);
+        let e = Tensor::ones([3, 4], (Kind::Float, tch::Device::Cpu));
+        let out = select_smallest(&[&s], &[&e], 5).unwrap();
+        assert_eq!(out[0].size(), vec![3, 4]);
+        assert_eq!(to_bools(&out[0]), (0..12).map(|i| i < 5).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,385 @@
+//! `cargo xtask`: developer tasks for the workspace.
+//!
+//! Installs libtorch (the pip `torch` package in a private venv) and the MNIST /
+//! Fashion-MNIST data sets into a cache, prints the environment plain cargo needs, and runs
+//! the test suite or the reproduction with that environment. Run `cargo xtask help`.
+
+mod archive;
+mod checksum;
+mod data;
+mod paths;
+mod torch;
+mod util;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+
+use crate::paths::Paths;
+use crate::util::{describe, exit_code, step};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [args]
+
+commands:
+  setup [--no-data]    install libtorch (pip torch==2.11.0 in a private venv, unless LIBTORCH
+                       points at one) and fetch MNIST + Fashion-MNIST, verified by sha256;
+                       idempotent. --no-data skips the data sets.
+  env                  print `export` lines for LIBTORCH, LD_LIBRARY_PATH and AP_DATA_DIR;
+                       use as: eval \"$(cargo xtask env)\"   (run setup first)
+  test [ARGS...]       setup, then `cargo test --workspace ARGS...` with that environment
+  reproduce [ARGS...]  setup, then build and run `ap reproduce ARGS...` (release build)
+  help                 this message
+
+environment:
+  AP_CACHE_DIR     cache root (default $XDG_CACHE_HOME/ap-prune or ~/.cache/ap-prune)
+  AP_TORCH_VENV    python venv holding torch (default <cache root>/torch-2.11.0)
+  AP_DATA_DIR      data directory (default <cache root>/data)
+  LIBTORCH         an existing libtorch to use instead of the venv (must contain lib/)
+";
+
+/// A parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cmd {
+    Help,
+    Setup { data: bool },
+    Env,
+    Test(Vec<OsString>),
+    Reproduce(Vec<OsString>),
+}
+
+fn parse_args(args: Vec<OsString>) -> Result<Cmd> {
+    let mut it = args.into_iter();
+    let Some(first) = it.next() else {
+        return Ok(Cmd::Help);
+    };
+    let rest: Vec<OsString> = it.collect();
+    let first = first.to_string_lossy().into_owned();
+    let no_extra = |name: &str, rest: &[OsString]| -> Result<()> {
+        if let Some(a) = rest.first() {
+            bail!("`{name}` takes no argument {:?}", a.to_string_lossy());
+        }
+        Ok(())
+    };
+    match first.as_str() {
+        "help" | "-h" | "--help" => Ok(Cmd::Help),
+        "setup" => {
+            let mut data = true;
+            for a in &rest {
+                match a.to_str() {
+                    Some("--no-data") => data = false,
+                    _ => bail!("unknown setup option {:?}", a.to_string_lossy()),
+                }
+            }
+            Ok(Cmd::Setup { data })
+        }
+        "env" => {
+            no_extra("env", &rest)?;
+            Ok(Cmd::Env)
+        }
+        "test" => Ok(Cmd::Test(rest)),
+        "reproduce" => Ok(Cmd::Reproduce(rest)),
+        other => bail!("unknown command `{other}`"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cmd = match parse_args(std::env::args_os().skip(1).collect()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cmd) {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> Result<i32> {
+    match cmd {
+        Cmd::Help => {
+            print!("{USAGE}");
+            Ok(0)
+        }
+        Cmd::Setup { data } => {
+            setup(data)?;
+            Ok(0)
+        }
+        Cmd::Env => {
+            print_env()?;
+            Ok(0)
+        }
+        Cmd::Test(args) => {
+            let s = setup(true)?;
+            let mut cmd = Command::new(cargo());
+            cmd.arg("test").arg("--workspace").args(args);
+            run_with_env(&mut cmd, &s)
+        }
+        Cmd::Reproduce(args) => {
+            let s = setup(true)?;
+            let mut build = Command::new(cargo());
+            build.args(["build", "--release", "-p", "ap-runs", "--bin", "ap"]);
+            let code = run_with_env(&mut build, &s)?;
+            if code != 0 {
+                return Ok(code);
+            }
+            let target = target_dir(&workspace_root(), paths::process_env("CARGO_TARGET_DIR"));
+            let mut ap = Command::new(target.join("release").join("ap"));
+            ap.arg("reproduce").args(args);
+            run_with_env(&mut ap, &s)
+        }
+    }
+}
+
+/// What setup produced: the locations the tools need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Setup {
+    /// The libtorch directory (value of `LIBTORCH`).
+    libtorch: PathBuf,
+    /// The data directory (value of `AP_DATA_DIR`).
+    data_dir: PathBuf,
+}
+
+/// Installs what is missing (idempotent) and prints a summary.
+fn setup(with_data: bool) -> Result<Setup> {
+    let paths = Paths::from_process_env()?;
+    step!("cache root: {}", paths.cache_root.display());
+    let libtorch = torch::ensure_libtorch(&paths)?;
+    if with_data {
+        step!("data sets into {}", paths.data_dir.display());
+        data::ensure_data(&paths)?;
+    } else {
+        step!("skipping the data sets (--no-data)");
+    }
+    let s = Setup {
+        libtorch,
+        data_dir: paths.data_dir,
+    };
+    step!("done");
+    step!("  LIBTORCH    = {}", s.libtorch.display());
+    step!("  AP_DATA_DIR = {}", s.data_dir.display());
+    step!("for plain cargo: eval \"$(cargo xtask env)\"");
+    Ok(s)
+}
+
+/// Variables removed from the environment of the tools we run.
+const UNSET_VARS: &[&str] = &["LIBTORCH_USE_PYTORCH"];
+
+/// The environment the tools need, with `LD_LIBRARY_PATH` prepended to `current_ld`.
+/// Shared by `test`, `reproduce` and `env` so that all agree.
+fn tool_env(s: &Setup, current_ld: Option<&str>) -> Vec<(String, String)> {
+    let lib = s.libtorch.join("lib").display().to_string();
+    let ld = match current_ld {
+        Some(cur) if !cur.is_empty() => format!("{lib}:{cur}"),
+        _ => lib,
+    };
+    vec![
+        ("LIBTORCH".to_string(), s.libtorch.display().to_string()),
+        ("LD_LIBRARY_PATH".to_string(), ld),
+        ("AP_DATA_DIR".to_string(), s.data_dir.display().to_string()),
+    ]
+}
+
+/// Runs `cmd` in the workspace root with the tool environment; returns its exit code.
+fn run_with_env(cmd: &mut Command, s: &Setup) -> Result<i32> {
+    let current_ld = paths::process_env("LD_LIBRARY_PATH");
+    for (k, v) in tool_env(s, current_ld.as_deref()) {
+        cmd.env(k, v);
+    }
+    for k in UNSET_VARS {
+        cmd.env_remove(k);
+    }
+    cmd.current_dir(workspace_root());
+    let what = describe(cmd);
+    eprintln!("[xtask] running {what}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting `{what}`"))?;
+    Ok(exit_code(status))
+}
+
+/// `cargo xtask env`: prints the environment as shell code; installs nothing.
+fn print_env() -> Result<()> {
+    let paths = Paths::from_process_env()?;
+    let libtorch = match &paths.user_libtorch {
+        Some(dir) => dir.clone(),
+        None => paths::installed_torch_dir(&paths).with_context(|| {
+            format!(
+                "libtorch is not installed in {}: run `cargo xtask setup` first",
+                paths.torch_venv.display()
+            )
+        })?,
+    };
+    let missing = data::missing_files(&paths)?;
+    if !missing.is_empty() {
+        eprintln!(
+            "warning: {} data file(s) missing or corrupt under {} (e.g. {}); run `cargo xtask setup`",
+            missing.len(),
+            paths.data_dir.display(),
+            missing[0].display()
+        );
+    }
+    let s = Setup {
+        libtorch,
+        data_dir: paths.data_dir,
+    };
+    print!("{}", env_script(&s));
+    Ok(())
+}
+
+/// Shell code exporting [`tool_env`]; `LD_LIBRARY_PATH` keeps the shell's current value.
+fn env_script(s: &Setup) -> String {
+    let mut out = String::new();
+    for (k, v) in tool_env(s, None) {
+        if k == "LD_LIBRARY_PATH" {
+            out.push_str(&format!(
+                "export {k}={}\"${{{k}:+:${k}}}\"\n",
+                shell_quote(&v)
+            ));
+        } else {
+            out.push_str(&format!("export {k}={}\n", shell_quote(&v)));
+        }
+    }
+    for k in UNSET_VARS {
+        out.push_str(&format!("unset {k}\n"));
+    }
+    out
+}
+
+/// Quotes a string for POSIX shells (single quotes).
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The cargo that runs us (`$CARGO`), else `cargo`.
+fn cargo() -> OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
+}
+
+/// The cargo target directory: `$CARGO_TARGET_DIR` (relative to the root) or `<root>/target`.
+fn target_dir(root: &Path, env_target: Option<String>) -> PathBuf {
+    match env_target {
+        Some(t) => root.join(t),
+        None => root.join("target"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn parses_commands() {
+        assert_eq!(parse_args(os(&[])).unwrap(), Cmd::Help);
+        assert_eq!(parse_args(os(&["help"])).unwrap(), Cmd::Help);
+        assert_eq!(parse_args(os(&["--help"])).unwrap(), Cmd::Help);
+        assert_eq!(parse_args(os(&["setup"])).unwrap(), Cmd::Setup { data: true });
+        assert_eq!(
+            parse_args(os(&["setup", "--no-data"])).unwrap(),
+            Cmd::Setup { data: false }
+        );
+        assert!(parse_args(os(&["setup", "--bogus"])).is_err());
+        assert_eq!(parse_args(os(&["env"])).unwrap(), Cmd::Env);
+        assert!(parse_args(os(&["env", "x"])).is_err());
+        assert_eq!(
+            parse_args(os(&["test", "-p", "ap-mask", "--", "--nocapture"])).unwrap(),
+            Cmd::Test(os(&["-p", "ap-mask", "--", "--nocapture"]))
+        );
+        assert_eq!(
+            parse_args(os(&["reproduce", "--grid", "quick"])).unwrap(),
+            Cmd::Reproduce(os(&["--grid", "quick"]))
+        );
+        let err = parse_args(os(&["frobnicate"])).unwrap_err().to_string();
+        assert!(err.contains("frobnicate"), "{err}");
+    }
+
+    fn setup_fixture() -> Setup {
+        Setup {
+            libtorch: PathBuf::from("/c/venv/lib/python3.11/site-packages/torch"),
+            data_dir: PathBuf::from("/c/data"),
+        }
+    }
+
+    #[test]
+    fn tool_env_prepends_torch_lib() {
+        let s = setup_fixture();
+        let lib = "/c/venv/lib/python3.11/site-packages/torch/lib";
+        let env = tool_env(&s, Some("/usr/local/lib"));
+        assert_eq!(
+            env,
+            vec![
+                (
+                    "LIBTORCH".to_string(),
+                    "/c/venv/lib/python3.11/site-packages/torch".to_string()
+                ),
+                ("LD_LIBRARY_PATH".to_string(), format!("{lib}:/usr/local/lib")),
+                ("AP_DATA_DIR".to_string(), "/c/data".to_string()),
+            ]
+        );
+        assert_eq!(tool_env(&s, None)[1].1, lib);
+        assert_eq!(tool_env(&s, Some(""))[1].1, lib);
+    }
+
+    #[test]
+    fn env_script_is_shell_code() {
+        let script = env_script(&setup_fixture());
+        assert!(script.contains("export LIBTORCH='/c/venv/lib/python3.11/site-packages/torch'\n"));
+        assert!(script.contains(
+            "export LD_LIBRARY_PATH='/c/venv/lib/python3.11/site-packages/torch/lib'\"${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\"\n"
+        ));
+        assert!(script.contains("export AP_DATA_DIR='/c/data'\n"));
+        assert!(script.contains("unset LIBTORCH_USE_PYTORCH\n"));
+        // Round trip through a real shell.
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "LD_LIBRARY_PATH=/x; {script} printf '%s|%s|%s|%s' \"$LIBTORCH\" \"$LD_LIBRARY_PATH\" \"$AP_DATA_DIR\" \"${{LIBTORCH_USE_PYTORCH-unset}}\""
+            ))
+            .env("LIBTORCH_USE_PYTORCH", "1")
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "/c/venv/lib/python3.11/site-packages/torch|/c/venv/lib/python3.11/site-packages/torch/lib:/x|/c/data|unset"
+        );
+    }
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+    }
+
+    #[test]
+    fn target_dir_honours_env() {
+        let root = Path::new("/ws");
+        assert_eq!(target_dir(root, None), PathBuf::from("/ws/target"));
+        assert_eq!(target_dir(root, Some("/t".into())), PathBuf::from("/t"));
+        assert_eq!(target_dir(root, Some("out".into())), PathBuf::from("/ws/out"));
+    }
+
+    #[test]
+    fn workspace_root_has_manifest() {
+        assert!(workspace_root().join("Cargo.toml").is_file());
+        assert!(workspace_root().join("xtask").is_dir());
+    }
+}
