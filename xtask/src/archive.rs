@@ -24,13 +24,8 @@ pub fn extract_tgz(archive: &Path, dest: &Path) -> Result<()> {
     let f = File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
     let mut ar = tar::Archive::new(GzDecoder::new(f));
     ar.set_preserve_permissions(false);
-    ar.unpack(dest).with_context(|| {
-        format!(
-            "extracting {} into {}",
-            archive.display(),
-            dest.display()
-        )
-    })
+    ar.unpack(dest)
+        .with_context(|| format!("extracting {} into {}", archive.display(), dest.display()))
 }
 
 #[cfg(test)]
@@ -62,7 +57,10 @@ mod tests {
             let mut b = tar::Builder::new(enc);
             for (path, body) in [
                 ("package/package.json", &b"{\"name\":\"x\"}"[..]),
-                ("package/data/t10k-labels-idx1-ubyte", &[0u8, 0, 8, 1, 7, 2][..]),
+                (
+                    "package/data/t10k-labels-idx1-ubyte",
+                    &[0u8, 0, 8, 1, 7, 2][..],
+                ),
             ] {
                 let mut h = tar::Header::new_gnu();
                 h.set_size(body.len() as u64);

@@ -175,7 +175,10 @@ mod tests {
         let err = install_verified(&dest, b"corrupted", ABC, "somewhere")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("data.bin") && err.contains("somewhere"), "{err}");
+        assert!(
+            err.contains("data.bin") && err.contains("somewhere"),
+            "{err}"
+        );
         assert_eq!(std::fs::read(&dest).unwrap(), b"abc");
         assert!(!tmp_path(&dest).exists());
     }

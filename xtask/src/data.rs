@@ -210,9 +210,7 @@ fn ensure_dataset(ds: Dataset, paths: &Paths, scratch: &mut Option<ScratchDir>) 
             ),
             Dataset::FashionMnist => (
                 apt_fetch(scratch, &dir)?,
-                format!(
-                    "Debian package {FASHION_MNIST_DEB}, usr/share/datasets/fashion-mnist"
-                ),
+                format!("Debian package {FASHION_MNIST_DEB}, usr/share/datasets/fashion-mnist"),
             ),
         };
         for f in rest {
@@ -220,14 +218,16 @@ fn ensure_dataset(ds: Dataset, paths: &Paths, scratch: &mut Option<ScratchDir>) 
             let bytes = std::fs::read(&src).with_context(|| {
                 format!("{} is not in the {origin} ({})", f.name, src.display())
             })?;
-            install_verified(&dir.join(f.name), &bytes, f.sha256, &format!("{origin}/{}", f.name))?;
+            install_verified(
+                &dir.join(f.name),
+                &bytes,
+                f.sha256,
+                &format!("{origin}/{}", f.name),
+            )?;
             step!("{label} {}: ok (sha256 verified)", f.name);
         }
     }
-    step!(
-        "{label}: done in {:.1}s",
-        start.elapsed().as_secs_f64()
-    );
+    step!("{label}: done in {:.1}s", start.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -316,8 +316,7 @@ fn apt_fetch(scratch: &Path, target: &Path) -> Result<PathBuf> {
     if !ok && package_not_found(&text) {
         if is_root() {
             step!("Fashion-MNIST: apt does not know the package yet; running apt-get update");
-            run_streamed(Command::new("apt-get").arg("update"))
-                .context("apt-get update failed")?;
+            run_streamed(Command::new("apt-get").arg("update")).context("apt-get update failed")?;
             (ok, text) = download()?;
         } else {
             bail!(
@@ -343,16 +342,23 @@ fn apt_fetch(scratch: &Path, target: &Path) -> Result<PathBuf> {
     } else if find_in_path("dpkg").is_some() {
         "dpkg"
     } else {
-        bail!("dpkg-deb (package dpkg) is required to unpack {}; {manual}", deb.display());
+        bail!(
+            "dpkg-deb (package dpkg) is required to unpack {}; {manual}",
+            deb.display()
+        );
     };
     run_streamed(Command::new(tool).arg("-x").arg(&deb).arg(&root))?;
     Ok(root.join("usr/share/datasets/fashion-mnist"))
 }
 
 fn package_not_found(apt_output: &str) -> bool {
-    ["Unable to locate package", "has no installation candidate", "Can't select"]
-        .iter()
-        .any(|s| apt_output.contains(s))
+    [
+        "Unable to locate package",
+        "has no installation candidate",
+        "Can't select",
+    ]
+    .iter()
+    .any(|s| apt_output.contains(s))
 }
 
 fn find_file(dir: &Path, pred: impl Fn(&str) -> bool) -> Option<PathBuf> {
@@ -376,7 +382,10 @@ mod tests {
         assert_eq!(all.len(), 8);
         for f in &all {
             assert_eq!(f.sha256.len(), 64, "{}", f.name);
-            assert!(f.sha256.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            assert!(f
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         }
         let mut sums: Vec<&str> = all.iter().map(|f| f.sha256).collect();
         sums.sort();
@@ -400,8 +409,12 @@ mod tests {
 
     #[test]
     fn apt_not_found_detection() {
-        assert!(package_not_found("E: Unable to locate package dataset-fashion-mnist"));
-        assert!(!package_not_found("E: Failed to fetch http://deb.debian.org/..."));
+        assert!(package_not_found(
+            "E: Unable to locate package dataset-fashion-mnist"
+        ));
+        assert!(!package_not_found(
+            "E: Failed to fetch http://deb.debian.org/..."
+        ));
     }
 
     #[test]

@@ -199,9 +199,7 @@ fn run_with_env(cmd: &mut Command, s: &Setup) -> Result<i32> {
     cmd.current_dir(workspace_root());
     let what = describe(cmd);
     eprintln!("[xtask] running {what}");
-    let status = cmd
-        .status()
-        .with_context(|| format!("starting `{what}`"))?;
+    let status = cmd.status().with_context(|| format!("starting `{what}`"))?;
     Ok(exit_code(status))
 }
 
@@ -292,7 +290,10 @@ mod tests {
         assert_eq!(parse_args(os(&[])).unwrap(), Cmd::Help);
         assert_eq!(parse_args(os(&["help"])).unwrap(), Cmd::Help);
         assert_eq!(parse_args(os(&["--help"])).unwrap(), Cmd::Help);
-        assert_eq!(parse_args(os(&["setup"])).unwrap(), Cmd::Setup { data: true });
+        assert_eq!(
+            parse_args(os(&["setup"])).unwrap(),
+            Cmd::Setup { data: true }
+        );
         assert_eq!(
             parse_args(os(&["setup", "--no-data"])).unwrap(),
             Cmd::Setup { data: false }
@@ -331,7 +332,10 @@ mod tests {
                     "LIBTORCH".to_string(),
                     "/c/venv/lib/python3.11/site-packages/torch".to_string()
                 ),
-                ("LD_LIBRARY_PATH".to_string(), format!("{lib}:/usr/local/lib")),
+                (
+                    "LD_LIBRARY_PATH".to_string(),
+                    format!("{lib}:/usr/local/lib")
+                ),
                 ("AP_DATA_DIR".to_string(), "/c/data".to_string()),
             ]
         );
@@ -374,7 +378,10 @@ mod tests {
         let root = Path::new("/ws");
         assert_eq!(target_dir(root, None), PathBuf::from("/ws/target"));
         assert_eq!(target_dir(root, Some("/t".into())), PathBuf::from("/t"));
-        assert_eq!(target_dir(root, Some("out".into())), PathBuf::from("/ws/out"));
+        assert_eq!(
+            target_dir(root, Some("out".into())),
+            PathBuf::from("/ws/out")
+        );
     }
 
     #[test]

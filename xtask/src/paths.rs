@@ -146,7 +146,10 @@ pub fn installed_torch_dir(paths: &Paths) -> Option<PathBuf> {
         return None;
     }
     let dir = find_torch_dir(&paths.torch_venv)?;
-    dir.join("lib").join(LIBTORCH_MARKER).is_file().then_some(dir)
+    dir.join("lib")
+        .join(LIBTORCH_MARKER)
+        .is_file()
+        .then_some(dir)
 }
 
 #[cfg(test)]
@@ -155,19 +158,28 @@ mod tests {
     use std::collections::HashMap;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k: &str| map.get(k).cloned()
     }
 
     #[test]
     fn cache_root_precedence() {
-        let all = env_of(&[("AP_CACHE_DIR", "/a"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]);
+        let all = env_of(&[
+            ("AP_CACHE_DIR", "/a"),
+            ("XDG_CACHE_HOME", "/x"),
+            ("HOME", "/h"),
+        ]);
         assert_eq!(cache_root(&all).unwrap(), PathBuf::from("/a"));
         let xdg = env_of(&[("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]);
         assert_eq!(cache_root(&xdg).unwrap(), PathBuf::from("/x/ap-prune"));
         let home = env_of(&[("HOME", "/h")]);
-        assert_eq!(cache_root(&home).unwrap(), PathBuf::from("/h/.cache/ap-prune"));
+        assert_eq!(
+            cache_root(&home).unwrap(),
+            PathBuf::from("/h/.cache/ap-prune")
+        );
         let none = env_of(&[]);
         let err = cache_root(&none).unwrap_err().to_string();
         assert!(err.contains("AP_CACHE_DIR"), "{err}");
@@ -178,15 +190,24 @@ mod tests {
         let env = env_of(&[("HOME", "/h")]);
         let p = Paths::resolve(&env, &|_| false).unwrap();
         assert_eq!(p.cache_root, PathBuf::from("/h/.cache/ap-prune"));
-        assert_eq!(p.torch_venv, PathBuf::from("/h/.cache/ap-prune/torch-2.11.0"));
+        assert_eq!(
+            p.torch_venv,
+            PathBuf::from("/h/.cache/ap-prune/torch-2.11.0")
+        );
         assert_eq!(p.data_dir, PathBuf::from("/h/.cache/ap-prune/data"));
         assert_eq!(p.user_libtorch, None);
-        assert_eq!(p.lock_path(), PathBuf::from("/h/.cache/ap-prune/torch-2.11.0.lock"));
+        assert_eq!(
+            p.lock_path(),
+            PathBuf::from("/h/.cache/ap-prune/torch-2.11.0.lock")
+        );
         assert_eq!(
             p.stamp_path(),
             PathBuf::from("/h/.cache/ap-prune/torch-2.11.0/.ap-torch-complete")
         );
-        assert_eq!(p.mnist_dir(), PathBuf::from("/h/.cache/ap-prune/data/mnist"));
+        assert_eq!(
+            p.mnist_dir(),
+            PathBuf::from("/h/.cache/ap-prune/data/mnist")
+        );
         assert_eq!(
             p.fashion_mnist_dir(),
             PathBuf::from("/h/.cache/ap-prune/data/fashion-mnist")

@@ -18,7 +18,10 @@ use crate::util::{find_in_path, run_streamed, step};
 /// setups from installing at the same time).
 pub fn ensure_libtorch(paths: &Paths) -> Result<PathBuf> {
     if let Some(dir) = &paths.user_libtorch {
-        step!("libtorch: using LIBTORCH={} (from the environment)", dir.display());
+        step!(
+            "libtorch: using LIBTORCH={} (from the environment)",
+            dir.display()
+        );
         return Ok(dir.clone());
     }
     if let Some(v) = paths::process_env("LIBTORCH") {
@@ -199,7 +202,11 @@ mod tests {
         let path = tmp.path().join("venv.lock");
         {
             let _l = Lock::acquire(&path).unwrap();
-            let pid: u32 = std::fs::read_to_string(&path).unwrap().trim().parse().unwrap();
+            let pid: u32 = std::fs::read_to_string(&path)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
             assert_eq!(pid, std::process::id());
         }
         assert!(!path.exists());
@@ -244,7 +251,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let stamp = tmp.path().join(crate::paths::STAMP_FILE);
         write_stamp(&stamp).unwrap();
-        assert_eq!(std::fs::read_to_string(&stamp).unwrap().trim(), TORCH_VERSION);
+        assert_eq!(
+            std::fs::read_to_string(&stamp).unwrap().trim(),
+            TORCH_VERSION
+        );
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
     }
 }

@@ -63,12 +63,23 @@ pub struct ShuffledBatches {
 
 impl ShuffledBatches {
     /// Shuffles `0..n` for `(seed, epoch)` and moves the permutation to `device` (one transfer).
-    pub fn new(n: usize, batch_size: usize, seed: u64, epoch: u64, device: Device) -> Result<Self, DataError> {
+    pub fn new(
+        n: usize,
+        batch_size: usize,
+        seed: u64,
+        epoch: u64,
+        device: Device,
+    ) -> Result<Self, DataError> {
         if batch_size == 0 {
             return Err(DataError::ZeroBatchSize);
         }
         let perm = Tensor::f_from_slice(&permutation(n, seed, epoch))?.f_to_device(device)?;
-        Ok(Self { perm, n: n as i64, batch_size: batch_size as i64, pos: 0 })
+        Ok(Self {
+            perm,
+            n: n as i64,
+            batch_size: batch_size as i64,
+            pos: 0,
+        })
     }
 
     /// Number of batches in the epoch (the last may be partial).
@@ -117,7 +128,12 @@ impl<'a> EvalBatches<'a> {
         if batch_size == 0 {
             return Err(DataError::ZeroBatchSize);
         }
-        Ok(Self { split, n: split.len() as i64, batch_size: batch_size as i64, pos: 0 })
+        Ok(Self {
+            split,
+            n: split.len() as i64,
+            batch_size: batch_size as i64,
+            pos: 0,
+        })
     }
 }
 
@@ -129,7 +145,10 @@ impl Iterator for EvalBatches<'_> {
             return None;
         }
         let len = self.batch_size.min(self.n - self.pos);
-        let out = (self.split.images.narrow(0, self.pos, len), self.split.labels.narrow(0, self.pos, len));
+        let out = (
+            self.split.images.narrow(0, self.pos, len),
+            self.split.labels.narrow(0, self.pos, len),
+        );
         self.pos += len;
         Some(out)
     }
@@ -183,7 +202,10 @@ mod tests {
 
     #[test]
     fn zero_batch_size_is_an_error() {
-        assert!(matches!(ShuffledBatches::new(5, 0, 1, 0, Device::Cpu), Err(DataError::ZeroBatchSize)));
+        assert!(matches!(
+            ShuffledBatches::new(5, 0, 1, 0, Device::Cpu),
+            Err(DataError::ZeroBatchSize)
+        ));
     }
 
     #[test]
@@ -192,7 +214,10 @@ mod tests {
         assert_eq!((it.len(), it.num_batches()), (3, 3));
         it.next();
         assert_eq!(it.len(), 2);
-        assert_eq!((it.permutation().kind(), it.permutation().size()), (Kind::Int64, vec![10]));
+        assert_eq!(
+            (it.permutation().kind(), it.permutation().size()),
+            (Kind::Int64, vec![10])
+        );
     }
 
     #[test]
@@ -202,6 +227,9 @@ mod tests {
         for _ in 0..30_000 {
             counts[rng.below(3) as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (9_500..10_500).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (9_500..10_500).contains(&c)),
+            "{counts:?}"
+        );
     }
 }

@@ -36,10 +36,13 @@ impl DatasetKind {
     /// Parses a canonical name (case-insensitive; `_` accepted for `-`).
     pub fn from_name(name: &str) -> Result<Self, DataError> {
         let norm = name.trim().to_ascii_lowercase().replace('_', "-");
-        Self::ALL.into_iter().find(|k| k.name() == norm).ok_or_else(|| DataError::UnknownDataset {
-            name: name.to_owned(),
-            valid: Self::ALL.map(Self::name).join(", "),
-        })
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == norm)
+            .ok_or_else(|| DataError::UnknownDataset {
+                name: name.to_owned(),
+                valid: Self::ALL.map(Self::name).join(", "),
+            })
     }
 
     /// Subdirectory of the data dir holding this data set's files.
@@ -51,9 +54,12 @@ impl DatasetKind {
     /// test images, test labels. Either the raw or the `.gz` variant is accepted when reading.
     pub const fn file_names(self) -> [&'static str; 4] {
         match self {
-            DatasetKind::Mnist => {
-                ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-            }
+            DatasetKind::Mnist => [
+                "train-images-idx3-ubyte",
+                "train-labels-idx1-ubyte",
+                "t10k-images-idx3-ubyte",
+                "t10k-labels-idx1-ubyte",
+            ],
             DatasetKind::FashionMnist => [
                 "train-images-idx3-ubyte.gz",
                 "train-labels-idx1-ubyte.gz",
@@ -90,9 +96,18 @@ impl DatasetKind {
         let raw = file_name.strip_suffix(".gz").unwrap_or(file_name);
         let gz = format!("{raw}.gz");
         // Prefer the name setup writes, then the other variant.
-        let candidates = if file_name == raw { [raw, &gz] } else { [&gz, raw] };
-        let found = candidates.into_iter().map(|n| dir.join(n)).find(|p| p.is_file());
-        found.ok_or_else(|| DataError::MissingFile { path: dir.join(file_name) })
+        let candidates = if file_name == raw {
+            [raw, &gz]
+        } else {
+            [&gz, raw]
+        };
+        let found = candidates
+            .into_iter()
+            .map(|n| dir.join(n))
+            .find(|p| p.is_file());
+        found.ok_or_else(|| DataError::MissingFile {
+            path: dir.join(file_name),
+        })
     }
 }
 
@@ -121,7 +136,12 @@ pub struct Split {
 
 impl Split {
     /// Reads, validates and converts an image/label file pair.
-    fn load(kind: DatasetKind, images: &Path, labels: &Path, device: Device) -> Result<Self, DataError> {
+    fn load(
+        kind: DatasetKind,
+        images: &Path,
+        labels: &Path,
+        device: Device,
+    ) -> Result<Self, DataError> {
         let (img_name, lbl_name) = (images.display().to_string(), labels.display().to_string());
         let img = read_idx(images)?;
         let lbl = read_idx(labels)?;
@@ -135,11 +155,26 @@ impl Split {
             return Err(shape_err(&lbl_name, "[N]", &lbl));
         };
         if n != n_labels {
-            return Err(DataError::CountMismatch { images: img_name, labels: lbl_name, n_images: n, n_labels });
+            return Err(DataError::CountMismatch {
+                images: img_name,
+                labels: lbl_name,
+                n_images: n,
+                n_labels,
+            });
         }
         let num_classes = kind.num_classes();
-        if let Some((index, &value)) = lbl.data.iter().enumerate().find(|(_, &v)| usize::from(v) >= num_classes) {
-            return Err(DataError::LabelOutOfRange { file: lbl_name, index, value, num_classes });
+        if let Some((index, &value)) = lbl
+            .data
+            .iter()
+            .enumerate()
+            .find(|(_, &v)| usize::from(v) >= num_classes)
+        {
+            return Err(DataError::LabelOutOfRange {
+                file: lbl_name,
+                index,
+                value,
+                num_classes,
+            });
         }
         // Ship bytes (4x smaller than f32) and convert once on the device.
         let images = Tensor::f_from_slice(&img.data)?
@@ -149,7 +184,9 @@ impl Split {
             .f_div_scalar(255.0)?
             .f_sub_scalar(kind.mean())?
             .f_div_scalar(kind.std())?;
-        let labels = Tensor::f_from_slice(&lbl.data)?.f_to_device(device)?.f_to_kind(Kind::Int64)?;
+        let labels = Tensor::f_from_slice(&lbl.data)?
+            .f_to_device(device)?
+            .f_to_kind(Kind::Int64)?;
         Ok(Split { images, labels })
     }
 
@@ -174,11 +211,19 @@ impl Split {
     /// # Panics
     /// If `idx` is not a valid index tensor for this split (a caller bug, not bad data).
     pub fn batch(&self, idx: &Tensor) -> (Tensor, Tensor) {
-        (self.images.index_select(0, idx), self.labels.index_select(0, idx))
+        (
+            self.images.index_select(0, idx),
+            self.labels.index_select(0, idx),
+        )
     }
 
     /// The shuffled index batches of one epoch, on this split's device.
-    pub fn shuffled_batches(&self, batch_size: usize, seed: u64, epoch: u64) -> Result<ShuffledBatches, DataError> {
+    pub fn shuffled_batches(
+        &self,
+        batch_size: usize,
+        seed: u64,
+        epoch: u64,
+    ) -> Result<ShuffledBatches, DataError> {
         ShuffledBatches::new(self.len(), batch_size, seed, epoch, self.device())
     }
 
@@ -189,12 +234,19 @@ impl Split {
 
     /// A second handle to the same tensors (no data copy).
     pub fn shallow_clone(&self) -> Split {
-        Split { images: self.images.shallow_clone(), labels: self.labels.shallow_clone() }
+        Split {
+            images: self.images.shallow_clone(),
+            labels: self.labels.shallow_clone(),
+        }
     }
 }
 
 fn shape_err(file: &str, expected: &str, arr: &IdxArray) -> DataError {
-    DataError::Shape { file: file.to_owned(), expected: expected.to_owned(), actual: arr.dims.clone() }
+    DataError::Shape {
+        file: file.to_owned(),
+        expected: expected.to_owned(),
+        actual: arr.dims.clone(),
+    }
 }
 
 /// A data set's train and test splits.
@@ -261,19 +313,39 @@ mod tests {
     use std::io::Write;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
-        let map: HashMap<String, OsString> = pairs.iter().map(|(k, v)| (k.to_string(), OsString::from(v))).collect();
+        let map: HashMap<String, OsString> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
     #[test]
     fn data_dir_precedence() {
-        let all = [("AP_DATA_DIR", "/d"), ("AP_CACHE_DIR", "/c"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")];
+        let all = [
+            ("AP_DATA_DIR", "/d"),
+            ("AP_CACHE_DIR", "/c"),
+            ("XDG_CACHE_HOME", "/x"),
+            ("HOME", "/h"),
+        ];
         assert_eq!(data_dir_from_env(env(&all)), PathBuf::from("/d"));
         assert_eq!(data_dir_from_env(env(&all[1..])), PathBuf::from("/c/data"));
-        assert_eq!(data_dir_from_env(env(&all[2..])), PathBuf::from("/x/ap-prune/data"));
-        assert_eq!(data_dir_from_env(env(&all[3..])), PathBuf::from("/h/.cache/ap-prune/data"));
-        assert_eq!(data_dir_from_env(env(&[("AP_DATA_DIR", ""), ("HOME", "/h")])), PathBuf::from("/h/.cache/ap-prune/data"));
-        assert_eq!(data_dir_from_env(env(&[])), PathBuf::from(".cache/ap-prune/data"));
+        assert_eq!(
+            data_dir_from_env(env(&all[2..])),
+            PathBuf::from("/x/ap-prune/data")
+        );
+        assert_eq!(
+            data_dir_from_env(env(&all[3..])),
+            PathBuf::from("/h/.cache/ap-prune/data")
+        );
+        assert_eq!(
+            data_dir_from_env(env(&[("AP_DATA_DIR", ""), ("HOME", "/h")])),
+            PathBuf::from("/h/.cache/ap-prune/data")
+        );
+        assert_eq!(
+            data_dir_from_env(env(&[])),
+            PathBuf::from(".cache/ap-prune/data")
+        );
     }
 
     #[test]
@@ -282,9 +354,15 @@ mod tests {
             assert_eq!(DatasetKind::from_name(kind.name()).unwrap(), kind);
             assert_eq!(kind.to_string().parse::<DatasetKind>().unwrap(), kind);
         }
-        assert_eq!(DatasetKind::from_name("Fashion_MNIST").unwrap(), DatasetKind::FashionMnist);
+        assert_eq!(
+            DatasetKind::from_name("Fashion_MNIST").unwrap(),
+            DatasetKind::FashionMnist
+        );
         let msg = DatasetKind::from_name("cifar").unwrap_err().to_string();
-        assert!(msg.contains("cifar") && msg.contains("mnist, fashion-mnist"), "{msg}");
+        assert!(
+            msg.contains("cifar") && msg.contains("mnist, fashion-mnist"),
+            "{msg}"
+        );
     }
 
     /// Synthetic data set: `n_train`/`n_test` images whose pixel values are `label * 20`.
@@ -294,22 +372,35 @@ mod tests {
 
     impl Fixture {
         fn new(kind: DatasetKind, gzip: bool) -> Self {
-            let fx = Fixture { dir: tempfile::tempdir().unwrap() };
+            let fx = Fixture {
+                dir: tempfile::tempdir().unwrap(),
+            };
             fx.write_split(kind, 0, &[3, 1, 4, 1, 5], gzip);
             fx.write_split(kind, 2, &[9, 2, 6], gzip);
             fx
         }
 
         fn path(&self, kind: DatasetKind, file: usize) -> PathBuf {
-            self.dir.path().join(kind.subdir()).join(kind.file_names()[file])
+            self.dir
+                .path()
+                .join(kind.subdir())
+                .join(kind.file_names()[file])
         }
 
-        fn write(&self, kind: DatasetKind, file: usize, dims: &[usize], data: &[u8], gzip: bool) -> String {
+        fn write(
+            &self,
+            kind: DatasetKind,
+            file: usize,
+            dims: &[usize],
+            data: &[u8],
+            gzip: bool,
+        ) -> String {
             let path = self.path(kind, file);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             let bytes = encode_idx(dims, data);
             let bytes = if gzip {
-                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
                 enc.write_all(&bytes).unwrap();
                 enc.finish().unwrap()
             } else {
@@ -321,8 +412,17 @@ mod tests {
 
         fn write_split(&self, kind: DatasetKind, first_file: usize, labels: &[u8], gzip: bool) {
             let px = IMAGE_SIDE * IMAGE_SIDE;
-            let images: Vec<u8> = labels.iter().flat_map(|&l| std::iter::repeat(l * 20).take(px)).collect();
-            self.write(kind, first_file, &[labels.len(), IMAGE_SIDE, IMAGE_SIDE], &images, gzip);
+            let images: Vec<u8> = labels
+                .iter()
+                .flat_map(|&l| std::iter::repeat(l * 20).take(px))
+                .collect();
+            self.write(
+                kind,
+                first_file,
+                &[labels.len(), IMAGE_SIDE, IMAGE_SIDE],
+                &images,
+                gzip,
+            );
             self.write(kind, first_file + 1, &[labels.len()], labels, gzip);
         }
 
@@ -337,9 +437,15 @@ mod tests {
             for gzip in [false, true] {
                 let ds = Fixture::new(kind, gzip).load(kind).unwrap();
                 assert_eq!(ds.train.images.size(), vec![5, 1, 28, 28]);
-                assert_eq!((ds.train.images.kind(), ds.train.labels.kind()), (Kind::Float, Kind::Int64));
+                assert_eq!(
+                    (ds.train.images.kind(), ds.train.labels.kind()),
+                    (Kind::Float, Kind::Int64)
+                );
                 assert_eq!((ds.train.len(), ds.test.len()), (5, 3));
-                assert_eq!(Vec::<i64>::try_from(&ds.test.labels).unwrap(), vec![9, 2, 6]);
+                assert_eq!(
+                    Vec::<i64>::try_from(&ds.test.labels).unwrap(),
+                    vec![9, 2, 6]
+                );
                 let px = ds.test.images.double_value(&[0, 0, 5, 5]);
                 let want = (180.0 / 255.0 - kind.mean()) / kind.std();
                 assert!((px - want).abs() < 1e-5, "{px} vs {want}");
@@ -350,12 +456,19 @@ mod tests {
     #[test]
     fn raw_and_gz_names_both_accepted() {
         // Fashion expects `.gz` names; write raw ones instead (and MNIST the other way round).
-        for (kind, gz_names) in [(DatasetKind::FashionMnist, false), (DatasetKind::Mnist, true)] {
+        for (kind, gz_names) in [
+            (DatasetKind::FashionMnist, false),
+            (DatasetKind::Mnist, true),
+        ] {
             let fx = Fixture::new(kind, false);
             for f in 0..4 {
                 let from = fx.path(kind, f);
                 let name = from.file_name().unwrap().to_str().unwrap();
-                let to = if gz_names { format!("{name}.gz") } else { name.trim_end_matches(".gz").to_owned() };
+                let to = if gz_names {
+                    format!("{name}.gz")
+                } else {
+                    name.trim_end_matches(".gz").to_owned()
+                };
                 std::fs::rename(&from, from.with_file_name(to)).unwrap();
             }
             assert_eq!(fx.load(kind).unwrap().train.len(), 5);
@@ -364,7 +477,9 @@ mod tests {
 
     #[test]
     fn batching_gathers_matching_rows() {
-        let ds = Fixture::new(DatasetKind::Mnist, false).load(DatasetKind::Mnist).unwrap();
+        let ds = Fixture::new(DatasetKind::Mnist, false)
+            .load(DatasetKind::Mnist)
+            .unwrap();
         let mut seen = Vec::new();
         for idx in ds.train.shuffled_batches(2, 11, 3).unwrap() {
             let (x, y) = ds.train.batch(&idx);
@@ -372,18 +487,34 @@ mod tests {
             // Pixel value encodes the label, so rows and labels must still line up.
             let m = DatasetKind::Mnist;
             let want = (y.to_kind(Kind::Float) * (20.0 / 255.0) - m.mean()) / m.std();
-            assert!(x.select(1, 0).select(1, 0).select(1, 0).allclose(&want, 1e-5, 1e-5, false));
+            assert!(x
+                .select(1, 0)
+                .select(1, 0)
+                .select(1, 0)
+                .allclose(&want, 1e-5, 1e-5, false));
             seen.extend(Vec::<i64>::try_from(&idx).unwrap());
         }
         seen.sort_unstable();
         assert_eq!(seen, vec![0, 1, 2, 3, 4]);
 
-        let sizes: Vec<i64> = ds.train.eval_batches(2).unwrap().map(|(x, _)| x.size()[0]).collect();
+        let sizes: Vec<i64> = ds
+            .train
+            .eval_batches(2)
+            .unwrap()
+            .map(|(x, _)| x.size()[0])
+            .collect();
         assert_eq!(sizes, vec![2, 2, 1]);
-        let labels: Vec<i64> =
-            ds.train.eval_batches(2).unwrap().flat_map(|(_, y)| Vec::<i64>::try_from(&y).unwrap()).collect();
+        let labels: Vec<i64> = ds
+            .train
+            .eval_batches(2)
+            .unwrap()
+            .flat_map(|(_, y)| Vec::<i64>::try_from(&y).unwrap())
+            .collect();
         assert_eq!(labels, vec![3, 1, 4, 1, 5]);
-        assert!(matches!(ds.train.eval_batches(0), Err(DataError::ZeroBatchSize)));
+        assert!(matches!(
+            ds.train.eval_batches(0),
+            Err(DataError::ZeroBatchSize)
+        ));
     }
 
     #[test]
@@ -394,7 +525,10 @@ mod tests {
         let err = fx.load(DatasetKind::Mnist).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, DataError::MissingFile { .. }), "{err:?}");
-        assert!(msg.contains(&path.display().to_string()) && msg.contains("cargo xtask setup"), "{msg}");
+        assert!(
+            msg.contains(&path.display().to_string()) && msg.contains("cargo xtask setup"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -402,10 +536,26 @@ mod tests {
         let fx = Fixture::new(DatasetKind::Mnist, false);
         let labels = fx.write(DatasetKind::Mnist, 1, &[4], &[1, 2, 3, 4], false);
         let err = fx.load(DatasetKind::Mnist).unwrap_err();
-        assert!(matches!(err, DataError::CountMismatch { n_images: 5, n_labels: 4, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                DataError::CountMismatch {
+                    n_images: 5,
+                    n_labels: 4,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         let images = fx.path(DatasetKind::Mnist, 0).display().to_string();
         let msg = err.to_string();
-        assert!(msg.contains(&images) && msg.contains(&labels) && msg.contains('5') && msg.contains('4'), "{msg}");
+        assert!(
+            msg.contains(&images)
+                && msg.contains(&labels)
+                && msg.contains('5')
+                && msg.contains('4'),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -413,9 +563,22 @@ mod tests {
         let fx = Fixture::new(DatasetKind::FashionMnist, true);
         let labels = fx.write(DatasetKind::FashionMnist, 3, &[3], &[1, 10, 200], true);
         let err = fx.load(DatasetKind::FashionMnist).unwrap_err();
-        assert!(matches!(err, DataError::LabelOutOfRange { index: 1, value: 10, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                DataError::LabelOutOfRange {
+                    index: 1,
+                    value: 10,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         let msg = err.to_string();
-        assert!(msg.contains(&labels) && msg.contains("index 1") && msg.contains("10"), "{msg}");
+        assert!(
+            msg.contains(&labels) && msg.contains("index 1") && msg.contains("10"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -423,17 +586,26 @@ mod tests {
         let fx = Fixture::new(DatasetKind::Mnist, false);
         let images = fx.write(DatasetKind::Mnist, 0, &[5, 28 * 28], &[0; 5 * 784], false);
         let err = fx.load(DatasetKind::Mnist).unwrap_err();
-        assert!(matches!(&err, DataError::Shape { actual, .. } if actual == &vec![5, 784]), "{err:?}");
+        assert!(
+            matches!(&err, DataError::Shape { actual, .. } if actual == &vec![5, 784]),
+            "{err:?}"
+        );
         assert!(err.to_string().contains(&images) && err.to_string().contains("[N, 28, 28]"));
 
         let fx = Fixture::new(DatasetKind::Mnist, false);
         fx.write(DatasetKind::Mnist, 0, &[1, 32, 32], &[0; 1024], false);
-        assert!(matches!(fx.load(DatasetKind::Mnist), Err(DataError::Shape { .. })));
+        assert!(matches!(
+            fx.load(DatasetKind::Mnist),
+            Err(DataError::Shape { .. })
+        ));
 
         let fx = Fixture::new(DatasetKind::Mnist, false);
         let labels = fx.write(DatasetKind::Mnist, 1, &[5, 1], &[0; 5], false);
         let err = fx.load(DatasetKind::Mnist).unwrap_err();
-        assert!(matches!(err, DataError::Shape { .. }) && err.to_string().contains(&labels), "{err}");
+        assert!(
+            matches!(err, DataError::Shape { .. }) && err.to_string().contains(&labels),
+            "{err}"
+        );
     }
 
     #[test]
@@ -444,6 +616,9 @@ mod tests {
         bytes.truncate(bytes.len() - 1);
         std::fs::write(&path, bytes).unwrap();
         let err = fx.load(DatasetKind::Mnist).unwrap_err();
-        assert!(matches!(err, DataError::SizeMismatch { .. }) && err.to_string().contains(&path.display().to_string()));
+        assert!(
+            matches!(err, DataError::SizeMismatch { .. })
+                && err.to_string().contains(&path.display().to_string())
+        );
     }
 }

@@ -30,7 +30,9 @@ pub enum DataError {
         found: [u8; 2],
     },
     /// The IDX element type is not `0x08` (unsigned byte).
-    #[error("{file}: unsupported IDX element type code 0x{code:02x} (only 0x08 = u8 is supported)")]
+    #[error(
+        "{file}: unsupported IDX element type code 0x{code:02x} (only 0x08 = u8 is supported)"
+    )]
     UnsupportedType {
         /// The file being parsed.
         file: String,

@@ -27,7 +27,10 @@ pub struct IdxArray {
 pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxArray, DataError> {
     let path = path.as_ref();
     let file = path.display().to_string();
-    let io = |err| DataError::Io { file: file.clone(), err };
+    let io = |err| DataError::Io {
+        file: file.clone(),
+        err,
+    };
     let raw = std::fs::read(path).map_err(io)?;
     if raw.starts_with(&GZIP_MAGIC) {
         let mut out = Vec::new();
@@ -42,24 +45,36 @@ pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxArray, DataError> {
 
 /// Parses uncompressed IDX bytes; `source` names their origin in error messages.
 pub fn parse_idx(bytes: &[u8], source: &str) -> Result<IdxArray, DataError> {
-    let header = |reason: String| DataError::BadHeader { file: source.to_owned(), reason };
+    let header = |reason: String| DataError::BadHeader {
+        file: source.to_owned(),
+        reason,
+    };
     if bytes.len() < 4 {
         return Err(header(format!("{} bytes, need at least 4", bytes.len())));
     }
     if bytes[..2] != [0, 0] {
-        return Err(DataError::BadMagic { file: source.to_owned(), found: [bytes[0], bytes[1]] });
+        return Err(DataError::BadMagic {
+            file: source.to_owned(),
+            found: [bytes[0], bytes[1]],
+        });
     }
     if bytes[2] != TYPE_U8 {
-        return Err(DataError::UnsupportedType { file: source.to_owned(), code: bytes[2] });
+        return Err(DataError::UnsupportedType {
+            file: source.to_owned(),
+            code: bytes[2],
+        });
     }
     let ndims = usize::from(bytes[3]);
     if ndims == 0 {
         return Err(header("zero dimensions".into()));
     }
     let data_start = 4 + 4 * ndims;
-    let dim_bytes = bytes
-        .get(4..data_start)
-        .ok_or_else(|| header(format!("{ndims} dims need {data_start} header bytes, file has {}", bytes.len())))?;
+    let dim_bytes = bytes.get(4..data_start).ok_or_else(|| {
+        header(format!(
+            "{ndims} dims need {data_start} header bytes, file has {}",
+            bytes.len()
+        ))
+    })?;
     let dims: Vec<usize> = dim_bytes
         .chunks_exact(4)
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
@@ -70,9 +85,17 @@ pub fn parse_idx(bytes: &[u8], source: &str) -> Result<IdxArray, DataError> {
         .ok_or_else(|| header(format!("dims {dims:?} overflow usize")))?;
     let data = &bytes[data_start..];
     if data.len() != expected {
-        return Err(DataError::SizeMismatch { file: source.to_owned(), dims, expected, actual: data.len() });
+        return Err(DataError::SizeMismatch {
+            file: source.to_owned(),
+            dims,
+            expected,
+            actual: data.len(),
+        });
     }
-    Ok(IdxArray { dims, data: data.to_vec() })
+    Ok(IdxArray {
+        dims,
+        data: data.to_vec(),
+    })
 }
 
 /// Encodes a `u8` array as IDX bytes (the inverse of [`parse_idx`]).
@@ -83,8 +106,15 @@ pub fn parse_idx(bytes: &[u8], source: &str) -> Result<IdxArray, DataError> {
 /// If `dims` is empty or longer than 255, a dim exceeds `u32::MAX`, or `data.len()` is not
 /// the product of `dims` — these are programming errors in the caller, not bad input files.
 pub fn encode_idx(dims: &[usize], data: &[u8]) -> Vec<u8> {
-    assert!(!dims.is_empty() && dims.len() <= 255, "IDX needs 1..=255 dims");
-    assert_eq!(dims.iter().product::<usize>(), data.len(), "data length must match dims");
+    assert!(
+        !dims.is_empty() && dims.len() <= 255,
+        "IDX needs 1..=255 dims"
+    );
+    assert_eq!(
+        dims.iter().product::<usize>(),
+        data.len(),
+        "data length must match dims"
+    );
     let mut out = vec![0, 0, TYPE_U8, dims.len() as u8];
     for &d in dims {
         out.extend_from_slice(&u32::try_from(d).expect("dim fits in u32").to_be_bytes());
@@ -114,14 +144,26 @@ mod tests {
             let path = dir.path().join(name);
             std::fs::write(&path, content).unwrap();
             let arr = read_idx(&path).unwrap();
-            assert_eq!(arr, IdxArray { dims: vec![2, 3, 4], data: data.clone() });
+            assert_eq!(
+                arr,
+                IdxArray {
+                    dims: vec![2, 3, 4],
+                    data: data.clone()
+                }
+            );
         }
     }
 
     #[test]
     fn one_dim_and_empty() {
-        assert_eq!(parse_idx(&encode_idx(&[3], &[7, 8, 9]), "x").unwrap().data, vec![7, 8, 9]);
-        assert_eq!(parse_idx(&encode_idx(&[0, 28], &[]), "x").unwrap().dims, vec![0, 28]);
+        assert_eq!(
+            parse_idx(&encode_idx(&[3], &[7, 8, 9]), "x").unwrap().data,
+            vec![7, 8, 9]
+        );
+        assert_eq!(
+            parse_idx(&encode_idx(&[0, 28], &[]), "x").unwrap().dims,
+            vec![0, 28]
+        );
     }
 
     fn write_bytes(dir: &Path, name: &str, bytes: &[u8]) -> (std::path::PathBuf, String) {
@@ -138,7 +180,10 @@ mod tests {
         bytes[1] = 7;
         let (path, name) = write_bytes(dir.path(), "bad-magic", &bytes);
         let err = read_idx(&path).unwrap_err();
-        assert!(matches!(err, DataError::BadMagic { found: [0, 7], .. }), "{err:?}");
+        assert!(
+            matches!(err, DataError::BadMagic { found: [0, 7], .. }),
+            "{err:?}"
+        );
         assert!(err.to_string().contains(&name), "{err}");
     }
 
@@ -149,7 +194,10 @@ mod tests {
         bytes[2] = 0x0d; // float
         let (path, name) = write_bytes(dir.path(), "floats", &bytes);
         let err = read_idx(&path).unwrap_err();
-        assert!(matches!(err, DataError::UnsupportedType { code: 0x0d, .. }), "{err:?}");
+        assert!(
+            matches!(err, DataError::UnsupportedType { code: 0x0d, .. }),
+            "{err:?}"
+        );
         let msg = err.to_string();
         assert!(msg.contains(&name) && msg.contains("0x0d"), "{msg}");
     }
@@ -160,7 +208,10 @@ mod tests {
         let bytes = encode_idx(&[2, 5], &[3; 10]);
         let mut long = bytes.clone();
         long.push(0);
-        for (label, content, actual) in [("short", &bytes[..bytes.len() - 3], 7), ("long", &long[..], 11)] {
+        for (label, content, actual) in [
+            ("short", &bytes[..bytes.len() - 3], 7),
+            ("long", &long[..], 11),
+        ] {
             // Gzipped too, to check sizes are validated after decompression.
             for gz in [false, true] {
                 let content = if gz { gzip(content) } else { content.to_vec() };
@@ -171,7 +222,10 @@ mod tests {
                     "{err:?}"
                 );
                 let msg = err.to_string();
-                assert!(msg.contains(&name) && msg.contains("10") && msg.contains(&actual.to_string()), "{msg}");
+                assert!(
+                    msg.contains(&name) && msg.contains("10") && msg.contains(&actual.to_string()),
+                    "{msg}"
+                );
             }
         }
     }
@@ -192,6 +246,9 @@ mod tests {
         assert!(matches!(err, DataError::Io { .. }) && err.to_string().contains("nope"));
         let (path, name) = write_bytes(dir.path(), "corrupt.gz", &[0x1f, 0x8b, 1, 2, 3]);
         let err = read_idx(path).unwrap_err();
-        assert!(matches!(err, DataError::Io { .. }) && err.to_string().contains(&name), "{err}");
+        assert!(
+            matches!(err, DataError::Io { .. }) && err.to_string().contains(&name),
+            "{err}"
+        );
     }
 }

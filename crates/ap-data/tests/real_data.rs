@@ -7,7 +7,10 @@ fn check_real(kind: DatasetKind) {
     let dir = default_data_dir();
     if !dir.join(kind.subdir()).is_dir() {
         if std::env::var("AP_SKIP_REAL_DATA").as_deref() == Ok("1") {
-            eprintln!("skipped: no {kind} under {} (AP_SKIP_REAL_DATA=1)", dir.display());
+            eprintln!(
+                "skipped: no {kind} under {} (AP_SKIP_REAL_DATA=1)",
+                dir.display()
+            );
             return;
         }
         panic!(
@@ -25,8 +28,14 @@ fn check_real(kind: DatasetKind) {
         assert_eq!(split.labels.max().int64_value(&[]), 9);
     }
     let x = ds.train.images.to_kind(Kind::Double);
-    let (mean, std) = (x.mean(Kind::Double).double_value(&[]), x.std(true).double_value(&[]));
-    assert!(mean.abs() < 0.01 && (std - 1.0).abs() < 0.01, "{kind}: normalised mean {mean}, std {std}");
+    let (mean, std) = (
+        x.mean(Kind::Double).double_value(&[]),
+        x.std(true).double_value(&[]),
+    );
+    assert!(
+        mean.abs() < 0.01 && (std - 1.0).abs() < 0.01,
+        "{kind}: normalised mean {mean}, std {std}"
+    );
 }
 
 #[test]

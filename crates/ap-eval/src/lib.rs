@@ -1,1 +1,221 @@
-//! ap-eval
+//! Evaluation: test accuracy and loss, and the dead neuron rate (DNR) of ReLU networks.
+//!
+//! Definitions (ap-spec §2): a *unit* is one element of a ReLU site's output per sample.
+//! *Dynamic DNR* is the mean over samples of the fraction of units with output ≤ 0
+//! (per-sample activation sparsity); *static DNR* is the fraction of units that are ≤ 0
+//! on every sample ("never fire"). Both are reported per site and for the whole network,
+//! weighted by units. All counting happens on the device inside the forward pass through
+//! [`DnrProbe`]; the host reads the counters once, in [`DnrProbe::finish`].
+
+use ap_models::{ActivationProbe, Model};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+/// DNR of one ReLU site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteDnr {
+    /// Site name, e.g. `fc1.relu`.
+    pub site: String,
+    /// Units per sample.
+    pub units: i64,
+    /// Mean fraction of units ≤ 0 per sample.
+    pub dynamic: f64,
+    /// Fraction of units ≤ 0 on every sample.
+    pub static_: f64,
+}
+
+/// DNR of every site and of the whole network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnrReport {
+    /// Per site, in call order.
+    pub sites: Vec<SiteDnr>,
+    /// Whole network, unit-weighted.
+    pub dynamic: f64,
+    /// Whole network, unit-weighted.
+    pub static_: f64,
+    /// Samples counted.
+    pub samples: i64,
+}
+
+struct SiteCounter {
+    name: String,
+    units: i64,
+    /// Σ over samples of dead units (int64 scalar on the device).
+    dead: Tensor,
+    /// Per unit: fired (> 0) on at least one sample (bool on the device).
+    fired: Tensor,
+}
+
+/// Accumulates static and dynamic DNR over any number of forward passes.
+///
+/// Sites are registered on first sight, in call order; a site seen again (a shared ReLU
+/// called twice under one name is a model bug — give each call site its own name) adds
+/// to the same counters.
+#[derive(Default)]
+pub struct DnrProbe {
+    sites: Vec<SiteCounter>,
+    samples: i64,
+    first_site: Option<String>,
+}
+
+impl std::fmt::Debug for DnrProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnrProbe").field("sites", &self.sites.len()).field("samples", &self.samples).finish()
+    }
+}
+
+impl ActivationProbe for DnrProbe {
+    fn observe(&mut self, site: &str, a: &Tensor) {
+        let a = a.detach();
+        let batch = a.size()[0];
+        let flat = a.view([batch, -1]);
+        let units = flat.size()[1];
+        // Count samples once per forward pass: at the first site.
+        if self.first_site.as_deref().map_or(true, |s| s == site) {
+            self.first_site.get_or_insert_with(|| site.to_string());
+            self.samples += batch;
+        }
+        let dead = flat.le(0.0).sum(Kind::Int64);
+        let fired = flat.gt(0.0).any_dim(0, false);
+        match self.sites.iter_mut().find(|s| s.name == site) {
+            Some(s) => {
+                let _ = s.dead.g_add_(&dead);
+                let _ = s.fired.logical_or_(&fired);
+            }
+            None => self.sites.push(SiteCounter { name: site.to_string(), units, dead, fired }),
+        }
+    }
+}
+
+impl DnrProbe {
+    /// An empty probe.
+    pub fn new() -> DnrProbe {
+        DnrProbe::default()
+    }
+
+    /// Reads the counters (one device-to-host copy) and computes the rates.
+    pub fn finish(self) -> DnrReport {
+        if self.sites.is_empty() || self.samples == 0 {
+            return DnrReport { sites: vec![], dynamic: 0.0, static_: 0.0, samples: self.samples };
+        }
+        let counts: Vec<Tensor> = self
+            .sites
+            .iter()
+            .flat_map(|s| [s.dead.to_kind(Kind::Int64), s.fired.logical_not().sum(Kind::Int64)])
+            .collect();
+        let host = ap_tensor::to_f64_vec(&Tensor::stack(&counts, 0));
+        let n = self.samples as f64;
+        let mut sites = Vec::with_capacity(self.sites.len());
+        let (mut dead_all, mut never_all, mut units_all) = (0.0, 0.0, 0.0);
+        for (s, c) in self.sites.iter().zip(host.chunks(2)) {
+            let u = s.units as f64;
+            sites.push(SiteDnr { site: s.name.clone(), units: s.units, dynamic: c[0] / (n * u), static_: c[1] / u });
+            dead_all += c[0];
+            never_all += c[1];
+            units_all += u;
+        }
+        DnrReport { sites, dynamic: dead_all / (n * units_all), static_: never_all / units_all, samples: self.samples }
+    }
+}
+
+/// Accuracy, loss and DNR on one data split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// Fraction of samples classified correctly.
+    pub accuracy: f64,
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// Dead neuron rates, eval mode.
+    pub dnr: DnrReport,
+}
+
+/// Evaluates `model` in eval mode on `images`/`labels` in batches of `batch_size`,
+/// without gradients and without augmentation; every sample counts (no dropped batch).
+/// One host read at the end.
+pub fn evaluate(model: &Model, images: &Tensor, labels: &Tensor, batch_size: i64) -> EvalReport {
+    let n = images.size()[0];
+    let device = images.device();
+    let mut probe = DnrProbe::new();
+    let mut correct = Tensor::zeros([], (Kind::Int64, device));
+    let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
+    tch::no_grad(|| {
+        let mut start = 0;
+        while start < n {
+            let len = batch_size.min(n - start);
+            let x = images.narrow(0, start, len);
+            let y = labels.narrow(0, start, len);
+            let logits = model.forward_probed(&x, false, &mut probe);
+            let _ = correct.g_add_(&logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64));
+            let _ = loss_sum.g_add_(&logits.cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0).to_kind(Kind::Double));
+            start += len;
+        }
+    });
+    let host = ap_tensor::to_f64_vec(&Tensor::stack(&[correct.to_kind(Kind::Double), loss_sum], 0));
+    EvalReport { accuracy: host[0] / n as f64, loss: host[1] / n as f64, dnr: probe.finish() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tch::Device;
+
+    /// Host reference for one site: (dynamic, static).
+    fn reference(acts: &[Vec<f32>]) -> (f64, f64) {
+        let units = acts[0].len();
+        let dynamic = acts.iter().map(|a| a.iter().filter(|&&v| v <= 0.0).count() as f64 / units as f64).sum::<f64>() / acts.len() as f64;
+        let never = (0..units).filter(|&u| acts.iter().all(|a| a[u] <= 0.0)).count() as f64 / units as f64;
+        (dynamic, never)
+    }
+
+    proptest! {
+        /// DNR matches a host reference across batch splits, lies in [0, 1], and static ≤ dynamic.
+        #[test]
+        fn dnr_matches_reference_and_bounds(
+            acts in prop::collection::vec(prop::collection::vec(prop_oneof![Just(0.0f32), -1.0f32..1.0], 7), 1..30),
+            split in 1usize..30,
+        ) {
+            let mut probe = DnrProbe::new();
+            for chunk in acts.chunks(split) {
+                let flat: Vec<f32> = chunk.iter().flatten().copied().collect();
+                let t = Tensor::from_slice(&flat).view([chunk.len() as i64, 7]).relu();
+                probe.observe("a", &t);
+                probe.observe("b", &t.view([chunk.len() as i64, 7, 1]));
+            }
+            let r = probe.finish();
+            let relu: Vec<Vec<f32>> = acts.iter().map(|a| a.iter().map(|v| v.max(0.0)).collect()).collect();
+            let (d, s) = reference(&relu);
+            prop_assert_eq!(r.samples, acts.len() as i64);
+            for site in &r.sites {
+                prop_assert!((site.dynamic - d).abs() < 1e-12 && (site.static_ - s).abs() < 1e-12);
+            }
+            prop_assert!((0.0..=1.0).contains(&r.dynamic) && (0.0..=1.0).contains(&r.static_));
+            prop_assert!(r.static_ <= r.dynamic + 1e-12);
+        }
+    }
+
+    #[test]
+    fn whole_network_rate_is_unit_weighted() {
+        let mut probe = DnrProbe::new();
+        // site a: 1 unit, always dead; site b: 3 units, always alive.
+        probe.observe("a", &Tensor::zeros([2, 1], (Kind::Float, Device::Cpu)));
+        probe.observe("b", &Tensor::ones([2, 3], (Kind::Float, Device::Cpu)));
+        let r = probe.finish();
+        assert_eq!((r.dynamic, r.static_), (0.25, 0.25));
+        assert_eq!(r.sites[0].static_, 1.0);
+    }
+
+    #[test]
+    fn evaluate_counts_every_sample() {
+        tch::manual_seed(0);
+        let m = ap_models::build("lenet300-100", &[1, 2, 2], 3, Device::Cpu).unwrap();
+        let x = Tensor::randn([7, 1, 2, 2], (Kind::Float, Device::Cpu));
+        let y = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 2, 0]);
+        let full = evaluate(&m, &x, &y, 7);
+        let batched = evaluate(&m, &x, &y, 3);
+        assert_eq!(full.dnr.samples, 7);
+        assert!((full.accuracy - batched.accuracy).abs() < 1e-12);
+        assert!((full.loss - batched.loss).abs() < 1e-5);
+        assert!((full.dnr.dynamic - batched.dnr.dynamic).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,263 @@
+//! SGD and Adam written with in-place tensor ops, so pruned positions can be masked in
+//! the optimizer state too (tch's optimizers hide their state).
+//!
+//! Each step: the gradient is multiplied by the mask, the update is applied, then the
+//! weight is multiplied by the mask. With the state zero at pruned positions (true from
+//! construction, and restored by [`Optimizer::mask_state`] after a pruning event),
+//! momentum, Adam moments and weight decay can never revive a pruned weight.
+
+use ap_mask::Mask;
+use serde::{Deserialize, Serialize};
+use tch::{nn::VarStore, Tensor};
+
+/// Optimizer and its hyperparameters. Weight decay is L2 added to the gradient, as in
+/// PyTorch's `SGD` and `Adam` (not decoupled `AdamW`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum OptimizerSpec {
+    /// Stochastic gradient descent with optional (Nesterov) momentum.
+    Sgd {
+        /// Base learning rate.
+        lr: f64,
+        /// Momentum factor (0 = none).
+        #[serde(default)]
+        momentum: f64,
+        /// L2 weight decay.
+        #[serde(default)]
+        weight_decay: f64,
+        /// Nesterov momentum.
+        #[serde(default)]
+        nesterov: bool,
+    },
+    /// Adam (Kingma & Ba), PyTorch's formulation.
+    Adam {
+        /// Base learning rate.
+        lr: f64,
+        /// First-moment decay.
+        #[serde(default = "default_beta1")]
+        beta1: f64,
+        /// Second-moment decay.
+        #[serde(default = "default_beta2")]
+        beta2: f64,
+        /// Denominator epsilon.
+        #[serde(default = "default_eps")]
+        eps: f64,
+        /// L2 weight decay.
+        #[serde(default)]
+        weight_decay: f64,
+    },
+}
+
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.999
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+
+impl OptimizerSpec {
+    /// The base learning rate.
+    pub fn lr(&self) -> f64 {
+        match self {
+            OptimizerSpec::Sgd { lr, .. } | OptimizerSpec::Adam { lr, .. } => *lr,
+        }
+    }
+
+    /// Checks ranges; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let check = |name: &str, v: f64, ok: bool| if ok { Ok(()) } else { Err(format!("optimizer.{name} = {v} is out of range")) };
+        match *self {
+            OptimizerSpec::Sgd { lr, momentum, weight_decay, nesterov } => {
+                check("lr", lr, lr > 0.0 && lr.is_finite())?;
+                check("momentum", momentum, (0.0..1.0).contains(&momentum))?;
+                check("weight_decay", weight_decay, weight_decay >= 0.0)?;
+                if nesterov && momentum == 0.0 {
+                    return Err("optimizer.nesterov = true needs optimizer.momentum > 0".into());
+                }
+                Ok(())
+            }
+            OptimizerSpec::Adam { lr, beta1, beta2, eps, weight_decay } => {
+                check("lr", lr, lr > 0.0 && lr.is_finite())?;
+                check("beta1", beta1, (0.0..1.0).contains(&beta1))?;
+                check("beta2", beta2, (0.0..1.0).contains(&beta2))?;
+                check("eps", eps, eps > 0.0)?;
+                check("weight_decay", weight_decay, weight_decay >= 0.0)
+            }
+        }
+    }
+}
+
+struct Slot {
+    param: Tensor,
+    mask: Option<Tensor>,
+    /// SGD: momentum buffer. Adam: first moment.
+    m: Option<Tensor>,
+    /// Adam: second moment.
+    v: Option<Tensor>,
+}
+
+/// An optimizer over every trainable variable of a `VarStore`, aware of a mask.
+pub struct Optimizer {
+    spec: OptimizerSpec,
+    slots: Vec<Slot>,
+    steps: i64,
+}
+
+impl std::fmt::Debug for Optimizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Optimizer").field("spec", &self.spec).field("steps", &self.steps).finish()
+    }
+}
+
+impl Optimizer {
+    /// A fresh optimizer (zero state) over all variables of `vs`, in name order. Variables
+    /// named in `mask` are masked; the mask's tensors are shared, so later in-place
+    /// changes to the mask take effect.
+    pub fn new(spec: OptimizerSpec, vs: &VarStore, mask: Option<&Mask>) -> Optimizer {
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let slots = vars
+            .into_iter()
+            .map(|(name, param)| {
+                let mask = mask.and_then(|m| m.get(&name)).map(Tensor::shallow_clone);
+                Slot { param, mask, m: None, v: None }
+            })
+            .collect();
+        Optimizer { spec, slots, steps: 0 }
+    }
+
+    /// Clears the gradients of all parameters.
+    pub fn zero_grad(&mut self) {
+        for s in &mut self.slots {
+            s.param.zero_grad();
+        }
+    }
+
+    /// Zeroes the optimizer state at positions the mask has pruned (call after a pruning
+    /// event when the optimizer is kept).
+    pub fn mask_state(&mut self) {
+        tch::no_grad(|| {
+            for s in &mut self.slots {
+                if let Some(mask) = &s.mask {
+                    for buf in [&mut s.m, &mut s.v].into_iter().flatten() {
+                        let _ = buf.g_mul_(mask);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Number of steps taken.
+    pub fn steps(&self) -> i64 {
+        self.steps
+    }
+
+    /// One update with learning rate `lr` from the current gradients.
+    pub fn step(&mut self, lr: f64) {
+        self.steps += 1;
+        let t = self.steps;
+        let spec = self.spec.clone();
+        tch::no_grad(|| {
+            for s in &mut self.slots {
+                let mut g = s.param.grad();
+                if !g.defined() {
+                    continue;
+                }
+                if let Some(mask) = &s.mask {
+                    let _ = g.g_mul_(mask);
+                }
+                match spec {
+                    OptimizerSpec::Sgd { momentum, weight_decay, nesterov, .. } => {
+                        let mut d = if weight_decay != 0.0 { &g + &s.param * weight_decay } else { g.shallow_clone() };
+                        if momentum != 0.0 {
+                            let buf = match &mut s.m {
+                                Some(buf) => {
+                                    let _ = buf.g_mul_scalar_(momentum).g_add_(&d);
+                                    buf
+                                }
+                                None => s.m.insert(d.copy()),
+                            };
+                            d = if nesterov { d + &*buf * momentum } else { buf.shallow_clone() };
+                        }
+                        let _ = s.param.g_sub_(&(d * lr));
+                    }
+                    OptimizerSpec::Adam { beta1, beta2, eps, weight_decay, .. } => {
+                        let d = if weight_decay != 0.0 { &g + &s.param * weight_decay } else { g.shallow_clone() };
+                        let m = s.m.get_or_insert_with(|| d.zeros_like());
+                        let _ = m.g_mul_scalar_(beta1).g_add_(&(&d * (1.0 - beta1)));
+                        let v = s.v.get_or_insert_with(|| d.zeros_like());
+                        let _ = v.g_mul_scalar_(beta2).g_add_(&(d.square() * (1.0 - beta2)));
+                        let bc1 = 1.0 - beta1.powi(t as i32);
+                        let bc2 = 1.0 - beta2.powi(t as i32);
+                        let denom = v.sqrt() / bc2.sqrt() + eps;
+                        let _ = s.param.g_sub_(&(&*m / denom * (lr / bc1)));
+                    }
+                }
+                if let Some(mask) = &s.mask {
+                    let _ = s.param.g_mul_(mask);
+                }
+            }
+        });
+    }
+
+    /// Sum over masked parameters of |state| at pruned positions (0 when masking holds).
+    pub fn state_at_pruned(&self) -> f64 {
+        let mut total = 0.0;
+        for s in &self.slots {
+            if let Some(mask) = &s.mask {
+                let pruned = mask.eq(0.0);
+                for buf in [&s.m, &s.v].into_iter().flatten() {
+                    total += buf.abs().masked_select(&pruned).sum(tch::Kind::Double).double_value(&[]);
+                }
+            }
+        }
+        total
+    }
+}
+
+/// Learning-rate schedule over iterations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LrSchedule {
+    /// The base rate throughout.
+    #[default]
+    Constant,
+    /// Multiply by `gamma` at each milestone (iteration counts).
+    Step {
+        /// Iterations at which the rate drops.
+        milestones: Vec<u64>,
+        /// Factor per milestone.
+        gamma: f64,
+    },
+}
+
+impl LrSchedule {
+    /// The rate at `iteration` (0-based) for base rate `base`.
+    pub fn lr_at(&self, base: f64, iteration: u64) -> f64 {
+        match self {
+            LrSchedule::Constant => base,
+            LrSchedule::Step { milestones, gamma } => {
+                base * gamma.powi(milestones.iter().filter(|&&m| iteration >= m).count() as i32)
+            }
+        }
+    }
+
+    /// Checks ranges; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            LrSchedule::Constant => Ok(()),
+            LrSchedule::Step { milestones, gamma } => {
+                if !(*gamma > 0.0 && *gamma <= 1.0) {
+                    return Err(format!("schedule.gamma = {gamma} must be in (0, 1]"));
+                }
+                if milestones.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err("schedule.milestones must be strictly increasing".into());
+                }
+                Ok(())
+            }
+        }
+    }
+}
