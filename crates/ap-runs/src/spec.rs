@@ -1,0 +1,279 @@
+//! Experiment specs: one run ([`RunSpec`]) and a grid of runs ([`GridSpec`]), read from
+//! TOML with unknown fields rejected and ranges checked, so a typo is an error naming
+//! the file and the field, not a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use ap_criteria::Scope;
+use ap_prune::{ApConfig, ImpConfig};
+use ap_train::TrainConfig;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The pruning method and its settings, tagged by `method`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PruneSpec {
+    /// Iterative magnitude pruning, rewinding to initialisation (lottery tickets).
+    Imp {
+        /// Pruning events after the dense round.
+        rounds: usize,
+        /// Fraction of survivors removed per event (host + AP).
+        rate: f64,
+        /// Global or per-layer ranking.
+        #[serde(default)]
+        scope: Scope,
+    },
+}
+
+impl PruneSpec {
+    /// Short method name for tables and directory names.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PruneSpec::Imp { .. } => "imp",
+        }
+    }
+}
+
+/// AP on or off, and its share p_AP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApSpec {
+    /// Whether AP takes a share of each pruning event.
+    pub enabled: bool,
+    /// p_AP, as a fraction of surviving weights (released code: 0.02).
+    #[serde(default = "default_ap_rate")]
+    pub rate: f64,
+}
+
+fn default_ap_rate() -> f64 {
+    0.02
+}
+
+impl Default for ApSpec {
+    fn default() -> Self {
+        ApSpec { enabled: false, rate: default_ap_rate() }
+    }
+}
+
+/// Everything that determines a run's results. Its canonical JSON hashes to the run key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// Registered model name (see `ap_models::MODELS`).
+    pub model: String,
+    /// Dataset name (`mnist`, `fashion-mnist`).
+    pub dataset: String,
+    /// Run seed; init and data order derive their own seeds from it.
+    pub seed: u64,
+    /// Training recipe of each phase.
+    pub train: TrainConfig,
+    /// Pruning method.
+    pub prune: PruneSpec,
+    /// AP settings.
+    #[serde(default)]
+    pub ap: ApSpec,
+    /// Batch size for evaluation (does not change results, only memory).
+    #[serde(default = "default_eval_batch")]
+    pub eval_batch_size: i64,
+}
+
+fn default_eval_batch() -> i64 {
+    1000
+}
+
+impl RunSpec {
+    /// Checks names and ranges; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        if !ap_models::MODELS.contains(&self.model.as_str()) {
+            bail!("model = {:?} is unknown; valid models: {}", self.model, ap_models::MODELS.join(", "));
+        }
+        ap_data::DatasetKind::from_name(&self.dataset).map_err(|e| anyhow::anyhow!("dataset: {e}"))?;
+        self.train.validate().map_err(|e| anyhow::anyhow!("train: {e}"))?;
+        if self.eval_batch_size < 1 {
+            bail!("eval_batch_size = {} must be at least 1", self.eval_batch_size);
+        }
+        match &self.prune {
+            PruneSpec::Imp { rate, .. } => ap_prune::validate_rates(*rate, self.ap_config().as_ref())?,
+        }
+        if !(self.ap.rate >= 0.0 && self.ap.rate < 1.0) {
+            bail!("ap.rate = {} must be in [0, 1)", self.ap.rate);
+        }
+        Ok(())
+    }
+
+    /// AP's configuration when enabled.
+    pub fn ap_config(&self) -> Option<ApConfig> {
+        self.ap.enabled.then(|| ApConfig { rate: self.ap.rate })
+    }
+
+    /// The IMP settings.
+    pub fn imp_config(&self) -> ImpConfig {
+        match &self.prune {
+            PruneSpec::Imp { rounds, rate, scope } => ImpConfig { rounds: *rounds, rate: *rate, scope: *scope },
+        }
+    }
+
+    /// Canonical JSON: fields in declaration order, every default written out.
+    pub fn canonical_json(&self) -> String {
+        serde_json::to_string(self).expect("a spec serialises")
+    }
+
+    /// First 16 hex digits of the SHA-256 of the canonical JSON.
+    pub fn key(&self) -> String {
+        let digest = Sha256::digest(self.canonical_json().as_bytes());
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// A readable, unique directory name: `imp+ap-lenet300-100-mnist-s0-<key>`.
+    pub fn dir_name(&self) -> String {
+        format!("{}{}-{}-{}-s{}-{}", self.prune.name(), if self.ap.enabled { "+ap" } else { "" }, self.model, self.dataset, self.seed, self.key())
+    }
+
+    /// Label of the method with AP state, e.g. `imp` or `imp+ap`.
+    pub fn method_label(&self) -> String {
+        format!("{}{}", self.prune.name(), if self.ap.enabled { "+ap" } else { "" })
+    }
+}
+
+/// A grid: a base spec and axes (dotted field paths → lists of values) to expand.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GridSpec {
+    /// Name of the grid (the results folder).
+    pub name: String,
+    /// What the grid shows.
+    #[serde(default)]
+    pub description: String,
+    /// The spec every run starts from.
+    pub base: toml::Value,
+    /// Field path → values; the grid is their Cartesian product.
+    #[serde(default)]
+    pub axes: BTreeMap<String, Vec<toml::Value>>,
+}
+
+/// Reads a TOML file into `T`; errors name the file, line and column.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse_toml(&text, &path.display().to_string())
+}
+
+/// Parses TOML text into `T`; errors name `source`, line and column, on one line.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, source: &str) -> Result<T> {
+    toml::from_str(text).map_err(|e| {
+        let at = e.span().map(|s| {
+            let line = text[..s.start].matches('\n').count() + 1;
+            let col = s.start - text[..s.start].rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(":{line}:{col}")
+        });
+        anyhow::anyhow!("{source}{}: {}", at.unwrap_or_default(), e.message().trim())
+    })
+}
+
+impl GridSpec {
+    /// Expands the axes over the base into validated run specs, in a stable order.
+    pub fn expand(&self, source: &str) -> Result<Vec<RunSpec>> {
+        let mut points: Vec<toml::Value> = vec![self.base.clone()];
+        for (path, values) in &self.axes {
+            if values.is_empty() {
+                bail!("{source}: axes.{path:?} has no values");
+            }
+            let mut next = Vec::with_capacity(points.len() * values.len());
+            for p in &points {
+                for v in values {
+                    let mut q = p.clone();
+                    set_path(&mut q, path, v.clone()).with_context(|| format!("{source}: axes.{path:?}"))?;
+                    next.push(q);
+                }
+            }
+            points = next;
+        }
+        points
+            .into_iter()
+            .map(|v| {
+                let text = toml::to_string(&v).expect("a TOML value serialises");
+                let spec: RunSpec = parse_toml(&text, &format!("{source} (expanded)"))?;
+                spec.validate().with_context(|| format!("{source}: run {}", spec.dir_name()))?;
+                Ok(spec)
+            })
+            .collect()
+    }
+}
+
+fn set_path(root: &mut toml::Value, path: &str, value: toml::Value) -> Result<()> {
+    let mut cur = root;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let table = cur.as_table_mut().with_context(|| format!("`{}` is not a table", parts[..i].join(".")))?;
+        if i + 1 == parts.len() {
+            table.insert(part.to_string(), value);
+            return Ok(());
+        }
+        cur = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+    unreachable!("split yields at least one part")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+model = "lenet300-100"
+dataset = "mnist"
+seed = 0
+[train]
+batch_size = 60
+iterations = 100
+optimizer = { kind = "adam", lr = 1.2e-3 }
+[prune]
+method = "imp"
+rounds = 2
+rate = 0.2
+[ap]
+enabled = true
+"#;
+
+    #[test]
+    fn spec_round_trips_and_defaults_are_filled() {
+        let s: RunSpec = parse_toml(SPEC, "spec.toml").unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.ap.rate, 0.02);
+        assert_eq!(s.eval_batch_size, 1000);
+        let back: RunSpec = parse_toml(&toml::to_string(&s).unwrap(), "x").unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.key(), s.key());
+        assert!(s.dir_name().starts_with("imp+ap-lenet300-100-mnist-s0-"));
+    }
+
+    #[test]
+    fn unknown_field_is_a_one_line_error_naming_file_and_field() {
+        let bad = SPEC.replace("seed = 0", "seed = 0\nsed = 1");
+        let e = parse_toml::<RunSpec>(&bad, "spec.toml").unwrap_err().to_string();
+        assert!(e.starts_with("spec.toml:5:1") && e.contains("sed") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_rates_name_the_field() {
+        let s: RunSpec = parse_toml(&SPEC.replace("rate = 0.2", "rate = 1.5"), "x").unwrap();
+        assert!(s.validate().unwrap_err().to_string().contains("prune.rate"));
+        let s: RunSpec = parse_toml(&SPEC.replace("enabled = true", "enabled = true\nrate = 0.3"), "x").unwrap();
+        assert!(s.validate().unwrap_err().to_string().contains("ap.rate"));
+        let e = parse_toml::<RunSpec>(&SPEC.replace("\"imp\"", "\"lottery\""), "x").unwrap_err().to_string();
+        assert!(e.contains("imp"), "unknown method lists the valid ones: {e}");
+    }
+
+    #[test]
+    fn grid_expands_the_product_of_axes() {
+        let grid = format!("name = \"g\"\n[axes]\nseed = [0, 1]\n\"ap.enabled\" = [false, true]\n[base]\n{}", SPEC.replace("[train]", "[base.train]").replace("[prune]", "[base.prune]").replace("[ap]", "[base.ap]"));
+        let g: GridSpec = parse_toml(&grid, "grid.toml").unwrap();
+        let runs = g.expand("grid.toml").unwrap();
+        assert_eq!(runs.len(), 4);
+        let mut keys: Vec<String> = runs.iter().map(RunSpec::key).collect();
+        keys.dedup();
+        assert_eq!(keys.len(), 4);
+        assert!(runs.iter().any(|r| r.seed == 1 && !r.ap.enabled));
+    }
+}
