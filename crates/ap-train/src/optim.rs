@@ -156,10 +156,15 @@ impl Optimizer {
     }
 
     /// One update with learning rate `lr` from the current gradients.
+    ///
+    /// Written with in-place ops only (the gradient is used as scratch space), so a step
+    /// allocates one temporary per parameter at most: tch exposes no `alpha`/`value`
+    /// arguments, so scaled adds go through `addcmul_` with a 0-dim scalar tensor.
     pub fn step(&mut self, lr: f64) {
         self.steps += 1;
         let t = self.steps;
         let spec = self.spec.clone();
+        let scalar = |v: f64| Tensor::from(v);
         tch::no_grad(|| {
             for s in &mut self.slots {
                 let mut g = s.param.grad();
@@ -171,29 +176,43 @@ impl Optimizer {
                 }
                 match spec {
                     OptimizerSpec::Sgd { momentum, weight_decay, nesterov, .. } => {
-                        let mut d = if weight_decay != 0.0 { &g + &s.param * weight_decay } else { g.shallow_clone() };
-                        if momentum != 0.0 {
-                            let buf = match &mut s.m {
-                                Some(buf) => {
-                                    let _ = buf.g_mul_scalar_(momentum).g_add_(&d);
-                                    buf
-                                }
-                                None => s.m.insert(d.copy()),
-                            };
-                            d = if nesterov { d + &*buf * momentum } else { buf.shallow_clone() };
+                        if weight_decay != 0.0 {
+                            let _ = g.addcmul_(&s.param, &scalar(weight_decay));
                         }
-                        let _ = s.param.g_sub_(&(d * lr));
+                        let d = if momentum != 0.0 {
+                            match &mut s.m {
+                                Some(buf) => {
+                                    let _ = buf.g_mul_scalar_(momentum).g_add_(&g);
+                                }
+                                None => s.m = Some(g.copy()),
+                            }
+                            let buf = s.m.as_ref().expect("set above");
+                            if nesterov {
+                                let _ = g.addcmul_(buf, &scalar(momentum));
+                                g.shallow_clone()
+                            } else {
+                                buf.shallow_clone()
+                            }
+                        } else {
+                            g.shallow_clone()
+                        };
+                        let _ = s.param.addcmul_(&d, &scalar(-lr));
                     }
                     OptimizerSpec::Adam { beta1, beta2, eps, weight_decay, .. } => {
-                        let d = if weight_decay != 0.0 { &g + &s.param * weight_decay } else { g.shallow_clone() };
-                        let m = s.m.get_or_insert_with(|| d.zeros_like());
-                        let _ = m.g_mul_scalar_(beta1).g_add_(&(&d * (1.0 - beta1)));
-                        let v = s.v.get_or_insert_with(|| d.zeros_like());
-                        let _ = v.g_mul_scalar_(beta2).g_add_(&(d.square() * (1.0 - beta2)));
+                        if weight_decay != 0.0 {
+                            let _ = g.addcmul_(&s.param, &scalar(weight_decay));
+                        }
+                        let m = s.m.get_or_insert_with(|| g.zeros_like());
+                        let _ = m.lerp_(&g, 1.0 - beta1);
+                        // v ← β2·v + (1−β2)·g², in place.
+                        let v = s.v.get_or_insert_with(|| g.zeros_like());
+                        let _ = v.g_mul_scalar_(beta2 / (1.0 - beta2)).addcmul_(&g, &g).g_mul_scalar_(1.0 - beta2);
                         let bc1 = 1.0 - beta1.powi(t as i32);
                         let bc2 = 1.0 - beta2.powi(t as i32);
-                        let denom = v.sqrt() / bc2.sqrt() + eps;
-                        let _ = s.param.g_sub_(&(&*m / denom * (lr / bc1)));
+                        // w ← w − lr/bc1 · m / (√v/√bc2 + eps), as w + m / denom with denom scaled by −bc1/lr.
+                        let mut denom = v.sqrt();
+                        let _ = denom.g_mul_scalar_(1.0 / bc2.sqrt()).g_add_scalar_(eps).g_mul_scalar_(-bc1 / lr);
+                        let _ = s.param.addcdiv_(m, &denom);
                     }
                 }
                 if let Some(mask) = &s.mask {
