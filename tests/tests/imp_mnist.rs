@@ -11,20 +11,43 @@ fn run(ap: Option<ApConfig>, data: &Dataset) -> Vec<RoundRecord> {
     ap_tensor::seed_torch(11, "init");
     let model = ap_models::build("lenet300-100", &[1, 28, 28], 10, Device::Cpu).unwrap();
     let train = TrainConfig {
-        optimizer: OptimizerSpec::Adam { lr: 1.2e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
+        optimizer: OptimizerSpec::Adam {
+            lr: 1.2e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
         schedule: LrSchedule::Constant,
         batch_size: 60,
         iterations: 1000,
     };
-    let imp = ImpConfig { rounds: 4, rate: 0.5, scope: Default::default() };
+    let imp = ImpConfig {
+        rounds: 4,
+        rate: 0.5,
+        scope: Default::default(),
+    };
     let mut masks = vec![];
-    let records = run_imp(&model, data, &train, &imp, ap.as_ref(), RunSeeds { data: 5 }, 1000, |_, m| {
-        masks.push(m.copy());
-        Ok(())
-    }, |_, _| {})
+    let records = run_imp(
+        &model,
+        data,
+        &train,
+        &imp,
+        ap.as_ref(),
+        RunSeeds { data: 5 },
+        1000,
+        |_, m| {
+            masks.push(m.copy());
+            Ok(())
+        },
+        |_, _| {},
+    )
     .unwrap();
     for w in masks.windows(2) {
-        assert!(w[1].is_subset_of(&w[0]), "each round's mask is a subset of the previous one");
+        assert!(
+            w[1].is_subset_of(&w[0]),
+            "each round's mask is a subset of the previous one"
+        );
     }
     records
 }
@@ -45,16 +68,39 @@ fn imp_with_and_without_ap_on_mnist() {
         assert_eq!(b.density.kept, expected, "round {i}");
         expected -= expected / 2;
         if let Some(e) = b.event {
-            assert_eq!(e.ap_removed + e.ap_shortfall, (0.05 * e.surviving as f64).floor() as i64);
+            assert_eq!(
+                e.ap_removed + e.ap_shortfall,
+                (0.05 * e.surviving as f64).floor() as i64
+            );
             assert!(e.ap_removed > 0);
         }
         for r in [a, b] {
-            assert!((0.0..=1.0).contains(&r.test.dnr.dynamic) && r.test.dnr.static_ <= r.test.dnr.dynamic);
+            assert!(
+                (0.0..=1.0).contains(&r.test.dnr.dynamic)
+                    && r.test.dnr.static_ <= r.test.dnr.dynamic
+            );
         }
     }
-    assert_eq!(plain[0].test, with_ap[0].test, "the dense round is the same run");
+    assert_eq!(
+        plain[0].test, with_ap[0].test,
+        "the dense round is the same run"
+    );
     let (dense, last) = (&plain[0], plain.last().unwrap());
-    assert!(dense.test.accuracy > 0.95, "dense accuracy {}", dense.test.accuracy);
-    assert!(last.test.dnr.dynamic < dense.test.dnr.dynamic - 0.05, "dynamic DNR falls with density: {} → {}", dense.test.dnr.dynamic, last.test.dnr.dynamic);
-    assert!(last.test.accuracy > dense.test.accuracy - 0.01, "a 6.25% ticket keeps the dense accuracy: {} vs {}", last.test.accuracy, dense.test.accuracy);
+    assert!(
+        dense.test.accuracy > 0.95,
+        "dense accuracy {}",
+        dense.test.accuracy
+    );
+    assert!(
+        last.test.dnr.dynamic < dense.test.dnr.dynamic - 0.05,
+        "dynamic DNR falls with density: {} → {}",
+        dense.test.dnr.dynamic,
+        last.test.dnr.dynamic
+    );
+    assert!(
+        last.test.accuracy > dense.test.accuracy - 0.01,
+        "a 6.25% ticket keeps the dense accuracy: {} vs {}",
+        last.test.accuracy,
+        dense.test.accuracy
+    );
 }

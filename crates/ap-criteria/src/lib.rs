@@ -6,7 +6,9 @@
 //! since the start of the current training phase (ap-spec §3).
 
 use ap_mask::Mask;
-use ap_tensor::{select_smallest, select_smallest_per_tensor, to_f64_vec, NamedParams, SelectError};
+use ap_tensor::{
+    select_smallest, select_smallest_per_tensor, to_f64_vec, NamedParams, SelectError,
+};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -26,7 +28,12 @@ pub enum Scope {
 /// `Global` removes exactly `n` surviving weights with the smallest |w|; `LayerWise`
 /// removes `floor(rate · S_l)` from each layer, where `rate = n / S` and `S_l` are the
 /// layer's survivors.
-pub fn select_magnitude(params: &NamedParams, mask: &Mask, n: i64, scope: Scope) -> Result<Vec<Tensor>, SelectError> {
+pub fn select_magnitude(
+    params: &NamedParams,
+    mask: &Mask,
+    n: i64,
+    scope: Scope,
+) -> Result<Vec<Tensor>, SelectError> {
     let scores: Vec<Tensor> = params.tensors().iter().map(|w| w.detach().abs()).collect();
     let scores: Vec<&Tensor> = scores.iter().collect();
     let eligible = mask.tensors();
@@ -34,8 +41,16 @@ pub fn select_magnitude(params: &NamedParams, mask: &Mask, n: i64, scope: Scope)
         Scope::Global => select_smallest(&scores, &eligible, n),
         Scope::LayerWise => {
             let report = mask.report();
-            let rate = if report.kept == 0 { 0.0 } else { n as f64 / report.kept as f64 };
-            let counts: Vec<i64> = report.layers.iter().map(|l| (rate * l.kept as f64).floor() as i64).collect();
+            let rate = if report.kept == 0 {
+                0.0
+            } else {
+                n as f64 / report.kept as f64
+            };
+            let counts: Vec<i64> = report
+                .layers
+                .iter()
+                .map(|l| (rate * l.kept as f64).floor() as i64)
+                .collect();
             select_smallest_per_tensor(&scores, &eligible, &counts)
         }
     }
@@ -56,16 +71,43 @@ pub struct ApSelection {
 /// `mask`, after the host method has pruned) whose current value is negative; among
 /// them, those with the smallest movement `|w_T − w_0|` since `phase_start`, ranked
 /// globally across layers, ties by position.
-pub fn ap_select(current: &NamedParams, phase_start: &NamedParams, mask: &Mask, n: i64) -> Result<ApSelection, SelectError> {
-    let candidates: Vec<Tensor> =
-        current.tensors().iter().zip(mask.tensors()).map(|(w, m)| w.detach().lt(0.0).logical_and(&m.gt(0.5))).collect();
-    let movement: Vec<Tensor> =
-        current.tensors().iter().zip(phase_start.tensors()).map(|(w, w0)| (w.detach() - w0).abs()).collect();
-    let counts = Tensor::stack(&candidates.iter().map(|c| c.sum(Kind::Int64)).collect::<Vec<_>>(), 0);
+pub fn ap_select(
+    current: &NamedParams,
+    phase_start: &NamedParams,
+    mask: &Mask,
+    n: i64,
+) -> Result<ApSelection, SelectError> {
+    let candidates: Vec<Tensor> = current
+        .tensors()
+        .iter()
+        .zip(mask.tensors())
+        .map(|(w, m)| w.detach().lt(0.0).logical_and(&m.gt(0.5)))
+        .collect();
+    let movement: Vec<Tensor> = current
+        .tensors()
+        .iter()
+        .zip(phase_start.tensors())
+        .map(|(w, w0)| (w.detach() - w0).abs())
+        .collect();
+    let counts = Tensor::stack(
+        &candidates
+            .iter()
+            .map(|c| c.sum(Kind::Int64))
+            .collect::<Vec<_>>(),
+        0,
+    );
     let available: i64 = to_f64_vec(&counts).iter().map(|&c| c as i64).sum();
     let take = n.min(available);
-    let selected = select_smallest(&movement.iter().collect::<Vec<_>>(), &candidates.iter().collect::<Vec<_>>(), take)?;
-    Ok(ApSelection { selected, removed: take, shortfall: n - take })
+    let selected = select_smallest(
+        &movement.iter().collect::<Vec<_>>(),
+        &candidates.iter().collect::<Vec<_>>(),
+        take,
+    )?;
+    Ok(ApSelection {
+        selected,
+        removed: take,
+        shortfall: n - take,
+    })
 }
 
 #[cfg(test)]
@@ -75,16 +117,27 @@ mod tests {
     use tch::Device;
 
     fn named(vals: &[Vec<f32>]) -> NamedParams {
-        NamedParams::from_entries(vals.iter().enumerate().map(|(i, v)| (format!("l{i}"), Tensor::from_slice(v))).collect())
+        NamedParams::from_entries(
+            vals.iter()
+                .enumerate()
+                .map(|(i, v)| (format!("l{i}"), Tensor::from_slice(v)))
+                .collect(),
+        )
     }
 
     fn flat(ts: &[Tensor]) -> Vec<bool> {
-        ts.iter().flat_map(|t| Vec::<i64>::try_from(&t.to_kind(Kind::Int64)).unwrap()).map(|v| v != 0).collect()
+        ts.iter()
+            .flat_map(|t| Vec::<i64>::try_from(&t.to_kind(Kind::Int64)).unwrap())
+            .map(|v| v != 0)
+            .collect()
     }
 
     fn layers() -> impl Strategy<Value = Vec<Vec<f32>>> {
-        prop::collection::vec(prop::collection::vec(-4i32..4, 1..30), 1..4)
-            .prop_map(|ls| ls.into_iter().map(|l| l.into_iter().map(|v| v as f32 / 2.0).collect()).collect())
+        prop::collection::vec(prop::collection::vec(-4i32..4, 1..30), 1..4).prop_map(|ls| {
+            ls.into_iter()
+                .map(|l| l.into_iter().map(|v| v as f32 / 2.0).collect())
+                .collect()
+        })
     }
 
     proptest! {
@@ -133,7 +186,10 @@ mod tests {
         let cur = named(&[vec![1.0; 10], vec![2.0; 30]]);
         let mask = Mask::dense(&cur);
         let sel = select_magnitude(&cur, &mask, 8, Scope::LayerWise).unwrap();
-        let counts: Vec<i64> = sel.iter().map(|t| t.sum(Kind::Int64).int64_value(&[])).collect();
+        let counts: Vec<i64> = sel
+            .iter()
+            .map(|t| t.sum(Kind::Int64).int64_value(&[]))
+            .collect();
         assert_eq!(counts, vec![2, 6]);
         let _ = Device::Cpu;
     }

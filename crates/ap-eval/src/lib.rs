@@ -60,7 +60,10 @@ pub struct DnrProbe {
 
 impl std::fmt::Debug for DnrProbe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DnrProbe").field("sites", &self.sites.len()).field("samples", &self.samples).finish()
+        f.debug_struct("DnrProbe")
+            .field("sites", &self.sites.len())
+            .field("samples", &self.samples)
+            .finish()
     }
 }
 
@@ -82,7 +85,12 @@ impl ActivationProbe for DnrProbe {
                 let _ = s.dead.g_add_(&dead);
                 let _ = s.fired.logical_or_(&fired);
             }
-            None => self.sites.push(SiteCounter { name: site.to_string(), units, dead, fired }),
+            None => self.sites.push(SiteCounter {
+                name: site.to_string(),
+                units,
+                dead,
+                fired,
+            }),
         }
     }
 }
@@ -96,12 +104,22 @@ impl DnrProbe {
     /// Reads the counters (one device-to-host copy) and computes the rates.
     pub fn finish(self) -> DnrReport {
         if self.sites.is_empty() || self.samples == 0 {
-            return DnrReport { sites: vec![], dynamic: 0.0, static_: 0.0, samples: self.samples };
+            return DnrReport {
+                sites: vec![],
+                dynamic: 0.0,
+                static_: 0.0,
+                samples: self.samples,
+            };
         }
         let counts: Vec<Tensor> = self
             .sites
             .iter()
-            .flat_map(|s| [s.dead.to_kind(Kind::Int64), s.fired.logical_not().sum(Kind::Int64)])
+            .flat_map(|s| {
+                [
+                    s.dead.to_kind(Kind::Int64),
+                    s.fired.logical_not().sum(Kind::Int64),
+                ]
+            })
             .collect();
         let host = ap_tensor::to_f64_vec(&Tensor::stack(&counts, 0));
         let n = self.samples as f64;
@@ -109,12 +127,22 @@ impl DnrProbe {
         let (mut dead_all, mut never_all, mut units_all) = (0.0, 0.0, 0.0);
         for (s, c) in self.sites.iter().zip(host.chunks(2)) {
             let u = s.units as f64;
-            sites.push(SiteDnr { site: s.name.clone(), units: s.units, dynamic: c[0] / (n * u), static_: c[1] / u });
+            sites.push(SiteDnr {
+                site: s.name.clone(),
+                units: s.units,
+                dynamic: c[0] / (n * u),
+                static_: c[1] / u,
+            });
             dead_all += c[0];
             never_all += c[1];
             units_all += u;
         }
-        DnrReport { sites, dynamic: dead_all / (n * units_all), static_: never_all / units_all, samples: self.samples }
+        DnrReport {
+            sites,
+            dynamic: dead_all / (n * units_all),
+            static_: never_all / units_all,
+            samples: self.samples,
+        }
     }
 }
 
@@ -146,12 +174,23 @@ pub fn evaluate(model: &Model, images: &Tensor, labels: &Tensor, batch_size: i64
             let y = labels.narrow(0, start, len);
             let logits = model.forward_probed(&x, false, &mut probe);
             let _ = correct.g_add_(&logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64));
-            let _ = loss_sum.g_add_(&logits.cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0).to_kind(Kind::Double));
+            let _ = loss_sum.g_add_(
+                &logits
+                    .cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0)
+                    .to_kind(Kind::Double),
+            );
             start += len;
         }
     });
-    let host = ap_tensor::to_f64_vec(&Tensor::stack(&[correct.to_kind(Kind::Double), loss_sum], 0));
-    EvalReport { accuracy: host[0] / n as f64, loss: host[1] / n as f64, dnr: probe.finish() }
+    let host = ap_tensor::to_f64_vec(&Tensor::stack(
+        &[correct.to_kind(Kind::Double), loss_sum],
+        0,
+    ));
+    EvalReport {
+        accuracy: host[0] / n as f64,
+        loss: host[1] / n as f64,
+        dnr: probe.finish(),
+    }
 }
 
 #[cfg(test)]
@@ -163,8 +202,15 @@ mod tests {
     /// Host reference for one site: (dynamic, static).
     fn reference(acts: &[Vec<f32>]) -> (f64, f64) {
         let units = acts[0].len();
-        let dynamic = acts.iter().map(|a| a.iter().filter(|&&v| v <= 0.0).count() as f64 / units as f64).sum::<f64>() / acts.len() as f64;
-        let never = (0..units).filter(|&u| acts.iter().all(|a| a[u] <= 0.0)).count() as f64 / units as f64;
+        let dynamic = acts
+            .iter()
+            .map(|a| a.iter().filter(|&&v| v <= 0.0).count() as f64 / units as f64)
+            .sum::<f64>()
+            / acts.len() as f64;
+        let never = (0..units)
+            .filter(|&u| acts.iter().all(|a| a[u] <= 0.0))
+            .count() as f64
+            / units as f64;
         (dynamic, never)
     }
 

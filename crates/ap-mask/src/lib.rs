@@ -62,7 +62,10 @@ impl DensityReport {
 impl Mask {
     /// A dense mask (all ones) for the given parameters.
     pub fn dense(params: &NamedParams) -> Mask {
-        let entries = params.iter().map(|(n, t)| (n.to_string(), Tensor::ones_like(&t.detach()))).collect();
+        let entries = params
+            .iter()
+            .map(|(n, t)| (n.to_string(), Tensor::ones_like(&t.detach())))
+            .collect();
         Mask { entries }
     }
 
@@ -89,7 +92,11 @@ impl Mask {
     /// Kept and total counts per layer (one host read for all layers).
     pub fn report(&self) -> DensityReport {
         let sums = Tensor::stack(
-            &self.entries.iter().map(|(_, t)| t.sum(Kind::Int64)).collect::<Vec<_>>(),
+            &self
+                .entries
+                .iter()
+                .map(|(_, t)| t.sum(Kind::Int64))
+                .collect::<Vec<_>>(),
             0,
         );
         let kept_per_layer = to_f64_vec(&sums);
@@ -97,11 +104,19 @@ impl Mask {
             .entries
             .iter()
             .zip(kept_per_layer)
-            .map(|((n, t), k)| LayerDensity { name: n.clone(), kept: k as i64, total: t.numel() as i64 })
+            .map(|((n, t), k)| LayerDensity {
+                name: n.clone(),
+                kept: k as i64,
+                total: t.numel() as i64,
+            })
             .collect();
         let kept = layers.iter().map(|l| l.kept).sum();
         let total = layers.iter().map(|l| l.total).sum();
-        DensityReport { layers, kept, total }
+        DensityReport {
+            layers,
+            kept,
+            total,
+        }
     }
 
     /// Number of kept weights.
@@ -140,7 +155,11 @@ impl Mask {
         }
         for ((name, m), s) in self.entries.iter_mut().zip(selected) {
             if s.size() != m.size() {
-                return Err(MaskError::Mismatch(format!("`{name}`: selection {:?}, mask {:?}", s.size(), m.size())));
+                return Err(MaskError::Mismatch(format!(
+                    "`{name}`: selection {:?}, mask {:?}",
+                    s.size(),
+                    m.size()
+                )));
             }
             let _ = m.masked_fill_(&s.to_kind(Kind::Bool), value);
         }
@@ -150,41 +169,79 @@ impl Mask {
     /// True when every kept position of `self` is kept in `other`.
     pub fn is_subset_of(&self, other: &Mask) -> bool {
         self.entries.len() == other.entries.len()
-            && self.entries.iter().zip(&other.entries).all(|((a, x), (b, y))| {
-                a == b && x.size() == y.size() && x.gt(0.5).logical_and(&y.le(0.5)).sum(Kind::Int64).int64_value(&[]) == 0
-            })
+            && self
+                .entries
+                .iter()
+                .zip(&other.entries)
+                .all(|((a, x), (b, y))| {
+                    a == b
+                        && x.size() == y.size()
+                        && x.gt(0.5)
+                            .logical_and(&y.le(0.5))
+                            .sum(Kind::Int64)
+                            .int64_value(&[])
+                            == 0
+                })
     }
 
     /// A deep copy.
     pub fn copy(&self) -> Mask {
-        Mask { entries: self.entries.iter().map(|(n, t)| (n.clone(), t.copy())).collect() }
+        Mask {
+            entries: self
+                .entries
+                .iter()
+                .map(|(n, t)| (n.clone(), t.copy()))
+                .collect(),
+        }
     }
 
     /// Moves the mask to a device.
     pub fn to_device(&self, device: Device) -> Mask {
-        Mask { entries: self.entries.iter().map(|(n, t)| (n.clone(), t.to_device(device))).collect() }
+        Mask {
+            entries: self
+                .entries
+                .iter()
+                .map(|(n, t)| (n.clone(), t.to_device(device)))
+                .collect(),
+        }
     }
 
     /// Writes the mask as safetensors (u8 0/1 tensors named like the parameters), atomically.
     pub fn save(&self, path: &Path) -> Result<(), MaskError> {
-        let u8s: Vec<(String, Tensor)> = self.entries.iter().map(|(n, t)| (n.clone(), t.to_kind(Kind::Uint8))).collect();
+        let u8s: Vec<(String, Tensor)> = self
+            .entries
+            .iter()
+            .map(|(n, t)| (n.clone(), t.to_kind(Kind::Uint8)))
+            .collect();
         Ok(save_safetensors(path, &u8s)?)
     }
 
     /// Reads a mask written by [`Mask::save`] onto `device`, converting it to `kind`.
     pub fn load(path: &Path, device: Device, kind: Kind) -> Result<Mask, MaskError> {
-        let entries = load_safetensors(path, device)?.into_iter().map(|(n, t)| (n, t.to_kind(kind))).collect();
+        let entries = load_safetensors(path, device)?
+            .into_iter()
+            .map(|(n, t)| (n, t.to_kind(kind)))
+            .collect();
         Ok(Mask { entries })
     }
 
     fn check_names(&self, params: &NamedParams) -> Result<(), MaskError> {
-        let same = self.entries.len() == params.len() && self.entries.iter().zip(params.names()).all(|((a, _), b)| a == b);
+        let same = self.entries.len() == params.len()
+            && self
+                .entries
+                .iter()
+                .zip(params.names())
+                .all(|((a, _), b)| a == b);
         if same {
             Ok(())
         } else {
             Err(MaskError::Mismatch(format!(
                 "mask has [{}], parameters are [{}]",
-                self.entries.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "),
+                self.entries
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 params.names().collect::<Vec<_>>().join(", ")
             )))
         }
@@ -198,7 +255,16 @@ mod tests {
 
     fn params(sizes: &[i64]) -> NamedParams {
         NamedParams::from_entries(
-            sizes.iter().enumerate().map(|(i, &s)| (format!("l{i}.weight"), Tensor::randn([s], (Kind::Float, Device::Cpu)))).collect(),
+            sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &s)| {
+                    (
+                        format!("l{i}.weight"),
+                        Tensor::randn([s], (Kind::Float, Device::Cpu)),
+                    )
+                })
+                .collect(),
         )
     }
 
@@ -227,10 +293,21 @@ mod tests {
     fn density_report_and_save_load() {
         let p = params(&[4, 6]);
         let mut m = Mask::dense(&p);
-        m.remove(&[Tensor::from_slice(&[true, false, false, false]), Tensor::from_slice(&[true, true, false, false, false, false])]).unwrap();
+        m.remove(&[
+            Tensor::from_slice(&[true, false, false, false]),
+            Tensor::from_slice(&[true, true, false, false, false, false]),
+        ])
+        .unwrap();
         let r = m.report();
         assert_eq!((r.kept, r.total), (7, 10));
-        assert_eq!(r.layers[1], LayerDensity { name: "l1.weight".into(), kept: 4, total: 6 });
+        assert_eq!(
+            r.layers[1],
+            LayerDensity {
+                name: "l1.weight".into(),
+                kept: 4,
+                total: 6
+            }
+        );
         let path = std::env::temp_dir().join(format!("ap-mask-{}.safetensors", std::process::id()));
         m.save(&path).unwrap();
         let back = Mask::load(&path, Device::Cpu, Kind::Float).unwrap();
@@ -241,7 +318,14 @@ mod tests {
     #[test]
     fn mismatched_names_are_rejected() {
         let m = Mask::dense(&params(&[3]));
-        let other = NamedParams::from_entries(vec![("x".into(), Tensor::zeros([3], (Kind::Float, Device::Cpu)))]);
-        assert!(m.apply(&other).unwrap_err().to_string().contains("l0.weight"));
+        let other = NamedParams::from_entries(vec![(
+            "x".into(),
+            Tensor::zeros([3], (Kind::Float, Device::Cpu)),
+        )]);
+        assert!(m
+            .apply(&other)
+            .unwrap_err()
+            .to_string()
+            .contains("l0.weight"));
     }
 }

@@ -49,13 +49,22 @@ impl Model {
     }
 
     /// Logits, reporting every ReLU output to `probe`.
-    pub fn forward_probed(&self, xs: &Tensor, train: bool, probe: &mut dyn ActivationProbe) -> Tensor {
+    pub fn forward_probed(
+        &self,
+        xs: &Tensor,
+        train: bool,
+        probe: &mut dyn ActivationProbe,
+    ) -> Tensor {
         self.net.forward(xs, train, probe)
     }
 
     /// Number of parameters (all, prunable or not).
     pub fn num_parameters(&self) -> i64 {
-        self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+        self.vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum()
     }
 }
 
@@ -87,16 +96,39 @@ pub const MODELS: &[&str] = &["lenet300-100"];
 
 /// Builds a registered model on `device` for samples of shape `input` (C, H, W).
 /// Initialisation uses libtorch's global generator: seed it first.
-pub fn build(name: &str, input: &[i64], num_classes: i64, device: Device) -> Result<Model, ModelError> {
+pub fn build(
+    name: &str,
+    input: &[i64],
+    num_classes: i64,
+    device: Device,
+) -> Result<Model, ModelError> {
     let vs = VarStore::new(device);
     let net: Box<dyn Network> = match name {
-        "lenet300-100" => Box::new(LeNet::new(&vs.root(), input.iter().product(), &[300, 100], num_classes)),
-        _ => return Err(ModelError::Unknown { name: name.to_string(), valid: MODELS.join(", ") }),
+        "lenet300-100" => Box::new(LeNet::new(
+            &vs.root(),
+            input.iter().product(),
+            &[300, 100],
+            num_classes,
+        )),
+        _ => {
+            return Err(ModelError::Unknown {
+                name: name.to_string(),
+                valid: MODELS.join(", "),
+            })
+        }
     };
     if input.is_empty() {
-        return Err(ModelError::Input { model: name.into(), expected: "(C, H, W)".into(), actual: input.to_vec() });
+        return Err(ModelError::Input {
+            model: name.into(),
+            expected: "(C, H, W)".into(),
+            actual: input.to_vec(),
+        });
     }
-    Ok(Model { vs, net, name: name.to_string() })
+    Ok(Model {
+        vs,
+        net,
+        name: name.to_string(),
+    })
 }
 
 /// A fully connected ReLU network (LeNet-300-100 with hidden sizes 300, 100), as in the
@@ -125,7 +157,10 @@ impl LeNet {
                 (name, l)
             })
             .collect();
-        LeNet { layers, hidden: hidden.to_vec() }
+        LeNet {
+            layers,
+            hidden: hidden.to_vec(),
+        }
     }
 }
 
@@ -144,11 +179,18 @@ impl Network for LeNet {
     }
 
     fn prunable(&self) -> Vec<String> {
-        self.layers.iter().map(|(n, _)| format!("{n}.weight")).collect()
+        self.layers
+            .iter()
+            .map(|(n, _)| format!("{n}.weight"))
+            .collect()
     }
 
     fn relu_sites(&self) -> Vec<(String, i64)> {
-        self.layers.iter().zip(&self.hidden).map(|((n, _), &h)| (format!("{n}.relu"), h)).collect()
+        self.layers
+            .iter()
+            .zip(&self.hidden)
+            .map(|((n, _), &h)| (format!("{n}.relu"), h))
+            .collect()
     }
 }
 
@@ -170,17 +212,35 @@ mod tests {
         // 784*300+300 + 300*100+100 + 100*10+10 (the published 266,610)
         assert_eq!(m.num_parameters(), 266_610);
         let mut rec = Recorder(vec![]);
-        let y = m.forward_probed(&Tensor::zeros([5, 1, 28, 28], (Kind::Float, Device::Cpu)), false, &mut rec);
+        let y = m.forward_probed(
+            &Tensor::zeros([5, 1, 28, 28], (Kind::Float, Device::Cpu)),
+            false,
+            &mut rec,
+        );
         assert_eq!(y.size(), vec![5, 10]);
-        assert_eq!(rec.0, vec![("fc1.relu".to_string(), vec![5, 300]), ("fc2.relu".to_string(), vec![5, 100])]);
-        assert_eq!(m.net.relu_sites(), vec![("fc1.relu".to_string(), 300), ("fc2.relu".to_string(), 100)]);
-        assert_eq!(m.net.prunable(), vec!["fc1.weight", "fc2.weight", "fc3.weight"]);
+        assert_eq!(
+            rec.0,
+            vec![
+                ("fc1.relu".to_string(), vec![5, 300]),
+                ("fc2.relu".to_string(), vec![5, 100])
+            ]
+        );
+        assert_eq!(
+            m.net.relu_sites(),
+            vec![("fc1.relu".to_string(), 300), ("fc2.relu".to_string(), 100)]
+        );
+        assert_eq!(
+            m.net.prunable(),
+            vec!["fc1.weight", "fc2.weight", "fc3.weight"]
+        );
         ap_tensor::NamedParams::from_var_store(&m.vs, &m.net.prunable()).unwrap();
     }
 
     #[test]
     fn unknown_model_lists_valid_names() {
-        let e = build("lenet5", &[1, 28, 28], 10, Device::Cpu).unwrap_err().to_string();
+        let e = build("lenet5", &[1, 28, 28], 10, Device::Cpu)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("lenet300-100"), "{e}");
     }
 }

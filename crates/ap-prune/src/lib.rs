@@ -64,11 +64,16 @@ pub enum PruneError {
 /// Checks that `0 < rate < 1` and `0 ≤ ap_rate < rate`; errors name the field.
 pub fn validate_rates(rate: f64, ap: Option<&ApConfig>) -> Result<(), PruneError> {
     if !(rate > 0.0 && rate < 1.0) {
-        return Err(PruneError::Config(format!("prune.rate = {rate} must be in (0, 1)")));
+        return Err(PruneError::Config(format!(
+            "prune.rate = {rate} must be in (0, 1)"
+        )));
     }
     if let Some(ap) = ap {
         if !(ap.rate >= 0.0 && ap.rate < rate) {
-            return Err(PruneError::Config(format!("ap.rate = {} must be in [0, prune.rate = {rate})", ap.rate)));
+            return Err(PruneError::Config(format!(
+                "ap.rate = {} must be in [0, prune.rate = {rate})",
+                ap.rate
+            )));
         }
     }
     Ok(())
@@ -113,7 +118,12 @@ pub fn pruning_event(
         (0, 0)
     };
     mask.apply(params)?;
-    Ok(EventReport { surviving, host_removed, ap_removed, ap_shortfall })
+    Ok(EventReport {
+        surviving,
+        host_removed,
+        ap_removed,
+        ap_shortfall,
+    })
 }
 
 /// Everything measured for one round of a run.
@@ -181,7 +191,9 @@ pub fn run_imp(
             mask.apply(&prunable)?;
             Some(e)
         };
-        let phase = train_phase(model, &data.train, Some(&mask), train, seeds.data, |e| on_epoch(round, e))?;
+        let phase = train_phase(model, &data.train, Some(&mask), train, seeds.data, |e| {
+            on_epoch(round, e)
+        })?;
         let test = evaluate(model, &data.test.images, &data.test.labels, eval_batch);
         let record = RoundRecord {
             round,
@@ -207,7 +219,16 @@ mod tests {
     fn params(sizes: &[i64], seed: i64) -> NamedParams {
         tch::manual_seed(seed);
         NamedParams::from_entries(
-            sizes.iter().enumerate().map(|(i, &s)| (format!("l{i}"), Tensor::randn([s], (Kind::Float, Device::Cpu)))).collect(),
+            sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &s)| {
+                    (
+                        format!("l{i}"),
+                        Tensor::randn([s], (Kind::Float, Device::Cpu)),
+                    )
+                })
+                .collect(),
         )
     }
 
@@ -220,7 +241,7 @@ mod tests {
             let start = w.snapshot();
             // let weights drift so movement differs from magnitude
             let _ = w.tensors()[0].shallow_clone().g_add_(&Tensor::randn_like(w.tensors()[0]).g_mul_scalar_(0.1));
-            let ap = with_ap.then(|| ApConfig { rate: p * ap_share });
+            let ap = with_ap.then_some(ApConfig { rate: p * ap_share });
             let mut mask = Mask::dense(&w);
             let mut expected = w.numel();
             for _ in 0..k {
@@ -248,8 +269,14 @@ mod tests {
 
     #[test]
     fn rates_are_validated_with_field_names() {
-        assert!(validate_rates(1.2, None).unwrap_err().to_string().contains("prune.rate"));
-        assert!(validate_rates(0.2, Some(&ApConfig { rate: 0.3 })).unwrap_err().to_string().contains("ap.rate"));
+        assert!(validate_rates(1.2, None)
+            .unwrap_err()
+            .to_string()
+            .contains("prune.rate"));
+        assert!(validate_rates(0.2, Some(&ApConfig { rate: 0.3 }))
+            .unwrap_err()
+            .to_string()
+            .contains("ap.rate"));
         validate_rates(0.2, Some(&ApConfig { rate: 0.02 })).unwrap();
     }
 }

@@ -80,7 +80,11 @@ pub fn summarise(runs: &[(RunSpec, Vec<RoundRecord>)]) -> Vec<SummaryRecord> {
 fn mean_std(xs: &[f64]) -> (f64, f64) {
     let n = xs.len() as f64;
     let mean = xs.iter().sum::<f64>() / n;
-    let var = if xs.len() > 1 { xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    let var = if xs.len() > 1 {
+        xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
     (mean, var.sqrt())
 }
 
@@ -100,7 +104,10 @@ fn reference_note(model: &str, dataset: &str) -> Option<&'static str> {
 pub fn markdown(records: &[SummaryRecord], title: &str) -> String {
     let mut groups: BTreeMap<(String, String, String), Vec<&SummaryRecord>> = BTreeMap::new();
     for r in records {
-        groups.entry((r.model.clone(), r.dataset.clone(), r.method.clone())).or_default().push(r);
+        groups
+            .entry((r.model.clone(), r.dataset.clone(), r.method.clone()))
+            .or_default()
+            .push(r);
     }
     let mut s = format!("# {title}\n\n");
     for ((model, dataset, method), rs) in groups {
@@ -109,16 +116,23 @@ pub fn markdown(records: &[SummaryRecord], title: &str) -> String {
         let _ = writeln!(
             s,
             "## {model} / {dataset} — {method} vs {method}+AP{} ({} seed{})\n",
-            ap_rate.map(|p| format!(" (p_AP = {:.0}%)", 100.0 * p)).unwrap_or_default(),
+            ap_rate
+                .map(|p| format!(" (p_AP = {:.0}%)", 100.0 * p))
+                .unwrap_or_default(),
             seeds.len(),
             if seeds.len() == 1 { "" } else { "s" }
         );
         s.push_str("| round | density | test acc | test acc +AP | AP gain (pt) | dynamic DNR | dynamic DNR +AP | static DNR | static DNR +AP |\n");
         s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-        let mut by_round: BTreeMap<usize, (Vec<&SummaryRecord>, Vec<&SummaryRecord>)> = BTreeMap::new();
+        let mut by_round: BTreeMap<usize, (Vec<&SummaryRecord>, Vec<&SummaryRecord>)> =
+            BTreeMap::new();
         for r in &rs {
             let e = by_round.entry(r.round).or_default();
-            if r.ap { e.1.push(r) } else { e.0.push(r) }
+            if r.ap {
+                e.1.push(r)
+            } else {
+                e.0.push(r)
+            }
         }
         for (round, (off, on)) in by_round {
             let density = off.first().or(on.first()).map_or(f64::NAN, |r| r.density);
@@ -126,7 +140,9 @@ pub fn markdown(records: &[SummaryRecord], title: &str) -> String {
                 (!v.is_empty()).then(|| mean_std(&v.iter().map(|r| f(r)).collect::<Vec<_>>()))
             };
             let acc = |v: &[&SummaryRecord]| stat(v, |r| 100.0 * r.test_accuracy);
-            let fmt_acc = |x: Option<(f64, f64)>| x.map_or("—".into(), |(m, sd)| format!("{m:.2} ± {sd:.2}"));
+            let fmt_acc = |x: Option<(f64, f64)>| {
+                x.map_or("—".into(), |(m, sd)| format!("{m:.2} ± {sd:.2}"))
+            };
             let fmt = |x: Option<(f64, f64)>| x.map_or("—".into(), |(m, _)| format!("{m:.3}"));
             let (a0, a1) = (acc(&off), acc(&on));
             let gain = match (a0, a1) {
@@ -155,17 +171,38 @@ pub fn markdown(records: &[SummaryRecord], title: &str) -> String {
 }
 
 /// Writes summary.json, summary.csv and report.md into `out` (atomically); returns the markdown.
-pub fn write_report(out: &Path, runs: &[(RunSpec, Vec<RoundRecord>)], title: &str) -> Result<String> {
+pub fn write_report(
+    out: &Path,
+    runs: &[(RunSpec, Vec<RoundRecord>)],
+    title: &str,
+) -> Result<String> {
     std::fs::create_dir_all(out)?;
     let records = summarise(runs);
-    write_atomic(&out.join("summary.json"), serde_json::to_string_pretty(&records)?.as_bytes())?;
+    write_atomic(
+        &out.join("summary.json"),
+        serde_json::to_string_pretty(&records)?.as_bytes(),
+    )?;
     let mut csv = String::from("method,ap,ap_rate,prune_rate,dataset,model,seed,run_key,round,density,test_accuracy,test_loss,dynamic_dnr,static_dnr,train_dynamic_dnr,train_static_dnr\n");
     for r in &records {
         let _ = writeln!(
             csv,
             "{},{},{},{},{},{},{},{},{},{:.6},{:.4},{:.5},{:.5},{:.5},{:.5},{:.5}",
-            r.method, r.ap, r.ap_rate, r.prune_rate, r.dataset, r.model, r.seed, r.run_key, r.round, r.density,
-            r.test_accuracy, r.test_loss, r.dynamic_dnr, r.static_dnr, r.train_dynamic_dnr, r.train_static_dnr
+            r.method,
+            r.ap,
+            r.ap_rate,
+            r.prune_rate,
+            r.dataset,
+            r.model,
+            r.seed,
+            r.run_key,
+            r.round,
+            r.density,
+            r.test_accuracy,
+            r.test_loss,
+            r.dynamic_dnr,
+            r.static_dnr,
+            r.train_dynamic_dnr,
+            r.train_static_dnr
         );
     }
     write_atomic(&out.join("summary.csv"), csv.as_bytes())?;
@@ -180,17 +217,38 @@ mod tests {
 
     fn rec(ap: bool, seed: u64, round: usize, acc: f64, dnr: f64) -> SummaryRecord {
         SummaryRecord {
-            method: "imp".into(), ap, ap_rate: if ap { 0.02 } else { 0.0 }, prune_rate: 0.2, dataset: "mnist".into(),
-            model: "lenet300-100".into(), seed, run_key: "k".into(), round, density: 0.8f64.powi(round as i32),
-            test_accuracy: acc, test_loss: 0.1, dynamic_dnr: dnr, static_dnr: dnr / 2.0, train_dynamic_dnr: dnr, train_static_dnr: 0.0,
+            method: "imp".into(),
+            ap,
+            ap_rate: if ap { 0.02 } else { 0.0 },
+            prune_rate: 0.2,
+            dataset: "mnist".into(),
+            model: "lenet300-100".into(),
+            seed,
+            run_key: "k".into(),
+            round,
+            density: 0.8f64.powi(round as i32),
+            test_accuracy: acc,
+            test_loss: 0.1,
+            dynamic_dnr: dnr,
+            static_dnr: dnr / 2.0,
+            train_dynamic_dnr: dnr,
+            train_static_dnr: 0.0,
         }
     }
 
     #[test]
     fn table_has_mean_std_and_gain() {
-        let rs = vec![rec(false, 0, 1, 0.97, 0.5), rec(false, 1, 1, 0.99, 0.7), rec(true, 0, 1, 0.99, 0.4), rec(true, 1, 1, 0.99, 0.4)];
+        let rs = vec![
+            rec(false, 0, 1, 0.97, 0.5),
+            rec(false, 1, 1, 0.99, 0.7),
+            rec(true, 0, 1, 0.99, 0.4),
+            rec(true, 1, 1, 0.99, 0.4),
+        ];
         let md = markdown(&rs, "t");
-        assert!(md.contains("| 1 | 80.00% | 98.00 ± 1.41 | 99.00 ± 0.00 | +1.00 | 0.600 | 0.400 |"), "{md}");
+        assert!(
+            md.contains("| 1 | 80.00% | 98.00 ± 1.41 | 99.00 ± 0.00 | +1.00 | 0.600 | 0.400 |"),
+            "{md}"
+        );
         assert!(md.contains("Frankle & Carbin"));
     }
 }

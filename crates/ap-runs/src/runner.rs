@@ -34,9 +34,13 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
     }
     dir.init(spec)?;
     let _lock = dir.lock()?;
-    write_atomic(&dir.path.join("provenance.json"), provenance(opts.device).to_string().as_bytes())?;
+    write_atomic(
+        &dir.path.join("provenance.json"),
+        provenance(opts.device).to_string().as_bytes(),
+    )?;
     let kind = DatasetKind::from_name(&spec.dataset)?;
-    let data = Dataset::load(kind, &opts.data_dir, opts.device).with_context(|| format!("loading {}", spec.dataset))?;
+    let data = Dataset::load(kind, &opts.data_dir, opts.device)
+        .with_context(|| format!("loading {}", spec.dataset))?;
     seed_torch(spec.seed, "init");
     let input: Vec<i64> = data.train.images.size()[1..].to_vec();
     let model = ap_models::build(&spec.model, &input, data.num_classes() as i64, opts.device)?;
@@ -45,9 +49,14 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
     let mut records: Vec<RoundRecord> = vec![];
     let on_round = |r: &RoundRecord, mask: &ap_mask::Mask| -> Result<(), ap_prune::PruneError> {
         records.push(r.clone());
-        let persisted = dir.write_rounds(&records).and_then(|_| mask.save(&dir.path.join("mask.safetensors")).map_err(Into::into));
+        let persisted = dir.write_rounds(&records).and_then(|_| {
+            mask.save(&dir.path.join("mask.safetensors"))
+                .map_err(Into::into)
+        });
         if let Err(e) = persisted {
-            return Err(ap_prune::PruneError::Config(format!("cannot write run files: {e:#}")));
+            return Err(ap_prune::PruneError::Config(format!(
+                "cannot write run files: {e:#}"
+            )));
         }
         if opts.progress {
             eprintln!(
@@ -64,12 +73,27 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
     };
     let on_epoch = |round: usize, e: &ap_train::EpochStats| {
         if opts.verbose {
-            eprintln!("[{label}] round {round} epoch {} it {} loss {:.4} lr {:.2e}", e.epoch, e.iteration, e.train_loss, e.lr);
+            eprintln!(
+                "[{label}] round {round} epoch {} it {} loss {:.4} lr {:.2e}",
+                e.epoch, e.iteration, e.train_loss, e.lr
+            );
         }
     };
-    let seeds = RunSeeds { data: derive_seed(spec.seed, "data") };
+    let seeds = RunSeeds {
+        data: derive_seed(spec.seed, "data"),
+    };
     let ap = spec.ap_config();
-    run_imp(&model, &data, &spec.train, &spec.imp_config(), ap.as_ref(), seeds, spec.eval_batch_size, on_round, on_epoch)?;
+    run_imp(
+        &model,
+        &data,
+        &spec.train,
+        &spec.imp_config(),
+        ap.as_ref(),
+        seeds,
+        spec.eval_batch_size,
+        on_round,
+        on_epoch,
+    )?;
     dir.mark_done()?;
     dir.rounds()
 }

@@ -54,7 +54,10 @@ fn default_ap_rate() -> f64 {
 
 impl Default for ApSpec {
     fn default() -> Self {
-        ApSpec { enabled: false, rate: default_ap_rate() }
+        ApSpec {
+            enabled: false,
+            rate: default_ap_rate(),
+        }
     }
 }
 
@@ -88,15 +91,27 @@ impl RunSpec {
     /// Checks names and ranges; the error names the field.
     pub fn validate(&self) -> Result<()> {
         if !ap_models::MODELS.contains(&self.model.as_str()) {
-            bail!("model = {:?} is unknown; valid models: {}", self.model, ap_models::MODELS.join(", "));
+            bail!(
+                "model = {:?} is unknown; valid models: {}",
+                self.model,
+                ap_models::MODELS.join(", ")
+            );
         }
-        ap_data::DatasetKind::from_name(&self.dataset).map_err(|e| anyhow::anyhow!("dataset: {e}"))?;
-        self.train.validate().map_err(|e| anyhow::anyhow!("train: {e}"))?;
+        ap_data::DatasetKind::from_name(&self.dataset)
+            .map_err(|e| anyhow::anyhow!("dataset: {e}"))?;
+        self.train
+            .validate()
+            .map_err(|e| anyhow::anyhow!("train: {e}"))?;
         if self.eval_batch_size < 1 {
-            bail!("eval_batch_size = {} must be at least 1", self.eval_batch_size);
+            bail!(
+                "eval_batch_size = {} must be at least 1",
+                self.eval_batch_size
+            );
         }
         match &self.prune {
-            PruneSpec::Imp { rate, .. } => ap_prune::validate_rates(*rate, self.ap_config().as_ref())?,
+            PruneSpec::Imp { rate, .. } => {
+                ap_prune::validate_rates(*rate, self.ap_config().as_ref())?
+            }
         }
         if !(self.ap.rate >= 0.0 && self.ap.rate < 1.0) {
             bail!("ap.rate = {} must be in [0, 1)", self.ap.rate);
@@ -106,13 +121,21 @@ impl RunSpec {
 
     /// AP's configuration when enabled.
     pub fn ap_config(&self) -> Option<ApConfig> {
-        self.ap.enabled.then(|| ApConfig { rate: self.ap.rate })
+        self.ap.enabled.then_some(ApConfig { rate: self.ap.rate })
     }
 
     /// The IMP settings.
     pub fn imp_config(&self) -> ImpConfig {
         match &self.prune {
-            PruneSpec::Imp { rounds, rate, scope } => ImpConfig { rounds: *rounds, rate: *rate, scope: *scope },
+            PruneSpec::Imp {
+                rounds,
+                rate,
+                scope,
+            } => ImpConfig {
+                rounds: *rounds,
+                rate: *rate,
+                scope: *scope,
+            },
         }
     }
 
@@ -129,12 +152,24 @@ impl RunSpec {
 
     /// A readable, unique directory name: `imp+ap-lenet300-100-mnist-s0-<key>`.
     pub fn dir_name(&self) -> String {
-        format!("{}{}-{}-{}-s{}-{}", self.prune.name(), if self.ap.enabled { "+ap" } else { "" }, self.model, self.dataset, self.seed, self.key())
+        format!(
+            "{}{}-{}-{}-s{}-{}",
+            self.prune.name(),
+            if self.ap.enabled { "+ap" } else { "" },
+            self.model,
+            self.dataset,
+            self.seed,
+            self.key()
+        )
     }
 
     /// Label of the method with AP state, e.g. `imp` or `imp+ap`.
     pub fn method_label(&self) -> String {
-        format!("{}{}", self.prune.name(), if self.ap.enabled { "+ap" } else { "" })
+        format!(
+            "{}{}",
+            self.prune.name(),
+            if self.ap.enabled { "+ap" } else { "" }
+        )
     }
 }
 
@@ -156,7 +191,8 @@ pub struct GridSpec {
 
 /// Reads a TOML file into `T`; errors name the file, line and column.
 pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     parse_toml(&text, &path.display().to_string())
 }
 
@@ -184,7 +220,8 @@ impl GridSpec {
             for p in &points {
                 for v in values {
                     let mut q = p.clone();
-                    set_path(&mut q, path, v.clone()).with_context(|| format!("{source}: axes.{path:?}"))?;
+                    set_path(&mut q, path, v.clone())
+                        .with_context(|| format!("{source}: axes.{path:?}"))?;
                     next.push(q);
                 }
             }
@@ -195,7 +232,8 @@ impl GridSpec {
             .map(|v| {
                 let text = toml::to_string(&v).expect("a TOML value serialises");
                 let spec: RunSpec = parse_toml(&text, &format!("{source} (expanded)"))?;
-                spec.validate().with_context(|| format!("{source}: run {}", spec.dir_name()))?;
+                spec.validate()
+                    .with_context(|| format!("{source}: run {}", spec.dir_name()))?;
                 Ok(spec)
             })
             .collect()
@@ -206,12 +244,16 @@ fn set_path(root: &mut toml::Value, path: &str, value: toml::Value) -> Result<()
     let mut cur = root;
     let parts: Vec<&str> = path.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
-        let table = cur.as_table_mut().with_context(|| format!("`{}` is not a table", parts[..i].join(".")))?;
+        let table = cur
+            .as_table_mut()
+            .with_context(|| format!("`{}` is not a table", parts[..i].join(".")))?;
         if i + 1 == parts.len() {
             table.insert(part.to_string(), value);
             return Ok(());
         }
-        cur = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+        cur = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
     }
     unreachable!("split yields at least one part")
 }
@@ -251,23 +293,42 @@ enabled = true
     #[test]
     fn unknown_field_is_a_one_line_error_naming_file_and_field() {
         let bad = SPEC.replace("seed = 0", "seed = 0\nsed = 1");
-        let e = parse_toml::<RunSpec>(&bad, "spec.toml").unwrap_err().to_string();
-        assert!(e.starts_with("spec.toml:5:1") && e.contains("sed") && !e.contains('\n'), "{e}");
+        let e = parse_toml::<RunSpec>(&bad, "spec.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("spec.toml:5:1") && e.contains("sed") && !e.contains('\n'),
+            "{e}"
+        );
     }
 
     #[test]
     fn out_of_range_rates_name_the_field() {
         let s: RunSpec = parse_toml(&SPEC.replace("rate = 0.2", "rate = 1.5"), "x").unwrap();
         assert!(s.validate().unwrap_err().to_string().contains("prune.rate"));
-        let s: RunSpec = parse_toml(&SPEC.replace("enabled = true", "enabled = true\nrate = 0.3"), "x").unwrap();
+        let s: RunSpec = parse_toml(
+            &SPEC.replace("enabled = true", "enabled = true\nrate = 0.3"),
+            "x",
+        )
+        .unwrap();
         assert!(s.validate().unwrap_err().to_string().contains("ap.rate"));
-        let e = parse_toml::<RunSpec>(&SPEC.replace("\"imp\"", "\"lottery\""), "x").unwrap_err().to_string();
-        assert!(e.contains("imp"), "unknown method lists the valid ones: {e}");
+        let e = parse_toml::<RunSpec>(&SPEC.replace("\"imp\"", "\"lottery\""), "x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("imp"),
+            "unknown method lists the valid ones: {e}"
+        );
     }
 
     #[test]
     fn grid_expands_the_product_of_axes() {
-        let grid = format!("name = \"g\"\n[axes]\nseed = [0, 1]\n\"ap.enabled\" = [false, true]\n[base]\n{}", SPEC.replace("[train]", "[base.train]").replace("[prune]", "[base.prune]").replace("[ap]", "[base.ap]"));
+        let grid = format!(
+            "name = \"g\"\n[axes]\nseed = [0, 1]\n\"ap.enabled\" = [false, true]\n[base]\n{}",
+            SPEC.replace("[train]", "[base.train]")
+                .replace("[prune]", "[base.prune]")
+                .replace("[ap]", "[base.ap]")
+        );
         let g: GridSpec = parse_toml(&grid, "grid.toml").unwrap();
         let runs = g.expand("grid.toml").unwrap();
         assert_eq!(runs.len(), 4);

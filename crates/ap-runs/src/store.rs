@@ -26,9 +26,13 @@ use crate::spec::RunSpec;
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
-    let mut f = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    let mut f =
+        fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }
 
 /// State of a run in the store.
@@ -52,7 +56,9 @@ pub struct RunDir {
 impl RunDir {
     /// The directory of `spec` under `runs`.
     pub fn of(runs: &Path, spec: &RunSpec) -> RunDir {
-        RunDir { path: runs.join(spec.dir_name()) }
+        RunDir {
+            path: runs.join(spec.dir_name()),
+        }
     }
 
     /// Done, partial or pending.
@@ -69,13 +75,19 @@ impl RunDir {
     /// Creates the directory and writes the resolved spec. If a spec is already there it
     /// must be the same one (same key), otherwise the store is corrupt and we stop.
     pub fn init(&self, spec: &RunSpec) -> Result<()> {
-        fs::create_dir_all(&self.path).with_context(|| format!("cannot create {}", self.path.display()))?;
+        fs::create_dir_all(&self.path)
+            .with_context(|| format!("cannot create {}", self.path.display()))?;
         let spec_path = self.path.join("spec.toml");
         let text = toml::to_string(spec).context("serialising the spec")?;
         if spec_path.exists() {
             let old: RunSpec = crate::spec::read_toml(&spec_path)?;
             if old.key() != spec.key() {
-                bail!("{} holds a different spec (key {}, expected {}); move it away", spec_path.display(), old.key(), spec.key());
+                bail!(
+                    "{} holds a different spec (key {}, expected {}); move it away",
+                    spec_path.display(),
+                    old.key(),
+                    spec.key()
+                );
             }
             return Ok(());
         }
@@ -87,20 +99,34 @@ impl RunDir {
     pub fn lock(&self) -> Result<RunLock> {
         let path = self.path.join("LOCK");
         for _ in 0..2 {
-            match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
                 Ok(mut f) => {
                     write!(f, "{}", std::process::id()).ok();
                     return Ok(RunLock { path });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let pid = fs::read_to_string(&path).unwrap_or_default();
-                    let alive = pid.trim().parse::<u32>().is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+                    let alive = pid
+                        .trim()
+                        .parse::<u32>()
+                        .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
                     if alive {
-                        bail!("{} is being run by process {} (lock {})", self.path.display(), pid.trim(), path.display());
+                        bail!(
+                            "{} is being run by process {} (lock {})",
+                            self.path.display(),
+                            pid.trim(),
+                            path.display()
+                        );
                     }
                     fs::remove_file(&path).ok();
                 }
-                Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot create {}", path.display()))
+                }
             }
         }
         bail!("could not take the lock {}", path.display())
@@ -112,10 +138,14 @@ impl RunDir {
         if !path.exists() {
             return Ok(vec![]);
         }
-        let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         text.lines()
             .enumerate()
-            .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}: malformed record", path.display(), i + 1)))
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .with_context(|| format!("{}:{}: malformed record", path.display(), i + 1))
+            })
             .collect()
     }
 
@@ -127,7 +157,10 @@ impl RunDir {
             jsonl.push('\n');
         }
         write_atomic(&self.path.join("rounds.jsonl"), jsonl.as_bytes())?;
-        write_atomic(&self.path.join("metrics.csv"), metrics_csv(records).as_bytes())
+        write_atomic(
+            &self.path.join("metrics.csv"),
+            metrics_csv(records).as_bytes(),
+        )
     }
 
     /// Marks the run finished.
@@ -155,7 +188,12 @@ fn metrics_csv(records: &[RoundRecord]) -> String {
     let mut s = String::from(METRICS_HEADER);
     s.push('\n');
     for r in records {
-        let e = r.event.unwrap_or(ap_prune::EventReport { surviving: 0, host_removed: 0, ap_removed: 0, ap_shortfall: 0 });
+        let e = r.event.unwrap_or(ap_prune::EventReport {
+            surviving: 0,
+            host_removed: 0,
+            ap_removed: 0,
+            ap_shortfall: 0,
+        });
         let loss = r.epochs.last().map_or(f64::NAN, |e| e.train_loss);
         s.push_str(&format!(
             "{},{:.6},{},{:.4},{:.5},{:.5},{:.5},{:.5},{:.5},{},{},{},{:.5},{:.2}\n",
@@ -195,9 +233,15 @@ mod tests {
     #[test]
     fn lock_is_exclusive_and_stale_locks_are_taken_over() {
         let dir = tempfile::tempdir().unwrap();
-        let run = RunDir { path: dir.path().to_path_buf() };
+        let run = RunDir {
+            path: dir.path().to_path_buf(),
+        };
         let held = run.lock().unwrap();
-        assert!(run.lock().unwrap_err().to_string().contains("being run by process"));
+        assert!(run
+            .lock()
+            .unwrap_err()
+            .to_string()
+            .contains("being run by process"));
         drop(held);
         fs::write(dir.path().join("LOCK"), "4294967").unwrap(); // no such pid
         run.lock().unwrap();

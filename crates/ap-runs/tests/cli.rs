@@ -47,7 +47,10 @@ fn assert_clean_error(o: &Output, needles: &[&str]) {
     let err = stderr(o);
     assert_eq!(o.status.code(), Some(1), "stderr: {err}");
     assert!(!err.contains("panicked"), "{err}");
-    let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("no error line in {err}"));
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in {err}"));
     for n in needles {
         assert!(line.contains(n), "`{n}` missing from: {line}");
     }
@@ -55,7 +58,11 @@ fn assert_clean_error(o: &Output, needles: &[&str]) {
 
 fn real_data_dir() -> PathBuf {
     let dir = ap_data::default_data_dir();
-    assert!(dir.join("mnist").exists(), "MNIST is not in {}: run `cargo xtask setup`", dir.display());
+    assert!(
+        dir.join("mnist").exists(),
+        "MNIST is not in {}: run `cargo xtask setup`",
+        dir.display()
+    );
     dir
 }
 
@@ -65,13 +72,36 @@ fn run_writes_its_directory_and_a_second_run_reuses_it() {
     let spec = write(tmp.path(), "spec.toml", SPEC);
     let runs = tmp.path().join("runs");
     let data = real_data_dir();
-    let o = ap(&["run", spec.to_str().unwrap(), "--runs-dir", runs.to_str().unwrap()], Some(&data));
+    let o = ap(
+        &[
+            "run",
+            spec.to_str().unwrap(),
+            "--runs-dir",
+            runs.to_str().unwrap(),
+        ],
+        Some(&data),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    let dirs: Vec<_> = std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().path()).collect();
+    let dirs: Vec<_> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(dirs.len(), 1);
     let run = &dirs[0];
-    assert!(run.file_name().unwrap().to_str().unwrap().starts_with("imp+ap-lenet300-100-mnist-s3-"));
-    for f in ["spec.toml", "provenance.json", "rounds.jsonl", "metrics.csv", "mask.safetensors", "DONE"] {
+    assert!(run
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("imp+ap-lenet300-100-mnist-s3-"));
+    for f in [
+        "spec.toml",
+        "provenance.json",
+        "rounds.jsonl",
+        "metrics.csv",
+        "mask.safetensors",
+        "DONE",
+    ] {
         assert!(run.join(f).exists(), "{f} missing");
     }
     assert!(!run.join("LOCK").exists(), "lock released");
@@ -80,30 +110,80 @@ fn run_writes_its_directory_and_a_second_run_reuses_it() {
     let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 4);
     // density column: 1.0, 0.8, 0.64 (exact counts of 266,200 prunable weights)
-    let kept: Vec<i64> = csv.lines().skip(1).map(|l| l.split(',').nth(2).unwrap().parse().unwrap()).collect();
+    let kept: Vec<i64> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+        .collect();
     assert_eq!(kept, vec![266_200, 212_960, 170_368]);
 
-    let before = std::fs::metadata(run.join("rounds.jsonl")).unwrap().modified().unwrap();
+    let before = std::fs::metadata(run.join("rounds.jsonl"))
+        .unwrap()
+        .modified()
+        .unwrap();
     let t = std::time::Instant::now();
-    let again = ap(&["run", spec.to_str().unwrap(), "--runs-dir", runs.to_str().unwrap()], Some(&data));
+    let again = ap(
+        &[
+            "run",
+            spec.to_str().unwrap(),
+            "--runs-dir",
+            runs.to_str().unwrap(),
+        ],
+        Some(&data),
+    );
     assert!(again.status.success());
-    assert!(t.elapsed().as_secs_f64() < 5.0, "a finished run is reused, not retrained");
-    assert_eq!(std::fs::metadata(run.join("rounds.jsonl")).unwrap().modified().unwrap(), before);
-    assert_eq!(std::fs::read_to_string(run.join("rounds.jsonl")).unwrap(), rounds);
+    assert!(
+        t.elapsed().as_secs_f64() < 5.0,
+        "a finished run is reused, not retrained"
+    );
+    assert_eq!(
+        std::fs::metadata(run.join("rounds.jsonl"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        before
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.join("rounds.jsonl")).unwrap(),
+        rounds
+    );
 }
 
 #[test]
 fn same_spec_gives_identical_metrics_on_cpu() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = write(tmp.path(), "spec.toml", &SPEC.replace("rounds = 2", "rounds = 1").replace("iterations = 300", "iterations = 150"));
+    let spec = write(
+        tmp.path(),
+        "spec.toml",
+        &SPEC
+            .replace("rounds = 2", "rounds = 1")
+            .replace("iterations = 300", "iterations = 150"),
+    );
     let data = real_data_dir();
     let metrics = |runs: &str| {
         let runs = tmp.path().join(runs);
-        let o = ap(&["run", spec.to_str().unwrap(), "--runs-dir", runs.to_str().unwrap()], Some(&data));
+        let o = ap(
+            &[
+                "run",
+                spec.to_str().unwrap(),
+                "--runs-dir",
+                runs.to_str().unwrap(),
+            ],
+            Some(&data),
+        );
         assert!(o.status.success(), "{}", stderr(&o));
-        let run = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap().path();
+        let run = std::fs::read_dir(&runs)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
         // every column but the wall-clock seconds
-        std::fs::read_to_string(run.join("metrics.csv")).unwrap().lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect::<Vec<_>>()
+        std::fs::read_to_string(run.join("metrics.csv"))
+            .unwrap()
+            .lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect::<Vec<_>>()
     };
     assert_eq!(metrics("a"), metrics("b"));
 }
@@ -113,14 +193,42 @@ fn bad_specs_are_one_line_errors_naming_file_and_field() {
     let tmp = tempfile::tempdir().unwrap();
     let runs = tmp.path().join("runs");
     let r = runs.to_str().unwrap();
-    let unknown = write(tmp.path(), "unknown.toml", &SPEC.replace("seed = 3", "seed = 3\nlearning_rate = 0.1"));
-    assert_clean_error(&ap(&["run", unknown.to_str().unwrap(), "--runs-dir", r], None), &["unknown.toml:5:1", "learning_rate"]);
-    let rate = write(tmp.path(), "rate.toml", &SPEC.replace("rate = 0.2", "rate = 1.5"));
-    assert_clean_error(&ap(&["run", rate.to_str().unwrap(), "--runs-dir", r], None), &["rate.toml", "prune.rate = 1.5"]);
-    let ap_rate = write(tmp.path(), "ap.toml", &SPEC.replace("rate = 0.02", "rate = 0.25"));
-    assert_clean_error(&ap(&["run", ap_rate.to_str().unwrap(), "--runs-dir", r], None), &["ap.rate = 0.25"]);
-    let model = write(tmp.path(), "model.toml", &SPEC.replace("lenet300-100", "lenet5"));
-    assert_clean_error(&ap(&["run", model.to_str().unwrap(), "--runs-dir", r], None), &["lenet5", "lenet300-100"]);
+    let unknown = write(
+        tmp.path(),
+        "unknown.toml",
+        &SPEC.replace("seed = 3", "seed = 3\nlearning_rate = 0.1"),
+    );
+    assert_clean_error(
+        &ap(&["run", unknown.to_str().unwrap(), "--runs-dir", r], None),
+        &["unknown.toml:5:1", "learning_rate"],
+    );
+    let rate = write(
+        tmp.path(),
+        "rate.toml",
+        &SPEC.replace("rate = 0.2", "rate = 1.5"),
+    );
+    assert_clean_error(
+        &ap(&["run", rate.to_str().unwrap(), "--runs-dir", r], None),
+        &["rate.toml", "prune.rate = 1.5"],
+    );
+    let ap_rate = write(
+        tmp.path(),
+        "ap.toml",
+        &SPEC.replace("rate = 0.02", "rate = 0.25"),
+    );
+    assert_clean_error(
+        &ap(&["run", ap_rate.to_str().unwrap(), "--runs-dir", r], None),
+        &["ap.rate = 0.25"],
+    );
+    let model = write(
+        tmp.path(),
+        "model.toml",
+        &SPEC.replace("lenet300-100", "lenet5"),
+    );
+    assert_clean_error(
+        &ap(&["run", model.to_str().unwrap(), "--runs-dir", r], None),
+        &["lenet5", "lenet300-100"],
+    );
     assert!(!runs.exists(), "nothing is written for an invalid spec");
 }
 
@@ -131,7 +239,10 @@ fn fake_mnist(dir: &Path, corrupt: impl Fn(&str, Vec<u8>) -> Vec<u8>) -> PathBuf
     for (prefix, n) in [("train", 6usize), ("t10k", 4)] {
         let images = encode_idx(&[n, 28, 28], &vec![7u8; n * 784]);
         let labels = encode_idx(&[n], &(0..n as u8).collect::<Vec<_>>());
-        for (name, bytes) in [(format!("{prefix}-images-idx3-ubyte"), images), (format!("{prefix}-labels-idx1-ubyte"), labels)] {
+        for (name, bytes) in [
+            (format!("{prefix}-images-idx3-ubyte"), images),
+            (format!("{prefix}-labels-idx1-ubyte"), labels),
+        ] {
             std::fs::write(m.join(&name), corrupt(&name, bytes)).unwrap();
         }
     }
@@ -143,7 +254,17 @@ fn bad_data_files_are_one_line_errors_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = write(tmp.path(), "spec.toml", SPEC);
     let runs = tmp.path().join("runs");
-    let run = |data: &Path| ap(&["run", spec.to_str().unwrap(), "--runs-dir", runs.to_str().unwrap()], Some(data));
+    let run = |data: &Path| {
+        ap(
+            &[
+                "run",
+                spec.to_str().unwrap(),
+                "--runs-dir",
+                runs.to_str().unwrap(),
+            ],
+            Some(data),
+        )
+    };
     let truncated = fake_mnist(&tmp.path().join("truncated"), |n, mut b| {
         if n == "train-images-idx3-ubyte" {
             b.truncate(b.len() - 100);
@@ -175,19 +296,60 @@ fn bad_data_files_are_one_line_errors_naming_the_file() {
 #[test]
 fn reproduce_lists_runs_and_keeps_old_results_when_the_grid_is_bad() {
     let tmp = tempfile::tempdir().unwrap();
-    let base = SPEC.replace("[train]", "[base.train]").replace("[prune]", "[base.prune]").replace("[ap]", "[base.ap]");
-    let grid = write(tmp.path(), "grid.toml", &format!("name = \"g\"\n[axes]\nseed = [0, 1]\n\"ap.enabled\" = [false, true]\n[base]\n{base}"));
+    let base = SPEC
+        .replace("[train]", "[base.train]")
+        .replace("[prune]", "[base.prune]")
+        .replace("[ap]", "[base.ap]");
+    let grid = write(
+        tmp.path(),
+        "grid.toml",
+        &format!(
+            "name = \"g\"\n[axes]\nseed = [0, 1]\n\"ap.enabled\" = [false, true]\n[base]\n{base}"
+        ),
+    );
     let runs = tmp.path().join("runs");
-    let o = ap(&["reproduce", "--grid", grid.to_str().unwrap(), "--runs-dir", runs.to_str().unwrap(), "--dry-run"], None);
+    let o = ap(
+        &[
+            "reproduce",
+            "--grid",
+            grid.to_str().unwrap(),
+            "--runs-dir",
+            runs.to_str().unwrap(),
+            "--dry-run",
+        ],
+        None,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let listing = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(listing.lines().filter(|l| l.starts_with("pending")).count(), 4, "{listing}");
+    assert_eq!(
+        listing.lines().filter(|l| l.starts_with("pending")).count(),
+        4,
+        "{listing}"
+    );
 
     let out = tmp.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("report.md"), "earlier report").unwrap();
-    let bad = write(tmp.path(), "bad.toml", &format!("name = \"g\"\n[axes]\nseed = [0]\n\"prune.rate\" = [2.0]\n[base]\n{base}"));
-    let o = ap(&["reproduce", "--grid", bad.to_str().unwrap(), "--runs-dir", runs.to_str().unwrap(), "--out", out.to_str().unwrap()], None);
+    let bad = write(
+        tmp.path(),
+        "bad.toml",
+        &format!("name = \"g\"\n[axes]\nseed = [0]\n\"prune.rate\" = [2.0]\n[base]\n{base}"),
+    );
+    let o = ap(
+        &[
+            "reproduce",
+            "--grid",
+            bad.to_str().unwrap(),
+            "--runs-dir",
+            runs.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        None,
+    );
     assert_clean_error(&o, &["bad.toml", "prune.rate = 2"]);
-    assert_eq!(std::fs::read_to_string(out.join("report.md")).unwrap(), "earlier report");
+    assert_eq!(
+        std::fs::read_to_string(out.join("report.md")).unwrap(),
+        "earlier report"
+    );
 }

@@ -113,7 +113,10 @@ impl NamedParams {
             let t = vars.get(name).ok_or_else(|| {
                 let mut available: Vec<_> = vars.keys().cloned().collect();
                 available.sort();
-                TensorError::MissingParameter { name: name.to_string(), available: available.join(", ") }
+                TensorError::MissingParameter {
+                    name: name.to_string(),
+                    available: available.join(", "),
+                }
             })?;
             entries.push((name.to_string(), t.shallow_clone()));
         }
@@ -163,7 +166,10 @@ impl NamedParams {
     /// A detached deep copy (e.g. θ0 for rewinding, or the phase start for AP's movement).
     pub fn snapshot(&self) -> NamedParams {
         let entries = tch::no_grad(|| {
-            self.entries.iter().map(|(n, t)| (n.clone(), t.detach().copy())).collect()
+            self.entries
+                .iter()
+                .map(|(n, t)| (n.clone(), t.detach().copy()))
+                .collect()
         });
         NamedParams { entries }
     }
@@ -174,7 +180,10 @@ impl NamedParams {
             for ((name, dst), (_, s)) in self.entries.iter().zip(&src.entries) {
                 dst.shallow_clone()
                     .f_copy_(s)
-                    .map_err(|source| TensorError::Torch { context: format!("copy into `{name}`"), source })?;
+                    .map_err(|source| TensorError::Torch {
+                        context: format!("copy into `{name}`"),
+                        source,
+                    })?;
             }
             Ok(())
         })
@@ -194,16 +203,26 @@ pub fn save_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(),
         .iter()
         .map(|(n, t)| (n.clone(), t.detach().to_device(Device::Cpu).contiguous()))
         .collect();
-    Tensor::write_safetensors(&cpu, &tmp)
-        .map_err(|source| TensorError::Torch { context: tmp.display().to_string(), source })?;
-    std::fs::rename(&tmp, path).map_err(|source| TensorError::Io { path: path.to_path_buf(), source })
+    Tensor::write_safetensors(&cpu, &tmp).map_err(|source| TensorError::Torch {
+        context: tmp.display().to_string(),
+        source,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| TensorError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Reads named tensors from a safetensors file onto `device`.
 pub fn load_safetensors(path: &Path, device: Device) -> Result<Vec<(String, Tensor)>, TensorError> {
-    let tensors = Tensor::read_safetensors(path)
-        .map_err(|source| TensorError::Torch { context: path.display().to_string(), source })?;
-    Ok(tensors.into_iter().map(|(n, t)| (n, t.to_device(device))).collect())
+    let tensors = Tensor::read_safetensors(path).map_err(|source| TensorError::Torch {
+        context: path.display().to_string(),
+        source,
+    })?;
+    Ok(tensors
+        .into_iter()
+        .map(|(n, t)| (n, t.to_device(device)))
+        .collect())
 }
 
 /// `path` with `.tmp-<pid>` appended: the temporary file of an atomic write.
@@ -215,7 +234,11 @@ pub fn tmp_path(path: &Path) -> PathBuf {
 
 /// Reads a tensor of any shape into a host `Vec<f64>` (one device-to-host copy).
 pub fn to_f64_vec(t: &Tensor) -> Vec<f64> {
-    let flat = t.detach().to_kind(Kind::Double).to_device(Device::Cpu).flatten(0, -1);
+    let flat = t
+        .detach()
+        .to_kind(Kind::Double)
+        .to_device(Device::Cpu)
+        .flatten(0, -1);
     Vec::<f64>::try_from(&flat).expect("a flat f64 CPU tensor converts to Vec<f64>")
 }
 
@@ -233,9 +256,15 @@ mod tests {
     #[test]
     fn device_strings() {
         assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
-        assert!(matches!(parse_device("tpu"), Err(TensorError::UnknownDevice(_))));
+        assert!(matches!(
+            parse_device("tpu"),
+            Err(TensorError::UnknownDevice(_))
+        ));
         if !tch::Cuda::is_available() {
-            assert!(matches!(parse_device("cuda"), Err(TensorError::CudaUnavailable(_))));
+            assert!(matches!(
+                parse_device("cuda"),
+                Err(TensorError::CudaUnavailable(_))
+            ));
         }
     }
 
@@ -246,7 +275,10 @@ mod tests {
         let p = NamedParams::from_var_store(&vs, &["w"]).unwrap();
         let snap = p.snapshot();
         let _ = tch::no_grad(|| p.get("w").unwrap().shallow_clone().fill_(5.0));
-        assert_eq!(snap.get("w").unwrap().sum(Kind::Float).double_value(&[]), 6.0);
+        assert_eq!(
+            snap.get("w").unwrap().sum(Kind::Float).double_value(&[]),
+            6.0
+        );
         p.copy_from(&snap).unwrap();
         assert_eq!(p.get("w").unwrap().sum(Kind::Float).double_value(&[]), 6.0);
     }
@@ -255,7 +287,9 @@ mod tests {
     fn missing_parameter_lists_available() {
         let vs = VarStore::new(Device::Cpu);
         let _w = vs.root().var("w", &[1], tch::nn::Init::Const(1.0));
-        let e = NamedParams::from_var_store(&vs, &["x"]).unwrap_err().to_string();
+        let e = NamedParams::from_var_store(&vs, &["x"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`x`") && e.contains("w"), "{e}");
     }
 

@@ -44,21 +44,46 @@ pub fn select_smallest(
     }
     for (s, e) in scores.iter().zip(eligible) {
         if s.size() != e.size() {
-            return Err(SelectError::ShapeMismatch(format!("{:?} vs {:?}", s.size(), e.size())));
+            return Err(SelectError::ShapeMismatch(format!(
+                "{:?} vs {:?}",
+                s.size(),
+                e.size()
+            )));
         }
     }
     if scores.is_empty() {
-        return if n == 0 { Ok(vec![]) } else { Err(SelectError::TooFew { requested: n, eligible: 0 }) };
+        return if n == 0 {
+            Ok(vec![])
+        } else {
+            Err(SelectError::TooFew {
+                requested: n,
+                eligible: 0,
+            })
+        };
     }
     let sizes: Vec<i64> = scores.iter().map(|t| t.numel() as i64).collect();
-    let flat_scores = Tensor::cat(&scores.iter().map(|t| t.detach().flatten(0, -1)).collect::<Vec<_>>(), 0);
-    let flat_elig =
-        Tensor::cat(&eligible.iter().map(|t| t.flatten(0, -1).to_kind(Kind::Bool)).collect::<Vec<_>>(), 0);
+    let flat_scores = Tensor::cat(
+        &scores
+            .iter()
+            .map(|t| t.detach().flatten(0, -1))
+            .collect::<Vec<_>>(),
+        0,
+    );
+    let flat_elig = Tensor::cat(
+        &eligible
+            .iter()
+            .map(|t| t.flatten(0, -1).to_kind(Kind::Bool))
+            .collect::<Vec<_>>(),
+        0,
+    );
     // Positions that may be selected, in concatenation order (one host sync for the count).
     let idx = flat_elig.nonzero().squeeze_dim(1);
     let count = idx.size()[0];
     if n > count || n < 0 {
-        return Err(SelectError::TooFew { requested: n, eligible: count });
+        return Err(SelectError::TooFew {
+            requested: n,
+            eligible: count,
+        });
     }
     let selected = Tensor::zeros_like(&flat_elig);
     if n > 0 {
@@ -69,7 +94,11 @@ pub fn select_smallest(
         let need = -less.sum(Kind::Int64) + n;
         let tied_rank = tied.cumsum(0, Kind::Int64);
         let take = less.logical_or(&tied.logical_and(&tied_rank.le_tensor(&need)));
-        return Ok(split_like(&selected.index_copy(0, &idx, &take), &sizes, scores));
+        return Ok(split_like(
+            &selected.index_copy(0, &idx, &take),
+            &sizes,
+            scores,
+        ));
     }
     Ok(split_like(&selected, &sizes, scores))
 }
@@ -82,7 +111,11 @@ pub fn select_smallest_per_tensor(
     counts: &[i64],
 ) -> Result<Vec<Tensor>, SelectError> {
     if counts.len() != scores.len() {
-        return Err(SelectError::ShapeMismatch(format!("{} counts for {} tensors", counts.len(), scores.len())));
+        return Err(SelectError::ShapeMismatch(format!(
+            "{} counts for {} tensors",
+            counts.len(),
+            scores.len()
+        )));
     }
     let mut out = Vec::with_capacity(scores.len());
     for ((s, e), &n) in scores.iter().zip(eligible).zip(counts) {
@@ -92,7 +125,11 @@ pub fn select_smallest_per_tensor(
 }
 
 fn split_like(flat: &Tensor, sizes: &[i64], like: &[&Tensor]) -> Vec<Tensor> {
-    flat.split_with_sizes(sizes, 0).into_iter().zip(like).map(|(t, l)| t.view(l.size().as_slice())).collect()
+    flat.split_with_sizes(sizes, 0)
+        .into_iter()
+        .zip(like)
+        .map(|(t, l)| t.view(l.size().as_slice()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -119,16 +156,27 @@ mod tests {
     }
 
     fn to_bools(t: &Tensor) -> Vec<bool> {
-        Vec::<i64>::try_from(&t.flatten(0, -1).to_kind(Kind::Int64)).unwrap().into_iter().map(|v| v != 0).collect()
+        Vec::<i64>::try_from(&t.flatten(0, -1).to_kind(Kind::Int64))
+            .unwrap()
+            .into_iter()
+            .map(|v| v != 0)
+            .collect()
     }
 
     /// Tensors of small integer-valued scores (many ties) with random eligibility.
     fn case() -> impl Strategy<Value = (Vec<Vec<f32>>, Vec<Vec<bool>>, f64)> {
-        prop::collection::vec(prop::collection::vec((0i32..6, any::<bool>()), 1..40), 1..5).prop_flat_map(|ts| {
-            let scores = ts.iter().map(|t| t.iter().map(|(v, _)| *v as f32 - 2.0).collect()).collect();
-            let elig = ts.iter().map(|t| t.iter().map(|(_, e)| *e).collect()).collect();
-            (Just(scores), Just(elig), 0.0f64..=1.0)
-        })
+        prop::collection::vec(prop::collection::vec((0i32..6, any::<bool>()), 1..40), 1..5)
+            .prop_flat_map(|ts| {
+                let scores = ts
+                    .iter()
+                    .map(|t| t.iter().map(|(v, _)| *v as f32 - 2.0).collect())
+                    .collect();
+                let elig = ts
+                    .iter()
+                    .map(|t| t.iter().map(|(_, e)| *e).collect())
+                    .collect();
+                (Just(scores), Just(elig), 0.0f64..=1.0)
+            })
     }
 
     proptest! {
@@ -164,7 +212,13 @@ mod tests {
     fn too_many_requested_is_an_error() {
         let s = Tensor::from_slice(&[1.0f32, 2.0]);
         let e = Tensor::from_slice(&[true, false]);
-        assert_eq!(select_smallest(&[&s], &[&e], 2).unwrap_err(), SelectError::TooFew { requested: 2, eligible: 1 });
+        assert_eq!(
+            select_smallest(&[&s], &[&e], 2).unwrap_err(),
+            SelectError::TooFew {
+                requested: 2,
+                eligible: 1
+            }
+        );
     }
 
     #[test]
@@ -173,6 +227,9 @@ mod tests {
         let e = Tensor::ones([3, 4], (Kind::Float, tch::Device::Cpu));
         let out = select_smallest(&[&s], &[&e], 5).unwrap();
         assert_eq!(out[0].size(), vec![3, 4]);
-        assert_eq!(to_bools(&out[0]), (0..12).map(|i| i < 5).collect::<Vec<_>>());
+        assert_eq!(
+            to_bools(&out[0]),
+            (0..12).map(|i| i < 5).collect::<Vec<_>>()
+        );
     }
 }

@@ -9,7 +9,10 @@ use ap_train::{Optimizer, OptimizerSpec};
 use tch::{Device, Kind, Tensor};
 
 fn main() {
-    let threads: i32 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(1);
+    let threads: i32 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     tch::set_num_threads(threads);
     tch::manual_seed(0);
     let model = ap_models::build("lenet300-100", &[1, 28, 28], 10, Device::Cpu).unwrap();
@@ -17,11 +20,21 @@ fn main() {
     let mask = Mask::dense(&params);
     let images = Tensor::randn([60_000, 1, 28, 28], (Kind::Float, Device::Cpu));
     let labels = Tensor::randint(10, [60_000], (Kind::Int64, Device::Cpu));
-    let spec = OptimizerSpec::Adam { lr: 1.2e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+    let spec = OptimizerSpec::Adam {
+        lr: 1.2e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
     let mut opt = Optimizer::new(spec, &model.vs, Some(&mask));
     let n = 1000;
     let idx = Tensor::randperm(60_000, (Kind::Int64, Device::Cpu));
-    for (name, gather, step) in [("fwd+bwd", false, false), ("fwd+bwd+adam", false, true), ("gather+fwd+bwd+adam", true, true)] {
+    for (name, gather, step) in [
+        ("fwd+bwd", false, false),
+        ("fwd+bwd+adam", false, true),
+        ("gather+fwd+bwd+adam", true, true),
+    ] {
         let t = Instant::now();
         for i in 0..n {
             let (x, y) = if gather {
@@ -37,6 +50,9 @@ fn main() {
                 opt.step(1.2e-3);
             }
         }
-        println!("{name:<22} {:.3} ms/step ({threads} threads)", t.elapsed().as_secs_f64() * 1e3 / n as f64);
+        println!(
+            "{name:<22} {:.3} ms/step ({threads} threads)",
+            t.elapsed().as_secs_f64() * 1e3 / n as f64
+        );
     }
 }

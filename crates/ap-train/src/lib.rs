@@ -129,14 +129,25 @@ pub fn train_phase(
         }
         let train_loss = loss_sum.double_value(&[]) / steps as f64;
         if !train_loss.is_finite() {
-            return Err(TrainError::Diverged { iteration: it, loss: train_loss });
+            return Err(TrainError::Diverged {
+                iteration: it,
+                loss: train_loss,
+            });
         }
-        let stats = EpochStats { epoch, iteration: it, train_loss, lr };
+        let stats = EpochStats {
+            epoch,
+            iteration: it,
+            train_loss,
+            lr,
+        };
         on_epoch(&stats);
         epochs.push(stats);
         epoch += 1;
     }
-    Ok(PhaseReport { epochs, train_dnr: dnr.finish() })
+    Ok(PhaseReport {
+        epochs,
+        train_dnr: dnr.finish(),
+    })
 }
 
 #[cfg(test)]
@@ -148,7 +159,11 @@ mod tests {
 
     fn toy_split(n: i64) -> Split {
         let images = Tensor::randn([n, 1, 2, 2], (Kind::Float, Device::Cpu));
-        let labels = images.flatten(1, -1).sum_dim_intlist(1, false, Kind::Float).gt(0.0).to_kind(Kind::Int64);
+        let labels = images
+            .flatten(1, -1)
+            .sum_dim_intlist(1, false, Kind::Float)
+            .gt(0.0)
+            .to_kind(Kind::Int64);
         Split { images, labels }
     }
 
@@ -195,26 +210,46 @@ mod tests {
         let model = ap_models::build("lenet300-100", &[1, 2, 2], 2, Device::Cpu).unwrap();
         let params = NamedParams::from_var_store(&model.vs, &model.net.prunable()).unwrap();
         let mut mask = Mask::dense(&params);
-        let spec = OptimizerSpec::Sgd { lr: 0.1, momentum: 0.9, weight_decay: 0.0, nesterov: false };
+        let spec = OptimizerSpec::Sgd {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            nesterov: false,
+        };
         let mut opt = Optimizer::new(spec, &model.vs, Some(&mask));
         let split = toy_split(16);
         let step = |opt: &mut Optimizer| {
-            let loss = model.forward(&split.images, true).cross_entropy_for_logits(&split.labels);
+            let loss = model
+                .forward(&split.images, true)
+                .cross_entropy_for_logits(&split.labels);
             opt.zero_grad();
             loss.backward();
             opt.step(0.1);
         };
         step(&mut opt);
         // prune half of fc1 in place: the optimizer sees the shared mask tensors
-        let sel: Vec<Tensor> = params.tensors().iter().map(|t| Tensor::rand_like(t).lt(0.5)).collect();
+        let sel: Vec<Tensor> = params
+            .tensors()
+            .iter()
+            .map(|t| Tensor::rand_like(t).lt(0.5))
+            .collect();
         mask.remove(&sel).unwrap();
         mask.apply(&params).unwrap();
-        assert!(opt.state_at_pruned() > 0.0, "momentum is nonzero where we just pruned");
+        assert!(
+            opt.state_at_pruned() > 0.0,
+            "momentum is nonzero where we just pruned"
+        );
         opt.mask_state();
         assert_eq!(opt.state_at_pruned(), 0.0);
         step(&mut opt);
         for ((_, w), (_, m)) in params.iter().zip(mask.iter()) {
-            assert_eq!(w.ne(0.0).logical_and(&m.eq(0.0)).sum(Kind::Int64).int64_value(&[]), 0);
+            assert_eq!(
+                w.ne(0.0)
+                    .logical_and(&m.eq(0.0))
+                    .sum(Kind::Int64)
+                    .int64_value(&[]),
+                0
+            );
         }
     }
 
@@ -223,7 +258,12 @@ mod tests {
         // One parameter, loss = w·x with constant gradient x: momentum buffer b_t = Σ μ^k x.
         let vs = tch::nn::VarStore::new(Device::Cpu);
         let w = vs.root().var("w", &[1], tch::nn::Init::Const(1.0));
-        let spec = OptimizerSpec::Sgd { lr: 0.1, momentum: 0.5, weight_decay: 0.0, nesterov: false };
+        let spec = OptimizerSpec::Sgd {
+            lr: 0.1,
+            momentum: 0.5,
+            weight_decay: 0.0,
+            nesterov: false,
+        };
         let mut opt = Optimizer::new(spec, &vs, None);
         for _ in 0..3 {
             opt.zero_grad();
@@ -238,23 +278,45 @@ mod tests {
     fn adam_first_step_moves_by_lr() {
         let vs = tch::nn::VarStore::new(Device::Cpu);
         let w = vs.root().var("w", &[2], tch::nn::Init::Const(1.0));
-        let spec = OptimizerSpec::Adam { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+        let spec = OptimizerSpec::Adam {
+            lr: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        };
         let mut opt = Optimizer::new(spec, &vs, None);
         opt.zero_grad();
-        (&w * Tensor::from_slice(&[3.0f32, -0.5])).sum(Kind::Float).backward();
+        (&w * Tensor::from_slice(&[3.0f32, -0.5]))
+            .sum(Kind::Float)
+            .backward();
         opt.step(0.01);
         // bias-corrected first step is lr·sign(g)
-        assert!((w.double_value(&[0]) - 0.99).abs() < 1e-6 && (w.double_value(&[1]) - 1.01).abs() < 1e-6);
+        assert!(
+            (w.double_value(&[0]) - 0.99).abs() < 1e-6
+                && (w.double_value(&[1]) - 1.01).abs() < 1e-6
+        );
     }
 
     #[test]
     fn step_schedule_and_validation() {
-        let s = LrSchedule::Step { milestones: vec![10, 20], gamma: 0.1 };
+        let s = LrSchedule::Step {
+            milestones: vec![10, 20],
+            gamma: 0.1,
+        };
         assert_eq!(s.lr_at(1.0, 9), 1.0);
         assert!((s.lr_at(1.0, 10) - 0.1).abs() < 1e-12 && (s.lr_at(1.0, 25) - 0.01).abs() < 1e-12);
-        let bad = OptimizerSpec::Sgd { lr: -1.0, momentum: 0.0, weight_decay: 0.0, nesterov: false };
+        let bad = OptimizerSpec::Sgd {
+            lr: -1.0,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        };
         assert!(bad.validate().unwrap_err().contains("optimizer.lr"));
-        let toml_err = toml::from_str::<TrainConfig>("batch_size = 1\niterations = 1\nbogus = 2\n[optimizer]\nkind = \"adam\"\nlr = 0.1\n").unwrap_err();
+        let toml_err = toml::from_str::<TrainConfig>(
+            "batch_size = 1\niterations = 1\nbogus = 2\n[optimizer]\nkind = \"adam\"\nlr = 0.1\n",
+        )
+        .unwrap_err();
         assert!(toml_err.to_string().contains("bogus"), "{toml_err}");
     }
 
@@ -264,7 +326,13 @@ mod tests {
         let model = ap_models::build("lenet300-100", &[1, 2, 2], 2, Device::Cpu).unwrap();
         let split = toy_split(256);
         let cfg = TrainConfig {
-            optimizer: OptimizerSpec::Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
+            optimizer: OptimizerSpec::Adam {
+                lr: 1e-3,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
             schedule: LrSchedule::Constant,
             batch_size: 32,
             iterations: 200,

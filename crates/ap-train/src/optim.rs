@@ -68,9 +68,20 @@ impl OptimizerSpec {
 
     /// Checks ranges; the error names the field.
     pub fn validate(&self) -> Result<(), String> {
-        let check = |name: &str, v: f64, ok: bool| if ok { Ok(()) } else { Err(format!("optimizer.{name} = {v} is out of range")) };
+        let check = |name: &str, v: f64, ok: bool| {
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("optimizer.{name} = {v} is out of range"))
+            }
+        };
         match *self {
-            OptimizerSpec::Sgd { lr, momentum, weight_decay, nesterov } => {
+            OptimizerSpec::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+                nesterov,
+            } => {
                 check("lr", lr, lr > 0.0 && lr.is_finite())?;
                 check("momentum", momentum, (0.0..1.0).contains(&momentum))?;
                 check("weight_decay", weight_decay, weight_decay >= 0.0)?;
@@ -79,7 +90,13 @@ impl OptimizerSpec {
                 }
                 Ok(())
             }
-            OptimizerSpec::Adam { lr, beta1, beta2, eps, weight_decay } => {
+            OptimizerSpec::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
                 check("lr", lr, lr > 0.0 && lr.is_finite())?;
                 check("beta1", beta1, (0.0..1.0).contains(&beta1))?;
                 check("beta2", beta2, (0.0..1.0).contains(&beta2))?;
@@ -108,7 +125,10 @@ pub struct Optimizer {
 
 impl std::fmt::Debug for Optimizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Optimizer").field("spec", &self.spec).field("steps", &self.steps).finish()
+        f.debug_struct("Optimizer")
+            .field("spec", &self.spec)
+            .field("steps", &self.steps)
+            .finish()
     }
 }
 
@@ -117,16 +137,29 @@ impl Optimizer {
     /// named in `mask` are masked; the mask's tensors are shared, so later in-place
     /// changes to the mask take effect.
     pub fn new(spec: OptimizerSpec, vs: &VarStore, mask: Option<&Mask>) -> Optimizer {
-        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let mut vars: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let slots = vars
             .into_iter()
             .map(|(name, param)| {
                 let mask = mask.and_then(|m| m.get(&name)).map(Tensor::shallow_clone);
-                Slot { param, mask, m: None, v: None }
+                Slot {
+                    param,
+                    mask,
+                    m: None,
+                    v: None,
+                }
             })
             .collect();
-        Optimizer { spec, slots, steps: 0 }
+        Optimizer {
+            spec,
+            slots,
+            steps: 0,
+        }
     }
 
     /// Clears the gradients of all parameters.
@@ -175,7 +208,12 @@ impl Optimizer {
                     let _ = g.g_mul_(mask);
                 }
                 match spec {
-                    OptimizerSpec::Sgd { momentum, weight_decay, nesterov, .. } => {
+                    OptimizerSpec::Sgd {
+                        momentum,
+                        weight_decay,
+                        nesterov,
+                        ..
+                    } => {
                         if weight_decay != 0.0 {
                             let _ = g.addcmul_(&s.param, &scalar(weight_decay));
                         }
@@ -198,7 +236,13 @@ impl Optimizer {
                         };
                         let _ = s.param.addcmul_(&d, &scalar(-lr));
                     }
-                    OptimizerSpec::Adam { beta1, beta2, eps, weight_decay, .. } => {
+                    OptimizerSpec::Adam {
+                        beta1,
+                        beta2,
+                        eps,
+                        weight_decay,
+                        ..
+                    } => {
                         if weight_decay != 0.0 {
                             let _ = g.addcmul_(&s.param, &scalar(weight_decay));
                         }
@@ -206,12 +250,18 @@ impl Optimizer {
                         let _ = m.lerp_(&g, 1.0 - beta1);
                         // v ← β2·v + (1−β2)·g², in place.
                         let v = s.v.get_or_insert_with(|| g.zeros_like());
-                        let _ = v.g_mul_scalar_(beta2 / (1.0 - beta2)).addcmul_(&g, &g).g_mul_scalar_(1.0 - beta2);
+                        let _ = v
+                            .g_mul_scalar_(beta2 / (1.0 - beta2))
+                            .addcmul_(&g, &g)
+                            .g_mul_scalar_(1.0 - beta2);
                         let bc1 = 1.0 - beta1.powi(t as i32);
                         let bc2 = 1.0 - beta2.powi(t as i32);
                         // w ← w − lr/bc1 · m / (√v/√bc2 + eps), as w + m / denom with denom scaled by −bc1/lr.
                         let mut denom = v.sqrt();
-                        let _ = denom.g_mul_scalar_(1.0 / bc2.sqrt()).g_add_scalar_(eps).g_mul_scalar_(-bc1 / lr);
+                        let _ = denom
+                            .g_mul_scalar_(1.0 / bc2.sqrt())
+                            .g_add_scalar_(eps)
+                            .g_mul_scalar_(-bc1 / lr);
                         let _ = s.param.addcdiv_(m, &denom);
                     }
                 }
@@ -229,7 +279,11 @@ impl Optimizer {
             if let Some(mask) = &s.mask {
                 let pruned = mask.eq(0.0);
                 for buf in [&s.m, &s.v].into_iter().flatten() {
-                    total += buf.abs().masked_select(&pruned).sum(tch::Kind::Double).double_value(&[]);
+                    total += buf
+                        .abs()
+                        .masked_select(&pruned)
+                        .sum(tch::Kind::Double)
+                        .double_value(&[]);
                 }
             }
         }

@@ -17,7 +17,11 @@ use ap_runs::{execute, write_report, GridSpec, RunDir, RunOptions, RunSpec, RunS
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ap", version, about = "Pruning experiments with and without AP (activate-while-pruning)")]
+#[command(
+    name = "ap",
+    version,
+    about = "Pruning experiments with and without AP (activate-while-pruning)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -73,7 +77,10 @@ struct Common {
 impl Common {
     fn options(&self) -> Result<RunOptions> {
         Ok(RunOptions {
-            data_dir: self.data_dir.clone().unwrap_or_else(ap_data::default_data_dir),
+            data_dir: self
+                .data_dir
+                .clone()
+                .unwrap_or_else(ap_data::default_data_dir),
             device: ap_tensor::parse_device(&self.device)?,
             progress: true,
             verbose: self.verbose,
@@ -83,7 +90,9 @@ impl Common {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = run(Cli::parse()) {
@@ -101,21 +110,46 @@ fn run(cli: Cli) -> Result<()> {
             let s: RunSpec = read_toml(&spec)?;
             s.validate().with_context(|| spec.display().to_string())?;
             let records = execute(&s, &common.runs_dir, &common.options()?)?;
-            let md = ap_runs::report::markdown(&ap_runs::summarise(&[(s, records)]), &spec.display().to_string());
+            let md = ap_runs::report::markdown(
+                &ap_runs::summarise(&[(s, records)]),
+                &spec.display().to_string(),
+            );
             println!("{md}");
             Ok(())
         }
-        Cmd::Reproduce { grid, out, jobs, dry_run, common } => reproduce(&grid, out, jobs.max(1), dry_run, &common),
+        Cmd::Reproduce {
+            grid,
+            out,
+            jobs,
+            dry_run,
+            common,
+        } => reproduce(&grid, out, jobs.max(1), dry_run, &common),
     }
 }
 
-fn reproduce(grid_path: &Path, out: Option<PathBuf>, jobs: usize, dry_run: bool, common: &Common) -> Result<()> {
+fn reproduce(
+    grid_path: &Path,
+    out: Option<PathBuf>,
+    jobs: usize,
+    dry_run: bool,
+    common: &Common,
+) -> Result<()> {
     let grid: GridSpec = read_toml(grid_path)?;
     let specs = grid.expand(&grid_path.display().to_string())?;
     let out = out.unwrap_or_else(|| PathBuf::from("results").join(&grid.name));
-    let states: Vec<RunState> = specs.iter().map(|s| RunDir::of(&common.runs_dir, s).state()).collect();
+    let states: Vec<RunState> = specs
+        .iter()
+        .map(|s| RunDir::of(&common.runs_dir, s).state())
+        .collect();
     let done = states.iter().filter(|&&s| s == RunState::Done).count();
-    eprintln!("grid `{}`: {} runs ({} done, {} to run) → {}", grid.name, specs.len(), done, specs.len() - done, common.runs_dir.display());
+    eprintln!(
+        "grid `{}`: {} runs ({} done, {} to run) → {}",
+        grid.name,
+        specs.len(),
+        done,
+        specs.len() - done,
+        common.runs_dir.display()
+    );
     if dry_run {
         for (s, st) in specs.iter().zip(&states) {
             println!("{:<8} {}", format!("{st:?}").to_lowercase(), s.dir_name());
@@ -123,7 +157,12 @@ fn reproduce(grid_path: &Path, out: Option<PathBuf>, jobs: usize, dry_run: bool,
         return Ok(());
     }
     let opts = common.options()?;
-    let todo: Vec<&RunSpec> = specs.iter().zip(&states).filter(|(_, &st)| st != RunState::Done).map(|(s, _)| s).collect();
+    let todo: Vec<&RunSpec> = specs
+        .iter()
+        .zip(&states)
+        .filter(|(_, &st)| st != RunState::Done)
+        .map(|(s, _)| s)
+        .collect();
     let started = Instant::now();
     let failures = Mutex::new(vec![]);
     if !todo.is_empty() {
@@ -135,7 +174,10 @@ fn reproduce(grid_path: &Path, out: Option<PathBuf>, jobs: usize, dry_run: bool,
             for (i, s) in todo.iter().enumerate() {
                 eprintln!("[{}/{}] {}", i + 1, todo.len(), s.dir_name());
                 if let Err(e) = execute(s, &common.runs_dir, &opts) {
-                    failures.lock().unwrap().push(format!("{}: {e:#}", s.dir_name()));
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("{}: {e:#}", s.dir_name()));
                 }
             }
         } else {
@@ -150,13 +192,20 @@ fn reproduce(grid_path: &Path, out: Option<PathBuf>, jobs: usize, dry_run: bool,
                         let Some(s) = todo.get(i) else { break };
                         eprintln!("[{}/{}] {}", i + 1, todo.len(), s.dir_name());
                         if let Err(e) = run_child(&exe, s, common, &opts, threads) {
-                            failures.lock().unwrap().push(format!("{}: {e:#}", s.dir_name()));
+                            failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("{}: {e:#}", s.dir_name()));
                         }
                     });
                 }
             });
         }
-        eprintln!("ran {} runs in {:.1} min", todo.len(), started.elapsed().as_secs_f64() / 60.0);
+        eprintln!(
+            "ran {} runs in {:.1} min",
+            todo.len(),
+            started.elapsed().as_secs_f64() / 60.0
+        );
     }
     let mut results = vec![];
     for s in &specs {
@@ -165,28 +214,57 @@ fn reproduce(grid_path: &Path, out: Option<PathBuf>, jobs: usize, dry_run: bool,
             results.push((s.clone(), dir.rounds()?));
         }
     }
-    let md = write_report(&out, &results, &format!("{} — {}", grid.name, grid.description))?;
+    let md = write_report(
+        &out,
+        &results,
+        &format!("{} — {}", grid.name, grid.description),
+    )?;
     println!("{md}");
-    eprintln!("report: {}, {}, {}", out.join("report.md").display(), out.join("summary.json").display(), out.join("summary.csv").display());
+    eprintln!(
+        "report: {}, {}, {}",
+        out.join("report.md").display(),
+        out.join("summary.json").display(),
+        out.join("summary.csv").display()
+    );
     let failures = failures.into_inner().unwrap();
     if !failures.is_empty() {
-        bail!("{} of {} runs failed:\n  {}", failures.len(), specs.len(), failures.join("\n  "));
+        bail!(
+            "{} of {} runs failed:\n  {}",
+            failures.len(),
+            specs.len(),
+            failures.join("\n  ")
+        );
     }
     Ok(())
 }
 
 /// Runs one spec in a child `ap run` process with `threads` libtorch threads.
-fn run_child(exe: &Path, spec: &RunSpec, common: &Common, opts: &RunOptions, threads: i32) -> Result<()> {
+fn run_child(
+    exe: &Path,
+    spec: &RunSpec,
+    common: &Common,
+    opts: &RunOptions,
+    threads: i32,
+) -> Result<()> {
     let dir = RunDir::of(&common.runs_dir, spec);
     dir.init(spec)?;
     let mut cmd = Command::new(exe);
     cmd.arg("run").arg(dir.path.join("spec.toml"));
-    cmd.arg("--runs-dir").arg(&common.runs_dir).arg("--data-dir").arg(&opts.data_dir);
-    cmd.arg("--device").arg(&common.device).arg("--threads").arg(threads.to_string());
+    cmd.arg("--runs-dir")
+        .arg(&common.runs_dir)
+        .arg("--data-dir")
+        .arg(&opts.data_dir);
+    cmd.arg("--device")
+        .arg(&common.device)
+        .arg("--threads")
+        .arg(threads.to_string());
     if common.verbose {
         cmd.arg("--verbose");
     }
-    let out = cmd.stdout(std::process::Stdio::null()).status().context("starting `ap run`")?;
+    let out = cmd
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("starting `ap run`")?;
     if !out.success() {
         bail!("`ap run` exited with {out}");
     }
