@@ -3,7 +3,7 @@
 //! DNR fall, and sparse tickets keep the dense accuracy (short training).
 
 use ap_data::{default_data_dir, Dataset, DatasetKind};
-use ap_prune::{run_imp, ApConfig, ImpConfig, RoundRecord, RunSeeds};
+use ap_prune::{run_method, ApConfig, Method, RoundRecord, RunSeeds};
 use ap_train::{LrSchedule, OptimizerSpec, TrainConfig};
 use tch::Device;
 
@@ -22,19 +22,21 @@ fn run(ap: Option<ApConfig>, data: &Dataset) -> Vec<RoundRecord> {
         batch_size: 60,
         iterations: 1000,
     };
-    let imp = ImpConfig {
+    let imp = Method::Imp {
         rounds: 4,
         rate: 0.5,
-        scope: Default::default(),
+        criterion: Default::default(),
+        allocation: Default::default(),
+        rewind_iteration: 0,
     };
     let mut masks = vec![];
-    let records = run_imp(
+    let records = run_method(
         &model,
         data,
         &train,
         &imp,
         ap.as_ref(),
-        RunSeeds { data: 5 },
+        RunSeeds { data: 5, prune: 6 },
         1000,
         |_, m| {
             masks.push(m.copy());
@@ -59,7 +61,7 @@ fn imp_with_and_without_ap_on_mnist() {
     let data = Dataset::load(DatasetKind::Mnist, &dir, Device::Cpu)
         .unwrap_or_else(|e| panic!("{e} (data dir {}: run `cargo xtask setup`)", dir.display()));
     let plain = run(None, &data);
-    let with_ap = run(Some(ApConfig { rate: 0.05 }), &data);
+    let with_ap = run(Some(ApConfig::with_rate(0.05)), &data);
     let total = 266_200i64;
     let mut expected = total;
     for (i, (a, b)) in plain.iter().zip(&with_ap).enumerate() {
@@ -67,7 +69,7 @@ fn imp_with_and_without_ap_on_mnist() {
         assert_eq!(a.density.kept, expected, "round {i}");
         assert_eq!(b.density.kept, expected, "round {i}");
         expected -= expected / 2;
-        if let Some(e) = b.event {
+        if let Some(e) = b.events.first() {
             assert_eq!(
                 e.ap_removed + e.ap_shortfall,
                 (0.05 * e.surviving as f64).floor() as i64

@@ -1,16 +1,43 @@
 //! Pruning criteria: scores and exact-count selection of the weights to remove.
 //!
-//! A criterion only *chooses*; the mask is changed by the caller. Host criteria here:
-//! magnitude, global or per layer. AP's own choice ([`ap_select`]) takes negative
-//! weights still kept after the host has pruned, and removes those that moved least
-//! since the start of the current training phase (ap-spec §3).
+//! A criterion only *chooses*; the mask is changed by the caller. Every score is
+//! "higher = more important", one tensor per prunable parameter in mask order, and
+//! pruning removes the smallest scores among kept positions with the exact-count,
+//! tie-by-position selection of `ap_tensor::select_smallest` (never a `<=` threshold).
+//!
+//! - host criteria ([`Criterion`]): [`magnitude_scores`], [`random_scores`],
+//!   [`lamp_scores`], [`snip_scores`], [`synflow_scores`] / [`synflow_select`]
+//!   (iterative);
+//! - how an event's count is spread over layers: [`Allocation`], [`select_by_scores`];
+//! - regrowth (RigL, GraNet): [`gradient_magnitude`], [`select_largest`];
+//! - sparse initialisation: [`erk_densities`], [`random_mask_with_densities`];
+//! - AP's own choice ([`ap_select`], [`ap_select_with`]): kept negative weights that
+//!   moved least since the start of the current training phase (ap-spec §3), with the
+//!   sign filter and score as ablation settings ([`ApOptions`]).
+
+mod allocation;
+mod ap;
+mod criterion;
+mod erk;
+mod saliency;
+mod scores;
+
+pub use allocation::{select_by_scores, Allocation, AllocationError};
+pub use ap::{ap_select, ap_select_with, ApOptions, ApScore, ApSelection, CandidateSign};
+pub use criterion::{Criterion, UnknownCriterion};
+pub use erk::{erk_densities, random_mask_with_densities};
+pub use saliency::{
+    snip_scores, synflow_scores, synflow_select, try_snip_scores, try_synflow_scores,
+};
+pub use scores::{
+    gradient_magnitude, lamp_scores, magnitude_scores, param_gradient_magnitude, random_scores,
+    select_largest, select_largest_per_tensor,
+};
 
 use ap_mask::Mask;
-use ap_tensor::{
-    select_smallest, select_smallest_per_tensor, to_f64_vec, NamedParams, SelectError,
-};
+use ap_tensor::{NamedParams, SelectError};
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// Where a count is ranked: across all layers at once, or within each layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -23,98 +50,34 @@ pub enum Scope {
     LayerWise,
 }
 
+impl From<Scope> for Allocation {
+    fn from(s: Scope) -> Allocation {
+        match s {
+            Scope::Global => Allocation::Global,
+            Scope::LayerWise => Allocation::Uniform,
+        }
+    }
+}
+
 /// Removal chosen by magnitude: boolean tensors in mask order (true = remove).
 ///
 /// `Global` removes exactly `n` surviving weights with the smallest |w|; `LayerWise`
 /// removes `floor(rate · S_l)` from each layer, where `rate = n / S` and `S_l` are the
-/// layer's survivors.
+/// layer's survivors. Same as [`select_by_scores`] on [`magnitude_scores`].
 pub fn select_magnitude(
     params: &NamedParams,
     mask: &Mask,
     n: i64,
     scope: Scope,
 ) -> Result<Vec<Tensor>, SelectError> {
-    let scores: Vec<Tensor> = params.tensors().iter().map(|w| w.detach().abs()).collect();
-    let scores: Vec<&Tensor> = scores.iter().collect();
-    let eligible = mask.tensors();
-    match scope {
-        Scope::Global => select_smallest(&scores, &eligible, n),
-        Scope::LayerWise => {
-            let report = mask.report();
-            let rate = if report.kept == 0 {
-                0.0
-            } else {
-                n as f64 / report.kept as f64
-            };
-            let counts: Vec<i64> = report
-                .layers
-                .iter()
-                .map(|l| (rate * l.kept as f64).floor() as i64)
-                .collect();
-            select_smallest_per_tensor(&scores, &eligible, &counts)
-        }
-    }
-}
-
-/// AP's choice for one pruning event.
-#[derive(Debug)]
-pub struct ApSelection {
-    /// Boolean tensors in mask order, true = remove.
-    pub selected: Vec<Tensor>,
-    /// Weights chosen (≤ the budget).
-    pub removed: i64,
-    /// Budget left unused because too few negative candidates were kept.
-    pub shortfall: i64,
-}
-
-/// Chooses up to `n` weights to remove the AP way: candidates are kept weights (in
-/// `mask`, after the host method has pruned) whose current value is negative; among
-/// them, those with the smallest movement `|w_T − w_0|` since `phase_start`, ranked
-/// globally across layers, ties by position.
-pub fn ap_select(
-    current: &NamedParams,
-    phase_start: &NamedParams,
-    mask: &Mask,
-    n: i64,
-) -> Result<ApSelection, SelectError> {
-    let candidates: Vec<Tensor> = current
-        .tensors()
-        .iter()
-        .zip(mask.tensors())
-        .map(|(w, m)| w.detach().lt(0.0).logical_and(&m.gt(0.5)))
-        .collect();
-    let movement: Vec<Tensor> = current
-        .tensors()
-        .iter()
-        .zip(phase_start.tensors())
-        .map(|(w, w0)| (w.detach() - w0).abs())
-        .collect();
-    let counts = Tensor::stack(
-        &candidates
-            .iter()
-            .map(|c| c.sum(Kind::Int64))
-            .collect::<Vec<_>>(),
-        0,
-    );
-    let available: i64 = to_f64_vec(&counts).iter().map(|&c| c as i64).sum();
-    let take = n.min(available);
-    let selected = select_smallest(
-        &movement.iter().collect::<Vec<_>>(),
-        &candidates.iter().collect::<Vec<_>>(),
-        take,
-    )?;
-    Ok(ApSelection {
-        selected,
-        removed: take,
-        shortfall: n - take,
-    })
+    select_by_scores(&magnitude_scores(params), mask, n, &scope.into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use tch::Device;
+    use tch::Kind;
 
     fn named(vals: &[Vec<f32>]) -> NamedParams {
         NamedParams::from_entries(
@@ -141,32 +104,6 @@ mod tests {
     }
 
     proptest! {
-        /// AP removes exactly min(n, #candidates); every removal is a kept negative weight;
-        /// each removed weight moved no more than any kept negative candidate.
-        #[test]
-        fn ap_removes_least_moved_negatives(now in layers(), shift in -3i32..3, prune_frac in 0.0f64..0.5, n in 0i64..40) {
-            let start: Vec<Vec<f32>> = now.iter().enumerate().map(|(i, l)| l.iter().enumerate().map(|(j, v)| v + (((i + j) as i32 % 3) + shift) as f32 / 4.0).collect()).collect();
-            let cur = named(&now);
-            let w0 = named(&start);
-            let mut mask = Mask::dense(&cur);
-            let nprune = (prune_frac * cur.numel() as f64) as i64;
-            let host = select_magnitude(&cur, &mask, nprune, Scope::Global).unwrap();
-            mask.remove(&host).unwrap();
-            let keep = flat(&mask.tensors().iter().map(|t| t.gt(0.5)).collect::<Vec<_>>());
-            let s = ap_select(&cur, &w0, &mask, n).unwrap();
-            let sel = flat(&s.selected);
-            let vals: Vec<f32> = now.iter().flatten().copied().collect();
-            let mv: Vec<f32> = now.iter().flatten().zip(start.iter().flatten()).map(|(a, b)| (a - b).abs()).collect();
-            let cands: Vec<usize> = (0..vals.len()).filter(|&i| keep[i] && vals[i] < 0.0).collect();
-            prop_assert_eq!(s.removed, n.min(cands.len() as i64));
-            prop_assert_eq!(s.removed + s.shortfall, n);
-            prop_assert_eq!(sel.iter().filter(|&&b| b).count() as i64, s.removed);
-            let max_removed = (0..vals.len()).filter(|&i| sel[i]).map(|i| { prop_assert!(keep[i] && vals[i] < 0.0); Ok(mv[i]) }).collect::<Result<Vec<_>, _>>()?.into_iter().fold(f32::MIN, f32::max);
-            for &i in cands.iter().filter(|&&i| !sel[i]) {
-                prop_assert!(max_removed <= mv[i]);
-            }
-        }
-
         /// Global magnitude removes exactly n survivors, each no larger than any kept one.
         #[test]
         fn magnitude_removes_smallest(now in layers(), frac in 0.0f64..1.0) {
@@ -191,14 +128,5 @@ mod tests {
             .map(|t| t.sum(Kind::Int64).int64_value(&[]))
             .collect();
         assert_eq!(counts, vec![2, 6]);
-        let _ = Device::Cpu;
-    }
-
-    #[test]
-    fn ap_records_shortfall() {
-        let cur = named(&[vec![-1.0, 2.0, 3.0]]);
-        let mask = Mask::dense(&cur);
-        let s = ap_select(&cur, &cur.snapshot(), &mask, 2).unwrap();
-        assert_eq!((s.removed, s.shortfall), (1, 1));
     }
 }

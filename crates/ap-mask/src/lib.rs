@@ -184,6 +184,17 @@ impl Mask {
                 })
     }
 
+    /// A second handle to the same tensors: in-place changes through either are seen by both.
+    pub fn shallow_clone(&self) -> Mask {
+        Mask {
+            entries: self
+                .entries
+                .iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect(),
+        }
+    }
+
     /// A deep copy.
     pub fn copy(&self) -> Mask {
         Mask {

@@ -131,6 +131,14 @@ pub fn build(
     })
 }
 
+/// The prunable parameter names of a registered model (for validating settings that
+/// name layers), or an empty list for an unknown name.
+pub fn prunable_names(name: &str) -> Vec<String> {
+    build(name, &[1, 28, 28], 10, Device::Cpu)
+        .map(|m| m.net.prunable())
+        .unwrap_or_default()
+}
+
 /// A fully connected ReLU network (LeNet-300-100 with hidden sizes 300, 100), as in the
 /// lottery-ticket paper: `fc1 → relu → fc2 → relu → fc3`.
 ///

@@ -1,44 +1,340 @@
 //! Pruning methods — *when* and *how much* to prune — and AP as a wrapper around any
 //! host method.
 //!
-//! A pruning event removes `n = floor(p · S)` of the `S` surviving weights. With AP,
-//! `n_AP = floor(p_AP · S)` of them are chosen by AP and `n − n_AP` by the host
-//! criterion, which prunes first (ap-spec §3). So a method with and without AP reaches
-//! the same density after the same number of events.
+//! A pruning event removes `n` weights. With AP, `n_AP` of them are chosen by AP and
+//! `n − n_AP` by the host criterion, which prunes first (ap-spec §3); so a method with
+//! and without AP reaches the same density after the same events. For round-based
+//! methods n = floor(p·S) and n_AP = floor(p_AP·S); where a schedule sets n (one-shot,
+//! GMP, GraNet, RigL's drop), AP takes `floor(share · n)`.
 //!
-//! Methods implemented: iterative magnitude pruning with rewinding to initialisation
-//! (the lottery-ticket procedure, [`run_imp`]).
+//! Methods ([`Method`]): IMP with rewinding to θ0 or to iteration k, learning-rate
+//! rewinding, one-shot pruning after training or at initialisation, GMP, GraNet, RigL.
+
+mod dynamic;
+mod event;
+pub mod schedule;
 
 use std::time::Instant;
 
-use ap_criteria::{ap_select, select_magnitude, Scope};
+use ap_criteria::{Allocation, ApOptions, Criterion};
 use ap_data::Dataset;
 use ap_eval::{evaluate, DnrReport, EvalReport};
 use ap_mask::{DensityReport, Mask};
 use ap_models::Model;
 use ap_tensor::NamedParams;
-use ap_train::{train_phase, EpochStats, TrainConfig, TrainError};
+use ap_train::{train_phase, EpochStats, NoHook, Optimizer, StepHook, TrainConfig, TrainError};
 use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+pub use event::{host_select, pruning_event, Budget, EventReport, HostContext};
 
 /// AP's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApConfig {
-    /// p_AP: AP's share of each event, as a fraction of the surviving weights.
+    /// p_AP: AP's share of each round-based event, as a fraction of surviving weights.
     pub rate: f64,
+    /// AP's fraction of an event whose size a schedule sets (one-shot, GMP, GraNet, RigL);
+    /// 0.1 matches the released code's 2 of 20 points.
+    #[serde(default = "default_share")]
+    pub share: f64,
+    /// Candidate sign and score (the ablations of the paper's components).
+    #[serde(default)]
+    pub options: ApOptions,
+    /// First event (0-based) at which AP acts.
+    #[serde(default)]
+    pub from_event: usize,
+    /// Event before which AP stops (none: every event).
+    #[serde(default)]
+    pub until_event: Option<usize>,
 }
 
-/// Iterative magnitude pruning settings.
+fn default_share() -> f64 {
+    0.1
+}
+
+impl ApConfig {
+    /// AP with p_AP = `rate` and every other setting at its default.
+    pub fn with_rate(rate: f64) -> ApConfig {
+        ApConfig {
+            rate,
+            share: default_share(),
+            options: ApOptions::default(),
+            from_event: 0,
+            until_event: None,
+        }
+    }
+
+    /// Whether AP acts at event `index`.
+    pub fn active(&self, index: usize) -> bool {
+        index >= self.from_event && self.until_event.is_none_or(|u| index < u)
+    }
+}
+
+fn half() -> f64 {
+    0.5
+}
+fn rigl_alpha() -> f64 {
+    0.3
+}
+fn rigl_every() -> u64 {
+    100
+}
+fn rigl_end() -> f64 {
+    0.75
+}
+fn synflow_iters() -> usize {
+    100
+}
+
+/// A pruning method and its settings (the `[prune]` table of a spec, tagged by `method`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImpConfig {
-    /// Pruning events (rounds after the dense one).
-    pub rounds: usize,
-    /// p: fraction of surviving weights removed per event (host + AP).
-    pub rate: f64,
-    /// Host ranking: global or per layer.
-    #[serde(default)]
-    pub scope: Scope,
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Method {
+    /// Iterative magnitude pruning (Frankle & Carbin 2019): train, prune p of the
+    /// survivors, rewind survivors to θ_k (k = `rewind_iteration`, 0 = initialisation;
+    /// Frankle et al. 2020), retrain from iteration k with a fresh optimizer; `rounds` times.
+    Imp {
+        /// Pruning events after the dense round.
+        rounds: usize,
+        /// p per event (host + AP).
+        rate: f64,
+        /// Host criterion (magnitude, lamp, random).
+        #[serde(default)]
+        criterion: Criterion,
+        /// Global or per-layer ranking.
+        #[serde(default)]
+        allocation: Allocation,
+        /// k: the iteration to rewind to (0 = θ0).
+        #[serde(default)]
+        rewind_iteration: u64,
+    },
+    /// Learning-rate rewinding (Renda et al. 2020): like IMP, but keep the trained
+    /// weights and restart the learning-rate schedule.
+    Lrr {
+        /// Pruning events after the dense round.
+        rounds: usize,
+        /// p per event.
+        rate: f64,
+        /// Host criterion.
+        #[serde(default)]
+        criterion: Criterion,
+        /// Global or per-layer ranking.
+        #[serde(default)]
+        allocation: Allocation,
+    },
+    /// One pruning event to `density`: after dense training then fine-tuning, or at
+    /// initialisation (pruning at init: random, magnitude, SNIP, SynFlow) then training.
+    OneShot {
+        /// Target density.
+        density: f64,
+        /// Criterion (magnitude, lamp, random, snip, synflow).
+        #[serde(default)]
+        criterion: Criterion,
+        /// Prune before training instead of after.
+        #[serde(default)]
+        at_init: bool,
+        /// Fine-tuning iterations after pruning a trained network (default: the recipe's).
+        #[serde(default)]
+        fine_tune_iterations: Option<u64>,
+        /// Global or per-layer ranking.
+        #[serde(default)]
+        allocation: Allocation,
+        /// SynFlow scoring iterations.
+        #[serde(default = "synflow_iters")]
+        synflow_iterations: usize,
+        /// Labelled batches SNIP scores on.
+        #[serde(default = "one_batch")]
+        snip_batches: usize,
+    },
+    /// Gradual magnitude pruning (Zhu & Gupta 2017): every `every` steps between `begin`
+    /// and `end`, prune to the cubic schedule's density, while training.
+    Gmp {
+        /// Density at `end`.
+        final_density: f64,
+        /// First pruning step.
+        begin: u64,
+        /// Last pruning step.
+        end: u64,
+        /// Steps between events.
+        every: u64,
+        /// Global or per-layer ranking.
+        #[serde(default)]
+        allocation: Allocation,
+    },
+    /// GraNet (Liu et al. 2021): GMP, and at each event per layer drop a fraction
+    /// (cosine-decayed from `drop_fraction`) of the active weights by magnitude and
+    /// regrow as many at inactive positions with the largest |gradient|, starting at 0.
+    Granet {
+        /// Density at `end`.
+        final_density: f64,
+        /// First pruning step.
+        begin: u64,
+        /// Last pruning step.
+        end: u64,
+        /// Steps between events.
+        every: u64,
+        /// Initial drop-and-grow fraction.
+        #[serde(default = "half")]
+        drop_fraction: f64,
+        /// Global or per-layer ranking for the GMP part.
+        #[serde(default)]
+        allocation: Allocation,
+    },
+    /// RigL (Evci et al. 2020): a sparse network from the start (ERK densities, random
+    /// positions); every `every` steps until `end_fraction` of training, per layer drop
+    /// α (cosine-annealed) of the active weights by magnitude and grow as many by |gradient|.
+    Rigl {
+        /// Overall density.
+        density: f64,
+        /// Steps between updates.
+        #[serde(default = "rigl_every")]
+        every: u64,
+        /// Initial α.
+        #[serde(default = "rigl_alpha")]
+        drop_fraction: f64,
+        /// Fraction of training after which the mask is frozen.
+        #[serde(default = "rigl_end")]
+        end_fraction: f64,
+        /// Layers kept dense (e.g. the first conv layer).
+        #[serde(default)]
+        dense_layers: Vec<String>,
+    },
+}
+
+fn one_batch() -> usize {
+    1
+}
+
+impl Method {
+    /// Short name for tables and directory names.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Imp {
+                rewind_iteration: 0,
+                ..
+            } => "imp",
+            Method::Imp { .. } => "imp-rewind",
+            Method::Lrr { .. } => "lrr",
+            Method::OneShot { at_init: true, .. } => "pai",
+            Method::OneShot { .. } => "one-shot",
+            Method::Gmp { .. } => "gmp",
+            Method::Granet { .. } => "granet",
+            Method::Rigl { .. } => "rigl",
+        }
+    }
+
+    /// The layer allocation, for methods that have one.
+    pub fn allocation(&self) -> Option<&Allocation> {
+        match self {
+            Method::Imp { allocation, .. }
+            | Method::Lrr { allocation, .. }
+            | Method::OneShot { allocation, .. }
+            | Method::Gmp { allocation, .. }
+            | Method::Granet { allocation, .. } => Some(allocation),
+            Method::Rigl { .. } => None,
+        }
+    }
+
+    /// Checks ranges against the training recipe; errors name the field.
+    pub fn validate(&self, train: &TrainConfig, ap: Option<&ApConfig>) -> Result<(), PruneError> {
+        let density = |name: &str, d: f64| {
+            if d > 0.0 && d < 1.0 {
+                Ok(())
+            } else {
+                Err(PruneError::Config(format!(
+                    "prune.{name} = {d} must be in (0, 1)"
+                )))
+            }
+        };
+        let window = |begin: u64, end: u64, every: u64| {
+            if every == 0 {
+                return Err(PruneError::Config("prune.every must be at least 1".into()));
+            }
+            if !(begin < end && end <= train.iterations) {
+                return Err(PruneError::Config(format!(
+                    "prune.begin = {begin}, prune.end = {end} need begin < end <= train.iterations = {}",
+                    train.iterations
+                )));
+            }
+            Ok(())
+        };
+        match self {
+            Method::Imp {
+                rate,
+                rewind_iteration,
+                ..
+            } => {
+                validate_rates(*rate, ap)?;
+                if *rewind_iteration >= train.iterations {
+                    return Err(PruneError::Config(format!(
+                        "prune.rewind_iteration = {rewind_iteration} must be below train.iterations = {}",
+                        train.iterations
+                    )));
+                }
+            }
+            Method::Lrr { rate, .. } => validate_rates(*rate, ap)?,
+            Method::OneShot {
+                density: d,
+                synflow_iterations,
+                snip_batches,
+                ..
+            } => {
+                density("density", *d)?;
+                if *synflow_iterations == 0 || *snip_batches == 0 {
+                    return Err(PruneError::Config(
+                        "prune.synflow_iterations and prune.snip_batches must be at least 1".into(),
+                    ));
+                }
+            }
+            Method::Gmp {
+                final_density,
+                begin,
+                end,
+                every,
+                ..
+            } => {
+                density("final_density", *final_density)?;
+                window(*begin, *end, *every)?;
+            }
+            Method::Granet {
+                final_density,
+                begin,
+                end,
+                every,
+                drop_fraction,
+                ..
+            } => {
+                density("final_density", *final_density)?;
+                window(*begin, *end, *every)?;
+                density("drop_fraction", *drop_fraction)?;
+            }
+            Method::Rigl {
+                density: d,
+                every,
+                drop_fraction,
+                end_fraction,
+                ..
+            } => {
+                density("density", *d)?;
+                density("drop_fraction", *drop_fraction)?;
+                if !(*end_fraction > 0.0 && *end_fraction <= 1.0) || *every == 0 {
+                    return Err(PruneError::Config(
+                        "prune.end_fraction must be in (0, 1] and prune.every ≥ 1".into(),
+                    ));
+                }
+            }
+        }
+        if let Some(a) = ap {
+            if !(a.share >= 0.0 && a.share < 1.0) {
+                return Err(PruneError::Config(format!(
+                    "ap.share = {} must be in [0, 1)",
+                    a.share
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Errors of a pruning run.
@@ -79,62 +375,16 @@ pub fn validate_rates(rate: f64, ap: Option<&ApConfig>) -> Result<(), PruneError
     Ok(())
 }
 
-/// What one pruning event removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventReport {
-    /// Surviving weights before the event.
-    pub surviving: i64,
-    /// Removed by the host criterion.
-    pub host_removed: i64,
-    /// Removed by AP.
-    pub ap_removed: i64,
-    /// AP budget left unused for lack of negative candidates.
-    pub ap_shortfall: i64,
-}
-
-/// One pruning event: the host criterion removes its share, then AP (if on) removes
-/// its share from the kept negatives that moved least since `phase_start`. Pruned
-/// weights are set to 0.
-pub fn pruning_event(
-    params: &NamedParams,
-    mask: &mut Mask,
-    phase_start: &NamedParams,
-    rate: f64,
-    scope: Scope,
-    ap: Option<&ApConfig>,
-) -> Result<EventReport, PruneError> {
-    let surviving = mask.kept();
-    let n = (rate * surviving as f64).floor() as i64;
-    let n_ap = ap.map_or(0, |a| (a.rate * surviving as f64).floor() as i64);
-    let before = mask.kept();
-    let host = select_magnitude(params, mask, n - n_ap, scope)?;
-    mask.remove(&host)?;
-    let host_removed = before - mask.kept();
-    let (ap_removed, ap_shortfall) = if ap.is_some() {
-        let s = ap_select(params, phase_start, mask, n_ap)?;
-        mask.remove(&s.selected)?;
-        (s.removed, s.shortfall)
-    } else {
-        (0, 0)
-    };
-    mask.apply(params)?;
-    Ok(EventReport {
-        surviving,
-        host_removed,
-        ap_removed,
-        ap_shortfall,
-    })
-}
-
-/// Everything measured for one round of a run.
+/// Everything measured for one round (training phase) of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoundRecord {
-    /// 0 = dense training, r = after the r-th pruning event.
+    /// 0 = the first training phase; r = the phase after the r-th event between phases.
     pub round: usize,
-    /// Per-layer and total kept weights during this round's training.
+    /// Per-layer and total kept weights at the end of the round.
     pub density: DensityReport,
-    /// The event that started this round (none for round 0).
-    pub event: Option<EventReport>,
+    /// Pruning events of this round (between phases: the one that started it; during
+    /// training: all of them, with their iteration).
+    pub events: Vec<EventReport>,
     /// Test-set evaluation (eval mode) after training.
     pub test: EvalReport,
     /// DNR in train mode over the last training epoch.
@@ -150,133 +400,432 @@ pub struct RoundRecord {
 pub struct RunSeeds {
     /// Data order.
     pub data: u64,
+    /// Random criteria and random masks.
+    pub prune: u64,
 }
 
-/// Iterative magnitude pruning with rewinding to initialisation (Frankle & Carbin 2019),
-/// optionally with AP: train dense, then `rounds` times prune `p` of the survivors
-/// (by magnitude of the trained weights; AP's share by movement since θ0), rewind the
-/// survivors to θ0 and retrain with a fresh optimizer.
-///
-/// `on_round` receives each finished round and the mask it trained with (to persist it);
-/// `on_epoch` each epoch's statistics with the round number (to show progress).
+/// Where a method's state lives during a run.
+struct Ctx<'a> {
+    model: &'a Model,
+    data: &'a Dataset,
+    train: &'a TrainConfig,
+    seeds: RunSeeds,
+    prunable: NamedParams,
+    everything: NamedParams,
+    input_shape: Vec<i64>,
+}
+
+impl Ctx<'_> {
+    fn host<'b>(
+        &'b self,
+        batches: &'b [(Tensor, Tensor)],
+        synflow_iterations: usize,
+    ) -> HostContext<'b> {
+        HostContext {
+            model: self.model,
+            batches,
+            input_shape: &self.input_shape,
+            seed: self.seeds.prune,
+            synflow_iterations,
+        }
+    }
+
+    fn snip_batches(&self, count: usize) -> Vec<(Tensor, Tensor)> {
+        let b = self.train.batch_size as i64;
+        let n = self.data.train.len() as i64;
+        (0..count as i64)
+            .map(|i| {
+                let start = (i * b) % n.max(1);
+                let len = b.min(n - start);
+                (
+                    self.data.train.images.narrow(0, start, len),
+                    self.data.train.labels.narrow(0, start, len),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Runs `method` (with AP when `ap` is given): trains, prunes and evaluates, calling
+/// `on_round` after each training phase (with the mask it ended with) and `on_epoch`
+/// after each epoch (with the round number).
 #[allow(clippy::too_many_arguments)]
-pub fn run_imp(
+pub fn run_method(
     model: &Model,
     data: &Dataset,
     train: &TrainConfig,
-    imp: &ImpConfig,
+    method: &Method,
     ap: Option<&ApConfig>,
     seeds: RunSeeds,
     eval_batch: i64,
     mut on_round: impl FnMut(&RoundRecord, &Mask) -> Result<(), PruneError>,
     mut on_epoch: impl FnMut(usize, &EpochStats),
 ) -> Result<Vec<RoundRecord>, PruneError> {
-    validate_rates(imp.rate, ap)?;
+    method.validate(train, ap)?;
     let prunable = NamedParams::from_var_store(&model.vs, &model.net.prunable())?;
     let mut all_names: Vec<String> = model.vs.variables().into_keys().collect();
     all_names.sort();
     let everything = NamedParams::from_var_store(&model.vs, &all_names)?;
-    let theta0 = everything.snapshot();
-    // AP's w_0 for every IMP phase is the rewind point θ0.
-    let phase_start = prunable.snapshot();
-    let mut mask = Mask::dense(&prunable);
-    let mut records = Vec::with_capacity(imp.rounds + 1);
-    for round in 0..=imp.rounds {
-        let t0 = Instant::now();
-        let event = if round == 0 {
-            None
-        } else {
-            let e = pruning_event(&prunable, &mut mask, &phase_start, imp.rate, imp.scope, ap)?;
-            everything.copy_from(&theta0)?;
-            mask.apply(&prunable)?;
-            Some(e)
-        };
-        let phase = train_phase(model, &data.train, Some(&mask), train, seeds.data, |e| {
-            on_epoch(round, e)
-        })?;
+    let input_shape = data.train.images.size()[1..].to_vec();
+    let ctx = Ctx {
+        model,
+        data,
+        train,
+        seeds,
+        prunable,
+        everything,
+        input_shape,
+    };
+    let mut mask = Mask::dense(&ctx.prunable);
+    let mut records = vec![];
+    let mut finish = |round: usize,
+                      t0: Instant,
+                      events: Vec<EventReport>,
+                      phase: ap_train::PhaseReport,
+                      mask: &Mask| {
         let test = evaluate(model, &data.test.images, &data.test.labels, eval_batch);
-        let record = RoundRecord {
+        let r = RoundRecord {
             round,
             density: mask.report(),
-            event,
+            events,
             test,
             train_dnr: phase.train_dnr,
             epochs: phase.epochs,
             seconds: t0.elapsed().as_secs_f64(),
         };
-        on_round(&record, &mask)?;
-        records.push(record);
+        on_round(&r, mask)?;
+        records.push(r);
+        Ok::<(), PruneError>(())
+    };
+    match method {
+        Method::Imp {
+            rounds,
+            rate,
+            criterion,
+            allocation,
+            rewind_iteration,
+        } => {
+            let k = *rewind_iteration;
+            let mut rewind_point = ctx.everything.snapshot();
+            for round in 0..=*rounds {
+                let t0 = Instant::now();
+                let mut events = vec![];
+                if round > 0 {
+                    // AP's w_0: the rewind point this phase started from.
+                    let phase_start = snapshot_named(&rewind_point, &ctx.prunable);
+                    let budget = Budget::from_rates(mask.kept(), *rate, ap, round - 1);
+                    let host = ctx.host(&[], 1);
+                    events.push(pruning_event(
+                        &ctx.prunable,
+                        &mut mask,
+                        &phase_start,
+                        budget,
+                        *criterion,
+                        allocation,
+                        &host,
+                        ap,
+                        round - 1,
+                        None,
+                    )?);
+                    ctx.everything.copy_from(&rewind_point)?;
+                    mask.apply(&ctx.prunable)?;
+                }
+                let start = if round == 0 { 0 } else { k };
+                let mut snap = SnapshotAt {
+                    at: k,
+                    params: &ctx.everything,
+                    taken: None,
+                };
+                let hook: &mut dyn StepHook = if round == 0 && k > 0 {
+                    &mut snap
+                } else {
+                    &mut NoHook
+                };
+                let phase = train_phase(
+                    model,
+                    &data.train,
+                    Some(&mask),
+                    train,
+                    seeds.data,
+                    start,
+                    hook,
+                    |e| on_epoch(round, e),
+                )?;
+                if let Some(taken) = snap.taken.take() {
+                    rewind_point = taken;
+                }
+                finish(round, t0, events, phase, &mask)?;
+            }
+        }
+        Method::Lrr {
+            rounds,
+            rate,
+            criterion,
+            allocation,
+        } => {
+            let mut phase_start = ctx.prunable.snapshot();
+            for round in 0..=*rounds {
+                let t0 = Instant::now();
+                let mut events = vec![];
+                if round > 0 {
+                    let budget = Budget::from_rates(mask.kept(), *rate, ap, round - 1);
+                    let host = ctx.host(&[], 1);
+                    events.push(pruning_event(
+                        &ctx.prunable,
+                        &mut mask,
+                        &phase_start,
+                        budget,
+                        *criterion,
+                        allocation,
+                        &host,
+                        ap,
+                        round - 1,
+                        None,
+                    )?);
+                }
+                // AP's w_0 for the next event: the start of this retraining phase.
+                phase_start = ctx.prunable.snapshot();
+                let phase = train_phase(
+                    model,
+                    &data.train,
+                    Some(&mask),
+                    train,
+                    seeds.data,
+                    0,
+                    &mut NoHook,
+                    |e| on_epoch(round, e),
+                )?;
+                finish(round, t0, events, phase, &mask)?;
+            }
+        }
+        Method::OneShot {
+            density,
+            criterion,
+            at_init,
+            fine_tune_iterations,
+            allocation,
+            synflow_iterations,
+            snip_batches,
+        } => {
+            let batches = if *criterion == Criterion::Snip {
+                ctx.snip_batches(*snip_batches)
+            } else {
+                vec![]
+            };
+            let theta0 = ctx.prunable.snapshot();
+            let prune = |mask: &mut Mask| -> Result<EventReport, PruneError> {
+                let surviving = mask.kept();
+                let n = surviving - (density * surviving as f64).round() as i64;
+                let host = ctx.host(&batches, *synflow_iterations);
+                pruning_event(
+                    &ctx.prunable,
+                    mask,
+                    &theta0,
+                    Budget::from_count(n, ap, 0),
+                    *criterion,
+                    allocation,
+                    &host,
+                    ap,
+                    0,
+                    None,
+                )
+            };
+            if *at_init {
+                let t0 = Instant::now();
+                let e = prune(&mut mask)?;
+                let phase = train_phase(
+                    model,
+                    &data.train,
+                    Some(&mask),
+                    train,
+                    seeds.data,
+                    0,
+                    &mut NoHook,
+                    |e| on_epoch(0, e),
+                )?;
+                finish(0, t0, vec![e], phase, &mask)?;
+            } else {
+                let t0 = Instant::now();
+                let phase = train_phase(
+                    model,
+                    &data.train,
+                    Some(&mask),
+                    train,
+                    seeds.data,
+                    0,
+                    &mut NoHook,
+                    |e| on_epoch(0, e),
+                )?;
+                finish(0, t0, vec![], phase, &mask)?;
+                let t0 = Instant::now();
+                let e = prune(&mut mask)?;
+                let fine = TrainConfig {
+                    iterations: fine_tune_iterations.unwrap_or(train.iterations),
+                    ..train.clone()
+                };
+                let phase = train_phase(
+                    model,
+                    &data.train,
+                    Some(&mask),
+                    &fine,
+                    seeds.data,
+                    0,
+                    &mut NoHook,
+                    |e| on_epoch(1, e),
+                )?;
+                finish(1, t0, vec![e], phase, &mask)?;
+            }
+        }
+        Method::Gmp {
+            final_density,
+            begin,
+            end,
+            every,
+            allocation,
+        } => {
+            let t0 = Instant::now();
+            let shared = mask.shallow_clone();
+            let schedule = dynamic::Schedule::Gmp {
+                sparsity: 1.0 - final_density,
+                begin: *begin,
+                end: *end,
+                every: *every,
+                allocation: allocation.clone(),
+                regrow: None,
+            };
+            let mut hook =
+                dynamic::Gradual::new(&ctx.prunable, &mut mask, ap, ctx.host(&[], 1), schedule);
+            let phase = train_phase(
+                model,
+                &data.train,
+                Some(&shared),
+                train,
+                seeds.data,
+                0,
+                &mut hook,
+                |e| on_epoch(0, e),
+            );
+            let events = hook.finish(phase.as_ref().err())?;
+            finish(0, t0, events, phase?, &mask)?;
+        }
+        Method::Granet {
+            final_density,
+            begin,
+            end,
+            every,
+            drop_fraction,
+            allocation,
+        } => {
+            let t0 = Instant::now();
+            let regrow = dynamic::Regrow {
+                initial: *drop_fraction,
+                decay_until: train.iterations,
+                dense_layers: vec![],
+            };
+            let shared = mask.shallow_clone();
+            let schedule = dynamic::Schedule::Gmp {
+                sparsity: 1.0 - final_density,
+                begin: *begin,
+                end: *end,
+                every: *every,
+                allocation: allocation.clone(),
+                regrow: Some(regrow),
+            };
+            let mut hook =
+                dynamic::Gradual::new(&ctx.prunable, &mut mask, ap, ctx.host(&[], 1), schedule);
+            let phase = train_phase(
+                model,
+                &data.train,
+                Some(&shared),
+                train,
+                seeds.data,
+                0,
+                &mut hook,
+                |e| on_epoch(0, e),
+            );
+            let events = hook.finish(phase.as_ref().err())?;
+            finish(0, t0, events, phase?, &mask)?;
+        }
+        Method::Rigl {
+            density,
+            every,
+            drop_fraction,
+            end_fraction,
+            dense_layers,
+        } => {
+            let t0 = Instant::now();
+            let shapes: Vec<(String, Vec<i64>)> = ctx
+                .prunable
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.size()))
+                .collect();
+            let densities = ap_criteria::erk_densities(&shapes, *density, dense_layers);
+            mask = ap_criteria::random_mask_with_densities(
+                &ctx.prunable,
+                &densities,
+                ap_tensor::derive_seed(seeds.prune, "rigl-init"),
+            );
+            mask.apply(&ctx.prunable)?;
+            let stop = (*end_fraction * train.iterations as f64) as u64;
+            let regrow = dynamic::Regrow {
+                initial: *drop_fraction,
+                decay_until: stop,
+                dense_layers: dense_layers.clone(),
+            };
+            let shared = mask.shallow_clone();
+            let schedule = dynamic::Schedule::Rigl {
+                every: *every,
+                stop,
+                regrow,
+            };
+            let mut hook =
+                dynamic::Gradual::new(&ctx.prunable, &mut mask, ap, ctx.host(&[], 1), schedule);
+            let phase = train_phase(
+                model,
+                &data.train,
+                Some(&shared),
+                train,
+                seeds.data,
+                0,
+                &mut hook,
+                |e| on_epoch(0, e),
+            );
+            let events = hook.finish(phase.as_ref().err())?;
+            finish(0, t0, events, phase?, &mask)?;
+        }
     }
     Ok(records)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-    use tch::{Device, Kind, Tensor};
+/// The entries of `all` named like those of `like`, as a new list sharing storage.
+fn snapshot_named(all: &NamedParams, like: &NamedParams) -> NamedParams {
+    NamedParams::from_entries(
+        like.names()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    all.get(n).expect("same model").shallow_clone(),
+                )
+            })
+            .collect(),
+    )
+}
 
-    fn params(sizes: &[i64], seed: i64) -> NamedParams {
-        tch::manual_seed(seed);
-        NamedParams::from_entries(
-            sizes
-                .iter()
-                .enumerate()
-                .map(|(i, &s)| {
-                    (
-                        format!("l{i}"),
-                        Tensor::randn([s], (Kind::Float, Device::Cpu)),
-                    )
-                })
-                .collect(),
-        )
-    }
+/// Takes a snapshot of the parameters after `at` steps (weight rewinding's θ_k).
+struct SnapshotAt<'a> {
+    at: u64,
+    params: &'a NamedParams,
+    taken: Option<NamedParams>,
+}
 
-    proptest! {
-        /// After k events at rate p (with or without AP), the kept count is the product of
-        /// per-event floors, each mask is a subset of the previous one, and pruned weights are 0.
-        #[test]
-        fn density_after_k_events(sizes in prop::collection::vec(1i64..400, 1..4), k in 1usize..8, p in 0.05f64..0.6, ap_share in 0.0f64..0.5, with_ap in any::<bool>(), seed in 0i64..100) {
-            let w = params(&sizes, seed);
-            let start = w.snapshot();
-            // let weights drift so movement differs from magnitude
-            let _ = w.tensors()[0].shallow_clone().g_add_(&Tensor::randn_like(w.tensors()[0]).g_mul_scalar_(0.1));
-            let ap = with_ap.then_some(ApConfig { rate: p * ap_share });
-            let mut mask = Mask::dense(&w);
-            let mut expected = w.numel();
-            for _ in 0..k {
-                let prev = mask.copy();
-                let e = pruning_event(&w, &mut mask, &start, p, Scope::Global, ap.as_ref()).unwrap();
-                let n = (p * expected as f64).floor() as i64;
-                let n_ap = ap.as_ref().map_or(0, |a| (a.rate * expected as f64).floor() as i64);
-                prop_assert_eq!(e.surviving, expected);
-                prop_assert_eq!(e.host_removed, n - n_ap);
-                prop_assert_eq!(e.ap_removed + e.ap_shortfall, n_ap);
-                expected -= e.host_removed + e.ap_removed;
-                prop_assert_eq!(mask.kept(), expected);
-                prop_assert!(mask.is_subset_of(&prev));
-            }
-            if ap.is_none() {
-                let mut product = w.numel();
-                for _ in 0..k { product -= (p * product as f64).floor() as i64; }
-                prop_assert_eq!(mask.kept(), product);
-            }
-            for ((_, t), (_, m)) in w.iter().zip(mask.iter()) {
-                prop_assert_eq!(t.ne(0.0).logical_and(&m.eq(0.0)).sum(Kind::Int64).int64_value(&[]), 0);
-            }
+impl StepHook for SnapshotAt<'_> {
+    fn after_step(&mut self, iteration: u64, _opt: &mut Optimizer) -> Result<(), TrainError> {
+        if iteration + 1 == self.at {
+            self.taken = Some(self.params.snapshot());
         }
-    }
-
-    #[test]
-    fn rates_are_validated_with_field_names() {
-        assert!(validate_rates(1.2, None)
-            .unwrap_err()
-            .to_string()
-            .contains("prune.rate"));
-        assert!(validate_rates(0.2, Some(&ApConfig { rate: 0.3 }))
-            .unwrap_err()
-            .to_string()
-            .contains("ap.rate"));
-        validate_rates(0.2, Some(&ApConfig { rate: 0.02 })).unwrap();
+        Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,5 +11,5 @@ pub mod store;
 
 pub use report::{summarise, write_report, SummaryRecord};
 pub use runner::{execute, RunOptions};
-pub use spec::{GridSpec, PruneSpec, RunSpec};
+pub use spec::{GridSpec, RunSpec};
 pub use store::{RunDir, RunState};

@@ -21,7 +21,7 @@ pub struct SummaryRecord {
     pub ap: bool,
     /// p_AP (0 when AP is off).
     pub ap_rate: f64,
-    /// p, the rate per pruning event.
+    /// p, the rate per pruning event (NaN → null for schedule-driven methods).
     pub prune_rate: f64,
     /// Dataset name.
     pub dataset: String,
@@ -58,7 +58,7 @@ pub fn summarise(runs: &[(RunSpec, Vec<RoundRecord>)]) -> Vec<SummaryRecord> {
                 method: spec.prune.name().to_string(),
                 ap: spec.ap.enabled,
                 ap_rate: if spec.ap.enabled { spec.ap.rate } else { 0.0 },
-                prune_rate: spec.imp_config().rate,
+                prune_rate: spec.prune_rate().unwrap_or(f64::NAN),
                 dataset: spec.dataset.clone(),
                 model: spec.model.clone(),
                 seed: spec.seed,

@@ -4,8 +4,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use ap_data::{Dataset, DatasetKind};
-use ap_prune::{run_imp, RoundRecord, RunSeeds};
+use ap_prune::{run_method, PruneError, RoundRecord, RunSeeds};
 use ap_tensor::{derive_seed, seed_torch};
+use ap_train::TrainError;
 use tch::Device;
 
 use crate::spec::RunSpec;
@@ -29,8 +30,14 @@ pub struct RunOptions {
 pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec<RoundRecord>> {
     spec.validate()?;
     let dir = RunDir::of(runs_dir, spec);
-    if dir.state() == RunState::Done {
-        return dir.rounds();
+    match dir.state() {
+        RunState::Done => return dir.rounds(),
+        RunState::Failed => anyhow::bail!(
+            "{}: {}",
+            dir.path.display(),
+            dir.failure().unwrap_or_default().trim()
+        ),
+        _ => {}
     }
     dir.init(spec)?;
     let _lock = dir.lock()?;
@@ -45,7 +52,6 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
     let input: Vec<i64> = data.train.images.size()[1..].to_vec();
     let model = ap_models::build(&spec.model, &input, data.num_classes() as i64, opts.device)?;
     let label = spec.dir_name();
-    let rounds_total = spec.imp_config().rounds;
     let mut records: Vec<RoundRecord> = vec![];
     let on_round = |r: &RoundRecord, mask: &ap_mask::Mask| -> Result<(), ap_prune::PruneError> {
         records.push(r.clone());
@@ -60,7 +66,7 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
         }
         if opts.progress {
             eprintln!(
-                "[{label}] round {:>2}/{rounds_total} density {:>6.2}% test acc {:>6.2}% dyn DNR {:.3} static DNR {:.3} ({:.1}s)",
+                "[{label}] round {:>2} density {:>6.2}% test acc {:>6.2}% dyn DNR {:.3} static DNR {:.3} ({:.1}s)",
                 r.round,
                 100.0 * r.density.density(),
                 100.0 * r.test.accuracy,
@@ -81,19 +87,25 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
     };
     let seeds = RunSeeds {
         data: derive_seed(spec.seed, "data"),
+        prune: derive_seed(spec.seed, "prune"),
     };
     let ap = spec.ap_config();
-    run_imp(
+    let result = run_method(
         &model,
         &data,
         &spec.train,
-        &spec.imp_config(),
+        &spec.prune,
         ap.as_ref(),
         seeds,
         spec.eval_batch_size,
         on_round,
         on_epoch,
-    )?;
+    );
+    if let Err(e @ PruneError::Train(TrainError::Diverged { .. })) = &result {
+        // A property of the spec, not of the machine: record it so reruns skip it.
+        write_atomic(&dir.path.join("FAILED"), format!("{e}\n").as_bytes())?;
+    }
+    result?;
     dir.mark_done()?;
     dir.rounds()
 }

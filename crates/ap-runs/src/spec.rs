@@ -6,36 +6,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use ap_criteria::Scope;
-use ap_prune::{ApConfig, ImpConfig};
+use ap_criteria::ApOptions;
+use ap_prune::{ApConfig, Method};
 use ap_train::TrainConfig;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-
-/// The pruning method and its settings, tagged by `method`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
-pub enum PruneSpec {
-    /// Iterative magnitude pruning, rewinding to initialisation (lottery tickets).
-    Imp {
-        /// Pruning events after the dense round.
-        rounds: usize,
-        /// Fraction of survivors removed per event (host + AP).
-        rate: f64,
-        /// Global or per-layer ranking.
-        #[serde(default)]
-        scope: Scope,
-    },
-}
-
-impl PruneSpec {
-    /// Short method name for tables and directory names.
-    pub fn name(&self) -> &'static str {
-        match self {
-            PruneSpec::Imp { .. } => "imp",
-        }
-    }
-}
 
 /// AP on or off, and its share p_AP.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +21,22 @@ pub struct ApSpec {
     /// p_AP, as a fraction of surviving weights (released code: 0.02).
     #[serde(default = "default_ap_rate")]
     pub rate: f64,
+    /// AP's fraction of events whose size a schedule sets (one-shot, GMP, GraNet, RigL).
+    #[serde(default = "default_ap_share")]
+    pub share: f64,
+    /// Candidate sign and score (ablations).
+    #[serde(default)]
+    pub options: ApOptions,
+    /// First event (0-based) at which AP acts.
+    #[serde(default)]
+    pub from_event: usize,
+    /// Event before which AP stops (none: every event).
+    #[serde(default)]
+    pub until_event: Option<usize>,
+}
+
+fn default_ap_share() -> f64 {
+    0.1
 }
 
 fn default_ap_rate() -> f64 {
@@ -57,6 +48,10 @@ impl Default for ApSpec {
         ApSpec {
             enabled: false,
             rate: default_ap_rate(),
+            share: default_ap_share(),
+            options: ApOptions::default(),
+            from_event: 0,
+            until_event: None,
         }
     }
 }
@@ -74,7 +69,7 @@ pub struct RunSpec {
     /// Training recipe of each phase.
     pub train: TrainConfig,
     /// Pruning method.
-    pub prune: PruneSpec,
+    pub prune: Method,
     /// AP settings.
     #[serde(default)]
     pub ap: ApSpec,
@@ -108,34 +103,45 @@ impl RunSpec {
                 self.eval_batch_size
             );
         }
-        match &self.prune {
-            PruneSpec::Imp { rate, .. } => {
-                ap_prune::validate_rates(*rate, self.ap_config().as_ref())?
-            }
-        }
         if !(self.ap.rate >= 0.0 && self.ap.rate < 1.0) {
             bail!("ap.rate = {} must be in [0, 1)", self.ap.rate);
+        }
+        self.prune
+            .validate(&self.train, self.ap_config().as_ref())?;
+        if let ap_prune::Method::Rigl { dense_layers, .. } = &self.prune {
+            let prunable = ap_models::prunable_names(&self.model);
+            if let Some(bad) = dense_layers.iter().find(|d| !prunable.contains(d)) {
+                bail!(
+                    "prune.dense_layers: {bad:?} is not a prunable layer of {}; valid: {}",
+                    self.model,
+                    prunable.join(", ")
+                );
+            }
+        }
+        if let Some(alloc) = self.prune.allocation() {
+            alloc
+                .validate(&ap_models::prunable_names(&self.model))
+                .map_err(|e| anyhow::anyhow!("prune.allocation: {e}"))?;
         }
         Ok(())
     }
 
     /// AP's configuration when enabled.
     pub fn ap_config(&self) -> Option<ApConfig> {
-        self.ap.enabled.then_some(ApConfig { rate: self.ap.rate })
+        self.ap.enabled.then_some(ApConfig {
+            rate: self.ap.rate,
+            share: self.ap.share,
+            options: self.ap.options,
+            from_event: self.ap.from_event,
+            until_event: self.ap.until_event,
+        })
     }
 
-    /// The IMP settings.
-    pub fn imp_config(&self) -> ImpConfig {
+    /// The per-event rate p of round-based methods (none for schedule-driven ones).
+    pub fn prune_rate(&self) -> Option<f64> {
         match &self.prune {
-            PruneSpec::Imp {
-                rounds,
-                rate,
-                scope,
-            } => ImpConfig {
-                rounds: *rounds,
-                rate: *rate,
-                scope: *scope,
-            },
+            Method::Imp { rate, .. } | Method::Lrr { rate, .. } => Some(*rate),
+            _ => None,
         }
     }
 

@@ -8,6 +8,7 @@
 //!   metrics.csv        the same, flattened, one row per round
 //!   mask.safetensors   the mask of the last finished round (u8 0/1 per weight tensor)
 //!   DONE               written last; a run with DONE is never run again
+//!   FAILED             training diverged: the reason; the run is skipped until it is deleted
 //!   LOCK               held while a process runs it (contains the pid)
 //! ```
 //! Every file is written to a temporary name and renamed, so an interrupted run never
@@ -44,6 +45,8 @@ pub enum RunState {
     Partial,
     /// Never started.
     Pending,
+    /// Stopped for good (training diverged): FAILED holds the reason; delete it to retry.
+    Failed,
 }
 
 /// A run's directory.
@@ -65,6 +68,8 @@ impl RunDir {
     pub fn state(&self) -> RunState {
         if self.path.join("DONE").exists() {
             RunState::Done
+        } else if self.path.join("FAILED").exists() {
+            RunState::Failed
         } else if self.path.exists() {
             RunState::Partial
         } else {
@@ -163,6 +168,11 @@ impl RunDir {
         )
     }
 
+    /// Why the run failed, when it did.
+    pub fn failure(&self) -> Option<String> {
+        fs::read_to_string(self.path.join("FAILED")).ok()
+    }
+
     /// Marks the run finished.
     pub fn mark_done(&self) -> Result<()> {
         write_atomic(&self.path.join("DONE"), b"")
@@ -182,21 +192,22 @@ impl Drop for RunLock {
 }
 
 /// The header of metrics.csv.
-pub const METRICS_HEADER: &str = "round,density,kept,test_accuracy,test_loss,dynamic_dnr,static_dnr,train_dynamic_dnr,train_static_dnr,host_removed,ap_removed,ap_shortfall,final_train_loss,seconds";
+pub const METRICS_HEADER: &str = "round,density,kept,test_accuracy,test_loss,dynamic_dnr,static_dnr,train_dynamic_dnr,train_static_dnr,host_removed,ap_removed,ap_shortfall,regrown,final_train_loss,seconds";
 
 fn metrics_csv(records: &[RoundRecord]) -> String {
     let mut s = String::from(METRICS_HEADER);
     s.push('\n');
     for r in records {
-        let e = r.event.unwrap_or(ap_prune::EventReport {
-            surviving: 0,
-            host_removed: 0,
-            ap_removed: 0,
-            ap_shortfall: 0,
-        });
+        let sum = |f: fn(&ap_prune::EventReport) -> i64| r.events.iter().map(f).sum::<i64>();
+        let (host_removed, ap_removed, ap_shortfall, regrown) = (
+            sum(|e| e.host_removed),
+            sum(|e| e.ap_removed),
+            sum(|e| e.ap_shortfall),
+            sum(|e| e.regrown),
+        );
         let loss = r.epochs.last().map_or(f64::NAN, |e| e.train_loss);
         s.push_str(&format!(
-            "{},{:.6},{},{:.4},{:.5},{:.5},{:.5},{:.5},{:.5},{},{},{},{:.5},{:.2}\n",
+            "{},{:.6},{},{:.4},{:.5},{:.5},{:.5},{:.5},{:.5},{},{},{},{},{:.5},{:.2}\n",
             r.round,
             r.density.density(),
             r.density.kept,
@@ -206,9 +217,10 @@ fn metrics_csv(records: &[RoundRecord]) -> String {
             r.test.dnr.static_,
             r.train_dnr.dynamic,
             r.train_dnr.static_,
-            e.host_removed,
-            e.ap_removed,
-            e.ap_shortfall,
+            host_removed,
+            ap_removed,
+            ap_shortfall,
+            regrown,
             loss,
             r.seconds
         ));

@@ -59,6 +59,9 @@ pub enum TrainError {
     /// Invalid data or batch settings.
     #[error(transparent)]
     Data(#[from] ap_data::DataError),
+    /// A step hook (a pruning method acting during training) failed.
+    #[error("{0}")]
+    Hook(String),
 }
 
 /// Statistics of one epoch (or the partial epoch that ends a phase).
@@ -83,32 +86,65 @@ pub struct PhaseReport {
     pub train_dnr: DnrReport,
 }
 
-/// Trains `model` on `train` for `cfg.iterations` steps with a fresh optimizer.
+/// Called by [`train_phase`] around every optimizer step; pruning methods that act
+/// during training (GMP, GraNet, RigL, weight rewinding's snapshot) implement it.
+pub trait StepHook {
+    /// After `backward`, before the optimizer step: every parameter's gradient is
+    /// present and not yet masked. `iteration` is the 0-based step about to be taken.
+    fn after_backward(&mut self, _iteration: u64, _opt: &mut Optimizer) -> Result<(), TrainError> {
+        Ok(())
+    }
+    /// After the optimizer step; `iteration` is the 0-based step just taken.
+    fn after_step(&mut self, _iteration: u64, _opt: &mut Optimizer) -> Result<(), TrainError> {
+        Ok(())
+    }
+}
+
+/// A hook that does nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoHook;
+
+impl StepHook for NoHook {}
+
+/// Trains `model` on `train` from iteration `start` to `cfg.iterations` with a fresh
+/// optimizer (the LR schedule and the data order resume at `start`, as weight rewinding
+/// needs; 0 for a whole phase).
 ///
 /// The data order depends only on `(data_seed, epoch)`. `mask`, when given, keeps pruned
-/// weights (and their optimizer state) at exactly zero. `on_epoch` is called after each
-/// epoch, e.g. to show progress.
+/// weights (and their optimizer state) at exactly zero. `hook` runs around every step;
+/// `on_epoch` after each epoch, e.g. to show progress.
+#[allow(clippy::too_many_arguments)]
 pub fn train_phase(
     model: &Model,
     train: &Split,
     mask: Option<&Mask>,
     cfg: &TrainConfig,
     data_seed: u64,
+    start: u64,
+    hook: &mut dyn StepHook,
     mut on_epoch: impl FnMut(&EpochStats),
 ) -> Result<PhaseReport, TrainError> {
     let mut opt = Optimizer::new(cfg.optimizer.clone(), &model.vs, mask);
     let steps_per_epoch = train.len().div_ceil(cfg.batch_size) as u64;
-    let last_epoch = (cfg.iterations - 1) / steps_per_epoch;
+    let last_epoch = (cfg.iterations.max(1) - 1) / steps_per_epoch;
     let base_lr = cfg.optimizer.lr();
     let mut epochs = vec![];
     let mut dnr = DnrProbe::new();
-    let mut it = 0u64;
-    let mut epoch = 0u64;
+    let mut it = start;
+    let mut epoch = start / steps_per_epoch;
     while it < cfg.iterations {
         let mut loss_sum = Tensor::zeros([], (Kind::Float, train.device()));
         let mut steps = 0u64;
         let mut lr = base_lr;
-        for idx in train.shuffled_batches(cfg.batch_size, data_seed, epoch)? {
+        let skip = if epoch == start / steps_per_epoch {
+            (start % steps_per_epoch) as usize
+        } else {
+            0
+        };
+        for idx in train
+            .shuffled_batches(cfg.batch_size, data_seed, epoch)?
+            .skip(skip)
+        {
             if it >= cfg.iterations {
                 break;
             }
@@ -121,13 +157,15 @@ pub fn train_phase(
             let loss = logits.cross_entropy_for_logits(&y);
             opt.zero_grad();
             loss.backward();
+            hook.after_backward(it, &mut opt)?;
             lr = cfg.schedule.lr_at(base_lr, it);
             opt.step(lr);
+            hook.after_step(it, &mut opt)?;
             let _ = loss_sum.g_add_(&loss.detach());
             it += 1;
             steps += 1;
         }
-        let train_loss = loss_sum.double_value(&[]) / steps as f64;
+        let train_loss = loss_sum.double_value(&[]) / steps.max(1) as f64;
         if !train_loss.is_finite() {
             return Err(TrainError::Diverged {
                 iteration: it,
@@ -187,7 +225,7 @@ mod tests {
             };
             let cfg = TrainConfig { optimizer: optimizer.clone(), schedule: LrSchedule::Constant, batch_size: 8, iterations: steps };
             let split = toy_split(32);
-            train_phase(&model, &split, Some(&mask), &cfg, seed as u64, |_| {}).unwrap();
+            train_phase(&model, &split, Some(&mask), &cfg, seed as u64, 0, &mut NoHook, |_| {}).unwrap();
             for ((_, w), (_, m)) in params.iter().zip(mask.iter()) {
                 prop_assert_eq!(w.ne(0.0).logical_and(&m.eq(0.0)).sum(Kind::Int64).int64_value(&[]), 0);
             }
@@ -337,7 +375,7 @@ mod tests {
             batch_size: 32,
             iterations: 200,
         };
-        let r = train_phase(&model, &split, None, &cfg, 1, |_| {}).unwrap();
+        let r = train_phase(&model, &split, None, &cfg, 1, 0, &mut NoHook, |_| {}).unwrap();
         assert_eq!(r.epochs.len(), 25);
         assert!(r.epochs.last().unwrap().train_loss < 0.5 * r.epochs[0].train_loss);
         assert_eq!(r.train_dnr.samples, 256);

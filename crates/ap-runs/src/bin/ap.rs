@@ -157,10 +157,20 @@ fn reproduce(
         return Ok(());
     }
     let opts = common.options()?;
+    for (s, st) in specs.iter().zip(&states) {
+        if *st == RunState::Failed {
+            let dir = RunDir::of(&common.runs_dir, s);
+            eprintln!(
+                "skipping failed run {}: {}",
+                s.dir_name(),
+                dir.failure().unwrap_or_default().trim()
+            );
+        }
+    }
     let todo: Vec<&RunSpec> = specs
         .iter()
         .zip(&states)
-        .filter(|(_, &st)| st != RunState::Done)
+        .filter(|(_, &st)| st == RunState::Pending || st == RunState::Partial)
         .map(|(s, _)| s)
         .collect();
     let started = Instant::now();

@@ -1,0 +1,339 @@
+//! AP's selection (ap-spec §3) and the ablations of its components: the candidate sign
+//! filter and the score.
+
+use ap_mask::Mask;
+use ap_tensor::{select_smallest, to_f64_vec, NamedParams, SelectError};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::random_scores;
+
+/// Which kept weights AP may remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CandidateSign {
+    /// Only weights whose current value is < 0 (AP as published).
+    #[default]
+    Negative,
+    /// Every kept weight (ablation: is the sign filter what matters?).
+    Any,
+}
+
+/// How AP ranks its candidates (the smallest are removed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ApScore {
+    /// Movement |w_T − w_0| since the start of the phase (AP as published).
+    #[default]
+    Movement,
+    /// Current magnitude |w_T| (ablation).
+    Magnitude,
+    /// Uniform random scores from [`random_scores`] with this seed (ablation). The same
+    /// seed gives the same priorities at every event; derive a seed per event (e.g.
+    /// `derive_seed(seed, "ap-event-3")`) for independent draws.
+    Random {
+        /// Seed of the random scores.
+        seed: u64,
+    },
+}
+
+/// AP's candidate filter and score. Settings: `{ sign = "any", score = "magnitude" }`,
+/// `score = { random = { seed = 7 } }`; missing fields take the published defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApOptions {
+    /// Candidate sign filter (default: negative).
+    pub sign: CandidateSign,
+    /// Candidate score (default: movement).
+    pub score: ApScore,
+}
+
+/// AP's choice for one pruning event.
+#[derive(Debug)]
+pub struct ApSelection {
+    /// Boolean tensors in mask order, true = remove.
+    pub selected: Vec<Tensor>,
+    /// Weights chosen (≤ the budget).
+    pub removed: i64,
+    /// Budget left unused because too few candidates were kept.
+    pub shortfall: i64,
+}
+
+/// Chooses up to `n` weights to remove the AP way: candidates are kept weights (in
+/// `mask`, after the host method has pruned) whose current value is negative; among
+/// them, those with the smallest movement `|w_T − w_0|` since `phase_start`, ranked
+/// globally across layers, ties by position. Same as [`ap_select_with`] with the
+/// default [`ApOptions`].
+pub fn ap_select(
+    current: &NamedParams,
+    phase_start: &NamedParams,
+    mask: &Mask,
+    n: i64,
+) -> Result<ApSelection, SelectError> {
+    ap_select_with(current, phase_start, mask, n, &ApOptions::default())
+}
+
+/// AP's selection with its components chosen by `opts`: candidates are the kept weights
+/// passing the sign filter; up to `n` of them with the smallest score are removed,
+/// ranked globally, ties by position. When fewer than `n` candidates exist all are
+/// removed and the rest is reported as `shortfall`. `phase_start` is read only for the
+/// movement score. Errors when `n` is negative or the tensors do not line up.
+pub fn ap_select_with(
+    current: &NamedParams,
+    phase_start: &NamedParams,
+    mask: &Mask,
+    n: i64,
+    opts: &ApOptions,
+) -> Result<ApSelection, SelectError> {
+    if n < 0 {
+        return Err(SelectError::TooFew {
+            requested: n,
+            eligible: 0,
+        });
+    }
+    if current.len() != mask.tensors().len() {
+        return Err(SelectError::ShapeMismatch(format!(
+            "{} parameters, {} mask tensors",
+            current.len(),
+            mask.tensors().len()
+        )));
+    }
+    let candidates: Vec<Tensor> = current
+        .tensors()
+        .iter()
+        .zip(mask.tensors())
+        .map(|(w, m)| {
+            let kept = m.gt(0.5);
+            match opts.sign {
+                CandidateSign::Negative => w.detach().lt(0.0).logical_and(&kept),
+                CandidateSign::Any => kept,
+            }
+        })
+        .collect();
+    let scores: Vec<Tensor> = match opts.score {
+        ApScore::Movement => {
+            if phase_start.len() != current.len() {
+                return Err(SelectError::ShapeMismatch(format!(
+                    "{} parameters, {} phase-start tensors",
+                    current.len(),
+                    phase_start.len()
+                )));
+            }
+            current
+                .tensors()
+                .iter()
+                .zip(phase_start.tensors())
+                .map(|(w, w0)| {
+                    (w.detach().f_sub(w0))
+                        .map(|d| d.abs())
+                        .map_err(|e| SelectError::ShapeMismatch(format!("movement: {e}")))
+                })
+                .collect::<Result<_, _>>()?
+        }
+        ApScore::Magnitude => current.tensors().iter().map(|w| w.detach().abs()).collect(),
+        ApScore::Random { seed } => random_scores(current, seed),
+    };
+    // One host read for the candidate count.
+    let counts = Tensor::stack(
+        &candidates
+            .iter()
+            .map(|c| c.sum(Kind::Int64))
+            .collect::<Vec<_>>(),
+        0,
+    );
+    let available: i64 = to_f64_vec(&counts).iter().map(|&c| c as i64).sum();
+    let take = n.min(available);
+    let selected = select_smallest(
+        &scores.iter().collect::<Vec<_>>(),
+        &candidates.iter().collect::<Vec<_>>(),
+        take,
+    )?;
+    Ok(ApSelection {
+        selected,
+        removed: take,
+        shortfall: n - take,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{select_magnitude, Scope};
+    use proptest::prelude::*;
+
+    fn named(vals: &[Vec<f32>]) -> NamedParams {
+        NamedParams::from_entries(
+            vals.iter()
+                .enumerate()
+                .map(|(i, v)| (format!("l{i}"), Tensor::from_slice(v)))
+                .collect(),
+        )
+    }
+
+    fn flat(ts: &[Tensor]) -> Vec<bool> {
+        ts.iter()
+            .flat_map(|t| Vec::<i64>::try_from(&t.to_kind(Kind::Int64)).unwrap())
+            .map(|v| v != 0)
+            .collect()
+    }
+
+    fn layers() -> impl Strategy<Value = Vec<Vec<f32>>> {
+        prop::collection::vec(prop::collection::vec(-4i32..4, 1..30), 1..4).prop_map(|ls| {
+            ls.into_iter()
+                .map(|l| l.into_iter().map(|v| v as f32 / 2.0).collect())
+                .collect()
+        })
+    }
+
+    fn shifted(now: &[Vec<f32>], shift: i32) -> Vec<Vec<f32>> {
+        now.iter()
+            .enumerate()
+            .map(|(i, l)| {
+                l.iter()
+                    .enumerate()
+                    .map(|(j, v)| v + (((i + j) as i32 % 3) + shift) as f32 / 4.0)
+                    .collect()
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// AP removes exactly min(n, #candidates); every removal is a kept negative weight;
+        /// each removed weight moved no more than any kept negative candidate.
+        #[test]
+        fn ap_removes_least_moved_negatives(now in layers(), shift in -3i32..3, prune_frac in 0.0f64..0.5, n in 0i64..40) {
+            let start = shifted(&now, shift);
+            let cur = named(&now);
+            let w0 = named(&start);
+            let mut mask = Mask::dense(&cur);
+            let nprune = (prune_frac * cur.numel() as f64) as i64;
+            let host = select_magnitude(&cur, &mask, nprune, Scope::Global).unwrap();
+            mask.remove(&host).unwrap();
+            let keep = flat(&mask.tensors().iter().map(|t| t.gt(0.5)).collect::<Vec<_>>());
+            let s = ap_select(&cur, &w0, &mask, n).unwrap();
+            let sel = flat(&s.selected);
+            let vals: Vec<f32> = now.iter().flatten().copied().collect();
+            let mv: Vec<f32> = now.iter().flatten().zip(start.iter().flatten()).map(|(a, b)| (a - b).abs()).collect();
+            let cands: Vec<usize> = (0..vals.len()).filter(|&i| keep[i] && vals[i] < 0.0).collect();
+            prop_assert_eq!(s.removed, n.min(cands.len() as i64));
+            prop_assert_eq!(s.removed + s.shortfall, n);
+            prop_assert_eq!(sel.iter().filter(|&&b| b).count() as i64, s.removed);
+            let max_removed = (0..vals.len()).filter(|&i| sel[i]).map(|i| { prop_assert!(keep[i] && vals[i] < 0.0); Ok(mv[i]) }).collect::<Result<Vec<_>, _>>()?.into_iter().fold(f32::MIN, f32::max);
+            for &i in cands.iter().filter(|&&i| !sel[i]) {
+                prop_assert!(max_removed <= mv[i]);
+            }
+        }
+
+        /// Sign `Any` with the magnitude score: candidates are all kept weights, and the
+        /// removed ones are the smallest |w| among them.
+        #[test]
+        fn ablation_any_sign_magnitude(now in layers(), prune_frac in 0.0f64..0.5, n in 0i64..40) {
+            let cur = named(&now);
+            let mut mask = Mask::dense(&cur);
+            let r = crate::random_scores(&cur, 3);
+            mask.remove(&r.iter().map(|t| t.lt(prune_frac)).collect::<Vec<_>>()).unwrap();
+            let keep = flat(&mask.tensors().iter().map(|t| t.gt(0.5)).collect::<Vec<_>>());
+            let opts = ApOptions { sign: CandidateSign::Any, score: ApScore::Magnitude };
+            let s = ap_select_with(&cur, &cur, &mask, n, &opts).unwrap();
+            let sel = flat(&s.selected);
+            let mags: Vec<f32> = now.iter().flatten().map(|v| v.abs()).collect();
+            let kept_count = keep.iter().filter(|&&k| k).count() as i64;
+            prop_assert_eq!(s.removed, n.min(kept_count));
+            let max_removed = (0..mags.len()).filter(|&i| sel[i]).map(|i| { prop_assert!(keep[i]); Ok(mags[i]) }).collect::<Result<Vec<_>, _>>()?.into_iter().fold(f32::MIN, f32::max);
+            for i in (0..mags.len()).filter(|&i| keep[i] && !sel[i]) {
+                prop_assert!(max_removed <= mags[i]);
+            }
+        }
+    }
+
+    #[test]
+    fn any_sign_allows_positive_candidates() {
+        let cur = named(&[vec![-1.0, 2.0, 3.0]]);
+        let start = named(&[vec![-3.0, 2.0, 3.0]]);
+        let mask = Mask::dense(&cur);
+        let neg = ap_select(&cur, &start, &mask, 2).unwrap();
+        assert_eq!((neg.removed, neg.shortfall), (1, 1));
+        let any = ApOptions {
+            sign: CandidateSign::Any,
+            ..ApOptions::default()
+        };
+        let s = ap_select_with(&cur, &start, &mask, 2, &any).unwrap();
+        // the positives did not move: they go first
+        assert_eq!(flat(&s.selected), vec![false, true, true]);
+        assert_eq!((s.removed, s.shortfall), (2, 0));
+    }
+
+    #[test]
+    fn magnitude_score_picks_smallest_negative() {
+        let cur = named(&[vec![-0.5, -2.0, 0.1, -0.2]]);
+        let start = named(&[vec![-0.5, -2.0, 0.1, -5.0]]);
+        let mask = Mask::dense(&cur);
+        let opts = ApOptions {
+            score: ApScore::Magnitude,
+            ..ApOptions::default()
+        };
+        let s = ap_select_with(&cur, &start, &mask, 1, &opts).unwrap();
+        assert_eq!(flat(&s.selected), vec![false, false, false, true]);
+        // movement (the default) would pick the first unmoved negative instead
+        let s = ap_select(&cur, &start, &mask, 1).unwrap();
+        assert_eq!(flat(&s.selected), vec![true, false, false, false]);
+    }
+
+    #[test]
+    fn random_score_is_deterministic_per_seed() {
+        let v: Vec<f32> = (0..200).map(|i| -(i as f32) - 1.0).collect();
+        let cur = named(&[v]);
+        let mask = Mask::dense(&cur);
+        let pick = |seed| {
+            let opts = ApOptions {
+                score: ApScore::Random { seed },
+                ..ApOptions::default()
+            };
+            flat(
+                &ap_select_with(&cur, &cur, &mask, 20, &opts)
+                    .unwrap()
+                    .selected,
+            )
+        };
+        assert_eq!(pick(1), pick(1));
+        assert_ne!(pick(1), pick(2));
+        assert_eq!(pick(1).iter().filter(|&&b| b).count(), 20);
+    }
+
+    #[test]
+    fn options_serde_defaults_and_forms() {
+        let o: ApOptions = serde_json::from_str("{}").unwrap();
+        assert_eq!(
+            o,
+            ApOptions {
+                sign: CandidateSign::Negative,
+                score: ApScore::Movement
+            }
+        );
+        let o: ApOptions =
+            toml::from_str("sign = \"any\"\nscore = { random = { seed = 7 } }").unwrap();
+        assert_eq!(
+            o,
+            ApOptions {
+                sign: CandidateSign::Any,
+                score: ApScore::Random { seed: 7 }
+            }
+        );
+        let o: ApOptions = toml::from_str("score = \"magnitude\"").unwrap();
+        assert_eq!(o.score, ApScore::Magnitude);
+        assert!(toml::from_str::<ApOptions>("sgn = \"any\"").is_err());
+        assert_eq!(
+            serde_json::to_string(&ApOptions::default()).unwrap(),
+            r#"{"sign":"negative","score":"movement"}"#
+        );
+    }
+
+    #[test]
+    fn ap_records_shortfall_and_rejects_negative_budget() {
+        let cur = named(&[vec![-1.0, 2.0, 3.0]]);
+        let mask = Mask::dense(&cur);
+        let s = ap_select(&cur, &cur.snapshot(), &mask, 2).unwrap();
+        assert_eq!((s.removed, s.shortfall), (1, 1));
+        assert!(ap_select(&cur, &cur, &mask, -1).is_err());
+    }
+}

@@ -1,0 +1,400 @@
+//! Property tests of the methods on a small LeNet and toy data.
+
+use super::*;
+use crate::dynamic::{Gradual, Regrow, Schedule};
+use crate::schedule::gmp_target_kept;
+use ap_data::{DatasetKind, Split};
+use ap_train::{LrSchedule, OptimizerSpec};
+use proptest::prelude::*;
+use tch::{Device, Kind};
+
+fn toy(n: i64, seed: i64) -> Dataset {
+    tch::manual_seed(seed);
+    let split = |n: i64| {
+        let images = Tensor::randn([n, 1, 2, 2], (Kind::Float, Device::Cpu));
+        let labels = images
+            .flatten(1, -1)
+            .sum_dim_intlist(1, false, Kind::Float)
+            .gt(0.0)
+            .to_kind(Kind::Int64);
+        Split { images, labels }
+    };
+    Dataset {
+        kind: DatasetKind::Mnist,
+        train: split(n),
+        test: split(n / 2),
+    }
+}
+
+fn model(seed: i64) -> Model {
+    tch::manual_seed(seed);
+    ap_models::build("lenet300-100", &[1, 2, 2], 2, Device::Cpu).unwrap()
+}
+
+fn recipe(iterations: u64) -> TrainConfig {
+    TrainConfig {
+        optimizer: OptimizerSpec::Sgd {
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 1e-3,
+            nesterov: false,
+        },
+        schedule: LrSchedule::Constant,
+        batch_size: 16,
+        iterations,
+    }
+}
+
+fn zero_where_pruned(params: &NamedParams, mask: &Mask) -> bool {
+    params.iter().zip(mask.iter()).all(|((_, w), (_, m))| {
+        w.ne(0.0)
+            .logical_and(&m.eq(0.0))
+            .sum(Kind::Int64)
+            .int64_value(&[])
+            == 0
+    })
+}
+
+fn run(method: &Method, ap: Option<&ApConfig>, iterations: u64) -> (Vec<RoundRecord>, Vec<Mask>) {
+    let data = toy(64, 1);
+    let m = model(2);
+    let mut masks = vec![];
+    let records = run_method(
+        &m,
+        &data,
+        &recipe(iterations),
+        method,
+        ap,
+        RunSeeds { data: 3, prune: 4 },
+        32,
+        |_, mask| {
+            masks.push(mask.copy());
+            Ok(())
+        },
+        |_, _| {},
+    )
+    .unwrap();
+    (records, masks)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// Round-based events: after k events at rate p (with or without AP) the kept count
+    /// is the product of per-event floors, host + AP = floor(p·S), AP takes floor(p_AP·S)
+    /// minus its shortfall, each mask is a subset of the previous one, pruned weights are 0.
+    #[test]
+    fn density_after_k_events(k in 1usize..7, p in 0.05f64..0.6, ap_share in 0.0f64..0.5, with_ap in any::<bool>(), criterion in prop_oneof![Just(Criterion::Magnitude), Just(Criterion::Random), Just(Criterion::Lamp)], seed in 0i64..50) {
+        let m = model(seed);
+        let params = NamedParams::from_var_store(&m.vs, &m.net.prunable()).unwrap();
+        let start = params.snapshot();
+        let _ = tch::no_grad(|| params.tensors()[0].shallow_clone().g_add_(&(Tensor::randn_like(params.tensors()[0]) * 0.1)));
+        let ap = with_ap.then(|| ApConfig::with_rate(p * ap_share));
+        let host = HostContext { model: &m, batches: &[], input_shape: &[1, 2, 2], seed: 9, synflow_iterations: 1 };
+        let mut mask = Mask::dense(&params);
+        let mut expected = params.numel();
+        for i in 0..k {
+            let prev = mask.copy();
+            let budget = Budget::from_rates(mask.kept(), p, ap.as_ref(), i);
+            let e = pruning_event(&params, &mut mask, &start, budget, criterion, &Allocation::Global, &host, ap.as_ref(), i, None).unwrap();
+            prop_assert_eq!(e.surviving, expected);
+            prop_assert_eq!(e.host_removed, budget.n - budget.n_ap + e.ap_shortfall);
+            prop_assert_eq!(budget.n, (p * expected as f64).floor() as i64);
+            prop_assert_eq!(e.ap_removed + e.ap_shortfall, budget.n_ap);
+            expected -= e.host_removed + e.ap_removed;
+            prop_assert_eq!(mask.kept(), expected);
+            prop_assert!(mask.is_subset_of(&prev));
+        }
+        // with or without AP (the host covers AP's shortfall): the product of per-event floors
+        let mut product = params.numel();
+        for _ in 0..k { product -= (p * product as f64).floor() as i64; }
+        prop_assert_eq!(mask.kept(), product);
+        prop_assert!(zero_where_pruned(&params, &mask));
+    }
+
+    /// GMP: after each event the kept count equals the cubic schedule's target exactly.
+    #[test]
+    fn gmp_follows_the_cubic_schedule(final_density in 0.05f64..0.9, every in 1u64..6, with_ap in any::<bool>()) {
+        let (begin, end) = (3u64, 27u64);
+        let ap = with_ap.then(|| ApConfig::with_rate(0.0));
+        let method = Method::Gmp { final_density, begin, end, every, allocation: Allocation::Global };
+        let (records, _) = run(&method, ap.as_ref(), 30);
+        let r = &records[0];
+        let total = r.density.total;
+        let mut kept = total;
+        for e in &r.events {
+            let t = e.iteration.unwrap();
+            prop_assert!(is_event(t, begin, end, every));
+            prop_assert_eq!(e.surviving, kept);
+            kept -= e.host_removed + e.ap_removed;
+            prop_assert_eq!(kept, gmp_target_kept(t, begin, end, 1.0 - final_density, total));
+        }
+        if (end - begin) % every == 0 {
+            prop_assert_eq!(r.density.kept, total - ((1.0 - final_density) * total as f64).round() as i64);
+        }
+    }
+}
+
+fn is_event(t: u64, begin: u64, end: u64, every: u64) -> bool {
+    crate::schedule::is_event_step(t, begin, end, every)
+}
+
+/// GraNet and RigL: drop-and-grow keeps each layer's density, regrown weights start at
+/// 0, pruned weights stay 0, and RigL keeps its dense layers dense.
+#[test]
+fn drop_and_grow_keeps_density_and_regrows_at_zero() {
+    let data = toy(64, 5);
+    let m = model(6);
+    let params = NamedParams::from_var_store(&m.vs, &m.net.prunable()).unwrap();
+    for with_ap in [false, true] {
+        let ap = with_ap.then(|| ApConfig::with_rate(0.0));
+        let mut mask = Mask::dense(&params);
+        let sel: Vec<Tensor> = params
+            .tensors()
+            .iter()
+            .map(|t| Tensor::rand_like(t).lt(0.5))
+            .collect();
+        mask.remove(&sel).unwrap();
+        mask.apply(&params).unwrap();
+        let before = mask.report();
+        let shared = mask.shallow_clone();
+        let host = HostContext {
+            model: &m,
+            batches: &[],
+            input_shape: &[1, 2, 2],
+            seed: 1,
+            synflow_iterations: 1,
+        };
+        let regrow = Regrow {
+            initial: 0.3,
+            decay_until: 40,
+            dense_layers: vec!["fc3.weight".into()],
+        };
+        let schedule = Schedule::Rigl {
+            every: 5,
+            stop: 30,
+            regrow,
+        };
+        // Record, at every event, the weights of positions that were just grown.
+        let mut hook = Gradual::new(&params, &mut mask, ap.as_ref(), host, schedule);
+        let phase = train_phase(
+            &m,
+            &data.train,
+            Some(&shared),
+            &recipe(40),
+            1,
+            0,
+            &mut hook,
+            |_| {},
+        )
+        .unwrap();
+        let events = hook.finish(None).unwrap();
+        assert_eq!(events.len(), 5, "events at 5, 10, 15, 20, 25");
+        for e in &events {
+            assert_eq!(
+                e.regrown,
+                e.host_removed + e.ap_removed,
+                "as many grown as dropped"
+            );
+            assert!(e.regrown > 0);
+            if with_ap {
+                assert!(e.ap_removed > 0);
+            }
+        }
+        let after = mask.report();
+        for (b, a) in before.layers.iter().zip(&after.layers) {
+            assert_eq!(b.kept, a.kept, "per-layer density unchanged in {}", b.name);
+        }
+        assert!(zero_where_pruned(&params, &mask));
+        assert!(!phase.epochs.is_empty());
+    }
+}
+
+/// The snapshot hook takes θ_k after exactly k steps: it equals a separate k-step run.
+#[test]
+fn weight_rewinding_snapshot_is_theta_k() {
+    tch::set_num_threads(1);
+    let data = toy(64, 7);
+    let k = 6;
+    let a = model(8);
+    let pa = NamedParams::from_var_store(&a.vs, &a.net.prunable()).unwrap();
+    let mut snap = SnapshotAt {
+        at: k,
+        params: &pa,
+        taken: None,
+    };
+    train_phase(&a, &data.train, None, &recipe(20), 1, 0, &mut snap, |_| {}).unwrap();
+    let b = model(8);
+    let pb = NamedParams::from_var_store(&b.vs, &b.net.prunable()).unwrap();
+    train_phase(&b, &data.train, None, &recipe(k), 1, 0, &mut NoHook, |_| {}).unwrap();
+    let taken = snap.taken.unwrap();
+    for ((_, x), (_, y)) in taken.iter().zip(pb.iter()) {
+        assert!(x.equal(y));
+    }
+}
+
+/// Every method runs with and without AP, reaches its target density exactly, and
+/// records its events.
+#[test]
+fn every_method_reaches_its_density() {
+    let methods = vec![
+        (
+            Method::Imp {
+                rounds: 2,
+                rate: 0.5,
+                criterion: Criterion::Magnitude,
+                allocation: Allocation::Global,
+                rewind_iteration: 4,
+            },
+            0.25,
+        ),
+        (
+            Method::Lrr {
+                rounds: 2,
+                rate: 0.5,
+                criterion: Criterion::Lamp,
+                allocation: Allocation::Global,
+            },
+            0.25,
+        ),
+        (
+            Method::OneShot {
+                density: 0.1,
+                criterion: Criterion::Snip,
+                at_init: true,
+                fine_tune_iterations: None,
+                allocation: Allocation::Global,
+                synflow_iterations: 5,
+                snip_batches: 2,
+            },
+            0.1,
+        ),
+        (
+            Method::OneShot {
+                density: 0.1,
+                criterion: Criterion::Synflow,
+                at_init: true,
+                fine_tune_iterations: None,
+                allocation: Allocation::Global,
+                synflow_iterations: 5,
+                snip_batches: 1,
+            },
+            0.1,
+        ),
+        (
+            Method::OneShot {
+                density: 0.2,
+                criterion: Criterion::Magnitude,
+                at_init: false,
+                fine_tune_iterations: Some(5),
+                allocation: Allocation::Global,
+                synflow_iterations: 5,
+                snip_batches: 1,
+            },
+            0.2,
+        ),
+        (
+            Method::Gmp {
+                final_density: 0.1,
+                begin: 2,
+                end: 18,
+                every: 4,
+                allocation: Allocation::Global,
+            },
+            0.1,
+        ),
+        (
+            Method::Granet {
+                final_density: 0.1,
+                begin: 2,
+                end: 18,
+                every: 4,
+                drop_fraction: 0.5,
+                allocation: Allocation::Global,
+            },
+            0.1,
+        ),
+        (
+            Method::Rigl {
+                density: 0.1,
+                every: 5,
+                drop_fraction: 0.3,
+                end_fraction: 0.75,
+                dense_layers: vec![],
+            },
+            0.1,
+        ),
+    ];
+    for (method, density) in methods {
+        for ap in [None, Some(ApConfig::with_rate(0.05))] {
+            let (records, masks) = run(&method, ap.as_ref(), 20);
+            let last = records.last().unwrap();
+            let total = last.density.total as f64;
+            let want = (density * total).round();
+            assert!(
+                (last.density.kept as f64 - want).abs() <= 1.0,
+                "{}: kept {} want {want}; events {:?}",
+                method.name(),
+                last.density.kept,
+                records.iter().map(|r| &r.events).collect::<Vec<_>>()
+            );
+            assert!(
+                records.iter().map(|r| r.events.len()).sum::<usize>() >= 1,
+                "{} records its events",
+                method.name()
+            );
+            if ap.is_some() && !matches!(method, Method::Rigl { .. }) {
+                assert!(
+                    records
+                        .iter()
+                        .flat_map(|r| &r.events)
+                        .any(|e| e.ap_removed > 0),
+                    "{} + AP removes some weights",
+                    method.name()
+                );
+            }
+            if !matches!(method, Method::Granet { .. } | Method::Rigl { .. }) {
+                for w in masks.windows(2) {
+                    assert!(
+                        w[1].is_subset_of(&w[0]),
+                        "{}: pruning-only masks shrink",
+                        method.name()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn invalid_settings_name_the_field() {
+    let t = recipe(10);
+    let e = Method::Gmp {
+        final_density: 0.1,
+        begin: 5,
+        end: 50,
+        every: 1,
+        allocation: Allocation::Global,
+    }
+    .validate(&t, None)
+    .unwrap_err();
+    assert!(e.to_string().contains("prune.end"), "{e}");
+    let e = Method::Imp {
+        rounds: 1,
+        rate: 0.2,
+        criterion: Criterion::Magnitude,
+        allocation: Allocation::Global,
+        rewind_iteration: 10,
+    }
+    .validate(&t, None)
+    .unwrap_err();
+    assert!(e.to_string().contains("rewind_iteration"), "{e}");
+    assert!(validate_rates(1.2, None)
+        .unwrap_err()
+        .to_string()
+        .contains("prune.rate"));
+    assert!(validate_rates(0.2, Some(&ApConfig::with_rate(0.3)))
+        .unwrap_err()
+        .to_string()
+        .contains("ap.rate"));
+}
