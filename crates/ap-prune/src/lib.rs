@@ -207,20 +207,34 @@ fn one_batch() -> usize {
 }
 
 impl Method {
-    /// Short name for tables and directory names.
-    pub fn name(&self) -> &'static str {
+    /// Short label for tables and directory names: the method, with the rewind point
+    /// and a criterion other than magnitude, e.g. `imp`, `imp-rewind`, `imp-random`,
+    /// `pai-snip`, `one-shot`, `gmp`.
+    pub fn name(&self) -> String {
+        let crit = |c: &Criterion| {
+            if *c == Criterion::Magnitude {
+                String::new()
+            } else {
+                format!("-{}", c.name())
+            }
+        };
         match self {
             Method::Imp {
                 rewind_iteration: 0,
+                criterion,
                 ..
-            } => "imp",
-            Method::Imp { .. } => "imp-rewind",
-            Method::Lrr { .. } => "lrr",
-            Method::OneShot { at_init: true, .. } => "pai",
-            Method::OneShot { .. } => "one-shot",
-            Method::Gmp { .. } => "gmp",
-            Method::Granet { .. } => "granet",
-            Method::Rigl { .. } => "rigl",
+            } => format!("imp{}", crit(criterion)),
+            Method::Imp { criterion, .. } => format!("imp-rewind{}", crit(criterion)),
+            Method::Lrr { criterion, .. } => format!("lrr{}", crit(criterion)),
+            Method::OneShot {
+                at_init: true,
+                criterion,
+                ..
+            } => format!("pai-{}", criterion.name()),
+            Method::OneShot { criterion, .. } => format!("one-shot{}", crit(criterion)),
+            Method::Gmp { .. } => "gmp".into(),
+            Method::Granet { .. } => "granet".into(),
+            Method::Rigl { .. } => "rigl".into(),
         }
     }
 

@@ -55,7 +55,7 @@ pub fn summarise(runs: &[(RunSpec, Vec<RoundRecord>)]) -> Vec<SummaryRecord> {
     for (spec, rounds) in runs {
         for r in rounds {
             out.push(SummaryRecord {
-                method: spec.prune.name().to_string(),
+                method: spec.prune.name(),
                 ap: spec.ap.enabled,
                 ap_rate: if spec.ap.enabled { spec.ap.rate } else { 0.0 },
                 prune_rate: spec.prune_rate().unwrap_or(f64::NAN),

@@ -353,3 +353,64 @@ fn reproduce_lists_runs_and_keeps_old_results_when_the_grid_is_bad() {
         "earlier report"
     );
 }
+
+#[test]
+fn a_diverging_run_is_recorded_and_the_others_continue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = SPEC
+        .replace("rounds = 2", "rounds = 1")
+        .replace("iterations = 300", "iterations = 100")
+        .replace("[train]", "[base.train]")
+        .replace("[prune]", "[base.prune]")
+        .replace("[ap]", "[base.ap]");
+    let grid = write(
+        tmp.path(),
+        "grid.toml",
+        &format!("name = \"g\"\n[axes]\n\"train.optimizer\" = [{{ kind = \"adam\", lr = 1e-3 }}, {{ kind = \"sgd\", lr = 1e12 }}]\n[base]\n{base}"),
+    );
+    let runs = tmp.path().join("runs");
+    let out = tmp.path().join("out");
+    let args = [
+        "reproduce",
+        "--grid",
+        grid.to_str().unwrap(),
+        "--runs-dir",
+        runs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--jobs",
+        "1",
+    ];
+    let o = ap(&args, Some(&real_data_dir()));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("1 of 2 runs failed"), "{}", stderr(&o));
+    let dirs: Vec<PathBuf> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let failed: Vec<&PathBuf> = dirs.iter().filter(|d| d.join("FAILED").exists()).collect();
+    assert_eq!(failed.len(), 1);
+    assert!(std::fs::read_to_string(failed[0].join("FAILED"))
+        .unwrap()
+        .contains("diverged at step"));
+    assert_eq!(
+        dirs.iter().filter(|d| d.join("DONE").exists()).count(),
+        1,
+        "the other run finished"
+    );
+    let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&summary)
+            .unwrap()
+            .len(),
+        2,
+        "the finished run's 2 rounds"
+    );
+    // a rerun skips the failed run instead of repeating it
+    let again = ap(&args, Some(&real_data_dir()));
+    assert!(
+        stderr(&again).contains("skipping failed run"),
+        "{}",
+        stderr(&again)
+    );
+}

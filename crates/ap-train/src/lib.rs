@@ -49,7 +49,7 @@ impl TrainConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     /// The loss became NaN or infinite.
-    #[error("training diverged at iteration {iteration}: mean loss of the epoch is {loss}; lower the learning rate")]
+    #[error("training diverged at step {iteration}: the mean loss of the epoch ending there is {loss}; lower the learning rate")]
     Diverged {
         /// Iteration at the end of the epoch in which it happened.
         iteration: u64,
