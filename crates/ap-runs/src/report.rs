@@ -19,8 +19,10 @@ pub struct SummaryRecord {
     pub method: String,
     /// AP on or off.
     pub ap: bool,
-    /// p_AP (0 when AP is off).
+    /// p_AP (0 when AP is off): AP's share of round-based events (imp, lrr).
     pub ap_rate: f64,
+    /// AP's fraction of schedule-driven events (one-shot, gmp, granet, rigl); 0 when off.
+    pub ap_share: f64,
     /// p, the rate per pruning event (NaN → null for schedule-driven methods).
     pub prune_rate: f64,
     /// Dataset name.
@@ -58,6 +60,7 @@ pub fn summarise(runs: &[(RunSpec, Vec<RoundRecord>)]) -> Vec<SummaryRecord> {
                 method: spec.prune.name(),
                 ap: spec.ap.enabled,
                 ap_rate: if spec.ap.enabled { spec.ap.rate } else { 0.0 },
+                ap_share: if spec.ap.enabled { spec.ap.share } else { 0.0 },
                 prune_rate: spec.prune_rate().unwrap_or(f64::NAN),
                 dataset: spec.dataset.clone(),
                 model: spec.model.clone(),
@@ -89,9 +92,9 @@ fn mean_std(xs: &[f64]) -> (f64, f64) {
 }
 
 /// Reference facts from the papers (ap-spec §5) shown under a table.
-fn reference_note(model: &str, dataset: &str) -> Option<&'static str> {
-    match (model, dataset) {
-        ("lenet300-100", "mnist") => Some(
+fn reference_note(model: &str, dataset: &str, method: &str) -> Option<&'static str> {
+    match (model, dataset, method) {
+        ("lenet300-100", "mnist", "imp") => Some(
             "Paper reference (Frankle & Carbin 2019, LeNet-300-100/MNIST, 50K iterations per round): dense ≈ 98% test accuracy; \
              winning tickets stay at or above dense accuracy down to ≈ 3.6% density, peaking ≈ +0.3 pt near 13.5%.",
         ),
@@ -112,13 +115,21 @@ pub fn markdown(records: &[SummaryRecord], title: &str) -> String {
     let mut s = format!("# {title}\n\n");
     for ((model, dataset, method), rs) in groups {
         let seeds: std::collections::BTreeSet<u64> = rs.iter().map(|r| r.seed).collect();
-        let ap_rate = rs.iter().find(|r| r.ap).map(|r| r.ap_rate);
+        let ap_budget = rs.iter().find(|r| r.ap).map(|r| {
+            if r.prune_rate.is_finite() {
+                format!(
+                    " (p = {:.0}%, p_AP = {:.1}%)",
+                    100.0 * r.prune_rate,
+                    100.0 * r.ap_rate
+                )
+            } else {
+                format!(" (AP takes {:.0}% of each event)", 100.0 * r.ap_share)
+            }
+        });
         let _ = writeln!(
             s,
             "## {model} / {dataset} — {method} vs {method}+AP{} ({} seed{})\n",
-            ap_rate
-                .map(|p| format!(" (p_AP = {:.0}%)", 100.0 * p))
-                .unwrap_or_default(),
+            ap_budget.unwrap_or_default(),
             seeds.len(),
             if seeds.len() == 1 { "" } else { "s" }
         );
@@ -161,7 +172,7 @@ pub fn markdown(records: &[SummaryRecord], title: &str) -> String {
                 fmt(stat(&on, |r| r.static_dnr)),
             );
         }
-        if let Some(note) = reference_note(&model, &dataset) {
+        if let Some(note) = reference_note(&model, &dataset, &method) {
             let _ = writeln!(s, "\n{note}");
         }
         s.push('\n');
@@ -182,14 +193,15 @@ pub fn write_report(
         &out.join("summary.json"),
         serde_json::to_string_pretty(&records)?.as_bytes(),
     )?;
-    let mut csv = String::from("method,ap,ap_rate,prune_rate,dataset,model,seed,run_key,round,density,test_accuracy,test_loss,dynamic_dnr,static_dnr,train_dynamic_dnr,train_static_dnr\n");
+    let mut csv = String::from("method,ap,ap_rate,ap_share,prune_rate,dataset,model,seed,run_key,round,density,test_accuracy,test_loss,dynamic_dnr,static_dnr,train_dynamic_dnr,train_static_dnr\n");
     for r in &records {
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{},{},{},{},{:.6},{:.4},{:.5},{:.5},{:.5},{:.5},{:.5}",
+            "{},{},{},{},{},{},{},{},{},{},{:.6},{:.4},{:.5},{:.5},{:.5},{:.5},{:.5}",
             r.method,
             r.ap,
             r.ap_rate,
+            r.ap_share,
             r.prune_rate,
             r.dataset,
             r.model,
@@ -220,6 +232,7 @@ mod tests {
             method: "imp".into(),
             ap,
             ap_rate: if ap { 0.02 } else { 0.0 },
+            ap_share: if ap { 0.1 } else { 0.0 },
             prune_rate: 0.2,
             dataset: "mnist".into(),
             model: "lenet300-100".into(),
