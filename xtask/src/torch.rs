@@ -155,7 +155,7 @@ impl Lock {
                 }
                 continue;
             }
-            if last_msg.map_or(true, |t| t.elapsed() >= Duration::from_secs(30)) {
+            if last_msg.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
                 step!(
                     "waiting for another setup (pid {}) to finish installing torch (lock {})",
                     owner.map_or_else(|| "?".to_string(), |p| p.to_string()),

@@ -414,7 +414,7 @@ mod tests {
             let px = IMAGE_SIDE * IMAGE_SIDE;
             let images: Vec<u8> = labels
                 .iter()
-                .flat_map(|&l| std::iter::repeat(l * 20).take(px))
+                .flat_map(|&l| std::iter::repeat_n(l * 20, px))
                 .collect();
             self.write(
                 kind,

@@ -74,7 +74,7 @@ impl ActivationProbe for DnrProbe {
         let flat = a.view([batch, -1]);
         let units = flat.size()[1];
         // Count samples once per forward pass: at the first site.
-        if self.first_site.as_deref().map_or(true, |s| s == site) {
+        if self.first_site.as_deref().is_none_or(|s| s == site) {
             self.first_site.get_or_insert_with(|| site.to_string());
             self.samples += batch;
         }

@@ -690,108 +690,75 @@ pub fn run_method(
                 finish(1, t0, vec![e], phase, &mask)?;
             }
         }
-        Method::Gmp {
-            final_density,
-            begin,
-            end,
-            every,
-            allocation,
-        } => {
+        Method::Gmp { .. } | Method::Granet { .. } | Method::Rigl { .. } => {
             let t0 = Instant::now();
+            let schedule = match method {
+                Method::Gmp {
+                    final_density,
+                    begin,
+                    end,
+                    every,
+                    allocation,
+                } => dynamic::Schedule::Gmp {
+                    sparsity: 1.0 - final_density,
+                    begin: *begin,
+                    end: *end,
+                    every: *every,
+                    allocation: allocation.clone(),
+                    regrow: None,
+                },
+                Method::Granet {
+                    final_density,
+                    begin,
+                    end,
+                    every,
+                    drop_fraction,
+                    allocation,
+                } => dynamic::Schedule::Gmp {
+                    sparsity: 1.0 - final_density,
+                    begin: *begin,
+                    end: *end,
+                    every: *every,
+                    allocation: allocation.clone(),
+                    regrow: Some(dynamic::Regrow {
+                        initial: *drop_fraction,
+                        decay_until: train.iterations,
+                        dense_layers: vec![],
+                    }),
+                },
+                Method::Rigl {
+                    density,
+                    every,
+                    drop_fraction,
+                    end_fraction,
+                    dense_layers,
+                } => {
+                    // Sparse from the start: ERK densities at random positions.
+                    let shapes: Vec<(String, Vec<i64>)> = ctx
+                        .prunable
+                        .iter()
+                        .map(|(n, t)| (n.to_string(), t.size()))
+                        .collect();
+                    let densities = ap_criteria::erk_densities(&shapes, *density, dense_layers);
+                    let seed = ap_tensor::derive_seed(seeds.prune, "rigl-init");
+                    mask = ap_criteria::random_mask_with_densities(&ctx.prunable, &densities, seed);
+                    mask.apply(&ctx.prunable)?;
+                    let stop = (*end_fraction * train.iterations as f64) as u64;
+                    let regrow = dynamic::Regrow {
+                        initial: *drop_fraction,
+                        decay_until: stop,
+                        dense_layers: dense_layers.clone(),
+                    };
+                    dynamic::Schedule::Rigl {
+                        every: *every,
+                        stop,
+                        regrow,
+                    }
+                }
+                _ => unreachable!("matched above"),
+            };
+            // The hook changes the mask in place; the optimizer holds a second handle.
             let shared = mask.shallow_clone();
-            let schedule = dynamic::Schedule::Gmp {
-                sparsity: 1.0 - final_density,
-                begin: *begin,
-                end: *end,
-                every: *every,
-                allocation: allocation.clone(),
-                regrow: None,
-            };
-            let mut hook =
-                dynamic::Gradual::new(&ctx.prunable, &mut mask, ap, ctx.host(&[], 1), schedule);
-            let phase = train_phase(
-                model,
-                &data.train,
-                Some(&shared),
-                train,
-                seeds.data,
-                0,
-                &mut hook,
-                |e| on_epoch(0, e),
-            );
-            let events = hook.finish(phase.as_ref().err())?;
-            finish(0, t0, events, phase?, &mask)?;
-        }
-        Method::Granet {
-            final_density,
-            begin,
-            end,
-            every,
-            drop_fraction,
-            allocation,
-        } => {
-            let t0 = Instant::now();
-            let regrow = dynamic::Regrow {
-                initial: *drop_fraction,
-                decay_until: train.iterations,
-                dense_layers: vec![],
-            };
-            let shared = mask.shallow_clone();
-            let schedule = dynamic::Schedule::Gmp {
-                sparsity: 1.0 - final_density,
-                begin: *begin,
-                end: *end,
-                every: *every,
-                allocation: allocation.clone(),
-                regrow: Some(regrow),
-            };
-            let mut hook =
-                dynamic::Gradual::new(&ctx.prunable, &mut mask, ap, ctx.host(&[], 1), schedule);
-            let phase = train_phase(
-                model,
-                &data.train,
-                Some(&shared),
-                train,
-                seeds.data,
-                0,
-                &mut hook,
-                |e| on_epoch(0, e),
-            );
-            let events = hook.finish(phase.as_ref().err())?;
-            finish(0, t0, events, phase?, &mask)?;
-        }
-        Method::Rigl {
-            density,
-            every,
-            drop_fraction,
-            end_fraction,
-            dense_layers,
-        } => {
-            let t0 = Instant::now();
-            let shapes: Vec<(String, Vec<i64>)> = ctx
-                .prunable
-                .iter()
-                .map(|(n, t)| (n.to_string(), t.size()))
-                .collect();
-            let densities = ap_criteria::erk_densities(&shapes, *density, dense_layers);
-            mask = ap_criteria::random_mask_with_densities(
-                &ctx.prunable,
-                &densities,
-                ap_tensor::derive_seed(seeds.prune, "rigl-init"),
-            );
-            mask.apply(&ctx.prunable)?;
-            let stop = (*end_fraction * train.iterations as f64) as u64;
-            let regrow = dynamic::Regrow {
-                initial: *drop_fraction,
-                decay_until: stop,
-                dense_layers: dense_layers.clone(),
-            };
-            let shared = mask.shallow_clone();
-            let schedule = dynamic::Schedule::Rigl {
-                every: *every,
-                stop,
-                regrow,
-            };
             let mut hook =
                 dynamic::Gradual::new(&ctx.prunable, &mut mask, ap, ctx.host(&[], 1), schedule);
             let phase = train_phase(

@@ -414,3 +414,23 @@ fn a_diverging_run_is_recorded_and_the_others_continue() {
         stderr(&again)
     );
 }
+
+/// Every grid and spec shipped in the repository parses and validates.
+#[test]
+fn shipped_grids_and_specs_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root.join("grids")).unwrap() {
+        let path = entry.unwrap().path();
+        let grid: ap_runs::GridSpec = ap_runs::spec::read_toml(&path).unwrap();
+        assert!(!grid.expand(&path.display().to_string()).unwrap().is_empty());
+        checked += 1;
+    }
+    for entry in std::fs::read_dir(root.join("specs")).unwrap() {
+        let path = entry.unwrap().path();
+        let spec: ap_runs::RunSpec = ap_runs::spec::read_toml(&path).unwrap();
+        spec.validate().unwrap();
+        checked += 1;
+    }
+    assert!(checked >= 4);
+}
