@@ -1,0 +1,150 @@
+//! Every method with and without AP on real MNIST (short training): exact target
+//! density, per-event records, and the same density with and without AP.
+
+use ap_criteria::{Allocation, Criterion};
+use ap_data::{default_data_dir, Dataset, DatasetKind};
+use ap_prune::{run_method, ApConfig, Method, RoundRecord, RunSeeds};
+use ap_train::{LrSchedule, OptimizerSpec, TrainConfig};
+use tch::Device;
+
+fn run(method: &Method, ap: Option<&ApConfig>, data: &Dataset) -> Vec<RoundRecord> {
+    ap_tensor::seed_torch(1, "init");
+    let model = ap_models::build("lenet300-100", &[1, 28, 28], 10, Device::Cpu).unwrap();
+    let train = TrainConfig {
+        optimizer: OptimizerSpec::Adam {
+            lr: 1.2e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
+        schedule: LrSchedule::Constant,
+        batch_size: 60,
+        iterations: 200,
+    };
+    let seeds = RunSeeds { data: 2, prune: 3 };
+    run_method(
+        &model,
+        data,
+        &train,
+        method,
+        ap,
+        seeds,
+        2000,
+        |_, _| Ok(()),
+        |_, _| {},
+    )
+    .unwrap()
+}
+
+#[test]
+fn every_method_reaches_its_density_on_mnist() {
+    tch::set_num_threads(1);
+    let dir = default_data_dir();
+    let data = Dataset::load(DatasetKind::Mnist, &dir, Device::Cpu)
+        .unwrap_or_else(|e| panic!("{e} (data dir {}: run `cargo xtask setup`)", dir.display()));
+    let total = 266_200i64;
+    let g = Allocation::Global;
+    let one_shot = |criterion, at_init| Method::OneShot {
+        density: 0.05,
+        criterion,
+        at_init,
+        fine_tune_iterations: Some(100),
+        allocation: g.clone(),
+        synflow_iterations: 10,
+        snip_batches: 1,
+    };
+    let five_pct = total - (0.95 * total as f64).round() as i64;
+    let mut after_rounds = total;
+    for _ in 0..3 {
+        after_rounds -= (0.6 * after_rounds as f64).floor() as i64;
+    }
+    let cases = vec![
+        (
+            Method::Imp {
+                rounds: 3,
+                rate: 0.6,
+                criterion: Criterion::Magnitude,
+                allocation: g.clone(),
+                rewind_iteration: 50,
+            },
+            after_rounds,
+        ),
+        (
+            Method::Lrr {
+                rounds: 3,
+                rate: 0.6,
+                criterion: Criterion::Magnitude,
+                allocation: g.clone(),
+            },
+            after_rounds,
+        ),
+        (one_shot(Criterion::Magnitude, false), five_pct),
+        (one_shot(Criterion::Snip, true), five_pct),
+        (one_shot(Criterion::Synflow, true), five_pct),
+        (
+            Method::Gmp {
+                final_density: 0.05,
+                begin: 20,
+                end: 160,
+                every: 20,
+                allocation: g.clone(),
+            },
+            five_pct,
+        ),
+        (
+            Method::Granet {
+                final_density: 0.05,
+                begin: 20,
+                end: 160,
+                every: 20,
+                drop_fraction: 0.5,
+                allocation: g.clone(),
+            },
+            five_pct,
+        ),
+    ];
+    for (method, kept) in cases {
+        let plain = run(&method, None, &data);
+        let with_ap = run(&method, Some(&ApConfig::with_rate(0.06)), &data);
+        for records in [&plain, &with_ap] {
+            assert_eq!(
+                records.last().unwrap().density.kept,
+                kept,
+                "{}",
+                method.name()
+            );
+            assert!(
+                records.iter().flat_map(|r| &r.events).count() >= 1,
+                "{} records its events",
+                method.name()
+            );
+        }
+        let ap_removed: i64 = with_ap
+            .iter()
+            .flat_map(|r| &r.events)
+            .map(|e| e.ap_removed)
+            .sum();
+        assert!(ap_removed > 0, "{}: AP took part", method.name());
+    }
+    // RigL: ERK densities floor per layer, so the total is within a layer count of 5%.
+    let rigl = Method::Rigl {
+        density: 0.05,
+        every: 20,
+        drop_fraction: 0.3,
+        end_fraction: 0.75,
+        dense_layers: vec![],
+    };
+    for ap in [None, Some(ApConfig::with_rate(0.0))] {
+        let r = run(&rigl, ap.as_ref(), &data);
+        let kept = r[0].density.kept;
+        assert!(
+            (kept - (0.05 * total as f64) as i64).abs() <= 3,
+            "rigl kept {kept}"
+        );
+        assert!(r[0]
+            .events
+            .iter()
+            .all(|e| e.regrown == e.host_removed + e.ap_removed));
+    }
+}
