@@ -21,6 +21,7 @@ fn run(ap: Option<ApConfig>, data: &Dataset) -> Vec<RoundRecord> {
         schedule: LrSchedule::Constant,
         batch_size: 60,
         iterations: 1000,
+        warmup_iterations: 0,
     };
     let imp = Method::Imp {
         rounds: 4,

@@ -21,6 +21,7 @@ fn run(method: &Method, ap: Option<&ApConfig>, data: &Dataset) -> Vec<RoundRecor
         schedule: LrSchedule::Constant,
         batch_size: 60,
         iterations: 200,
+        warmup_iterations: 0,
     };
     let seeds = RunSeeds { data: 2, prune: 3 };
     run_method(

@@ -42,6 +42,7 @@ fn recipe(iterations: u64) -> TrainConfig {
         schedule: LrSchedule::Constant,
         batch_size: 16,
         iterations,
+        warmup_iterations: 0,
     }
 }
 

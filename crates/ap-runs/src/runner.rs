@@ -51,6 +51,7 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
     seed_torch(spec.seed, "init");
     let input: Vec<i64> = data.train.images.size()[1..].to_vec();
     let model = ap_models::build(&spec.model, &input, data.num_classes() as i64, opts.device)?;
+    ap_models::initialise(&model, spec.init);
     let label = spec.dir_name();
     let mut records: Vec<RoundRecord> = vec![];
     let on_round = |r: &RoundRecord, mask: &ap_mask::Mask| -> Result<(), ap_prune::PruneError> {

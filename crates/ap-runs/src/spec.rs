@@ -73,9 +73,16 @@ pub struct RunSpec {
     /// AP settings.
     #[serde(default)]
     pub ap: ApSpec,
+    /// Weight initialisation scheme (left out of the key while it is the default).
+    #[serde(default, skip_serializing_if = "is_default_init")]
+    pub init: ap_models::InitScheme,
     /// Batch size for evaluation (does not change results, only memory).
     #[serde(default = "default_eval_batch")]
     pub eval_batch_size: i64,
+}
+
+fn is_default_init(i: &ap_models::InitScheme) -> bool {
+    *i == ap_models::InitScheme::Default
 }
 
 fn default_eval_batch() -> i64 {

@@ -28,6 +28,28 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Steps per phase.
     pub iterations: u64,
+    /// Linear warm-up: the rate rises from 0 to the scheduled rate over these first
+    /// iterations of a phase (the AP release warms up over 20,000).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub warmup_iterations: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl TrainConfig {
+    /// The learning rate at `iteration` of a phase: schedule, then warm-up.
+    pub fn lr_at(&self, iteration: u64) -> f64 {
+        let lr = self
+            .schedule
+            .lr_at(self.optimizer.lr(), iteration, self.iterations);
+        if iteration < self.warmup_iterations {
+            lr * (iteration + 1) as f64 / self.warmup_iterations as f64
+        } else {
+            lr
+        }
+    }
 }
 
 impl TrainConfig {
@@ -127,7 +149,6 @@ pub fn train_phase(
     let mut opt = Optimizer::new(cfg.optimizer.clone(), &model.vs, mask);
     let steps_per_epoch = train.len().div_ceil(cfg.batch_size) as u64;
     let last_epoch = (cfg.iterations.max(1) - 1) / steps_per_epoch;
-    let base_lr = cfg.optimizer.lr();
     let mut epochs = vec![];
     let mut dnr = DnrProbe::new();
     let mut it = start;
@@ -135,7 +156,7 @@ pub fn train_phase(
     while it < cfg.iterations {
         let mut loss_sum = Tensor::zeros([], (Kind::Float, train.device()));
         let mut steps = 0u64;
-        let mut lr = base_lr;
+        let mut lr = cfg.lr_at(it);
         let skip = if epoch == start / steps_per_epoch {
             (start % steps_per_epoch) as usize
         } else {
@@ -158,7 +179,7 @@ pub fn train_phase(
             opt.zero_grad();
             loss.backward();
             hook.after_backward(it, &mut opt)?;
-            lr = cfg.schedule.lr_at(base_lr, it);
+            lr = cfg.lr_at(it);
             opt.step(lr);
             hook.after_step(it, &mut opt)?;
             let _ = loss_sum.g_add_(&loss.detach());
@@ -223,7 +244,7 @@ mod tests {
             } else {
                 OptimizerSpec::Sgd { lr: 0.1, momentum: 0.9, weight_decay: 1e-2, nesterov }
             };
-            let cfg = TrainConfig { optimizer: optimizer.clone(), schedule: LrSchedule::Constant, batch_size: 8, iterations: steps };
+            let cfg = TrainConfig { optimizer: optimizer.clone(), schedule: LrSchedule::Constant, batch_size: 8, iterations: steps, warmup_iterations: 0 };
             let split = toy_split(32);
             train_phase(&model, &split, Some(&mask), &cfg, seed as u64, 0, &mut NoHook, |_| {}).unwrap();
             for ((_, w), (_, m)) in params.iter().zip(mask.iter()) {
@@ -342,8 +363,29 @@ mod tests {
             milestones: vec![10, 20],
             gamma: 0.1,
         };
-        assert_eq!(s.lr_at(1.0, 9), 1.0);
-        assert!((s.lr_at(1.0, 10) - 0.1).abs() < 1e-12 && (s.lr_at(1.0, 25) - 0.01).abs() < 1e-12);
+        assert_eq!(s.lr_at(1.0, 9, 30), 1.0);
+        assert!(
+            (s.lr_at(1.0, 10, 30) - 0.1).abs() < 1e-12
+                && (s.lr_at(1.0, 25, 30) - 0.01).abs() < 1e-12
+        );
+        assert!((LrSchedule::Cosine.lr_at(1.0, 50, 100) - 0.5).abs() < 1e-12);
+        let cfg = TrainConfig {
+            optimizer: OptimizerSpec::Sgd {
+                lr: 0.1,
+                momentum: 0.9,
+                weight_decay: 0.0,
+                nesterov: true,
+            },
+            schedule: LrSchedule::Constant,
+            batch_size: 1,
+            iterations: 100,
+            warmup_iterations: 10,
+        };
+        assert!(
+            (cfg.lr_at(0) - 0.01).abs() < 1e-12
+                && (cfg.lr_at(9) - 0.1).abs() < 1e-12
+                && cfg.lr_at(50) == 0.1
+        );
         let bad = OptimizerSpec::Sgd {
             lr: -1.0,
             momentum: 0.0,
@@ -374,6 +416,7 @@ mod tests {
             schedule: LrSchedule::Constant,
             batch_size: 32,
             iterations: 200,
+            warmup_iterations: 0,
         };
         let r = train_phase(&model, &split, None, &cfg, 1, 0, &mut NoHook, |_| {}).unwrap();
         assert_eq!(r.epochs.len(), 25);

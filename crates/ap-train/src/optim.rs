@@ -305,13 +305,19 @@ pub enum LrSchedule {
         /// Factor per milestone.
         gamma: f64,
     },
+    /// Cosine annealing from the base rate to 0 over the phase's iterations.
+    Cosine,
 }
 
 impl LrSchedule {
-    /// The rate at `iteration` (0-based) for base rate `base`.
-    pub fn lr_at(&self, base: f64, iteration: u64) -> f64 {
+    /// The rate at `iteration` (0-based) of a phase of `total` iterations, for base rate `base`.
+    pub fn lr_at(&self, base: f64, iteration: u64, total: u64) -> f64 {
         match self {
             LrSchedule::Constant => base,
+            LrSchedule::Cosine => {
+                base * 0.5
+                    * (1.0 + (std::f64::consts::PI * iteration as f64 / total.max(1) as f64).cos())
+            }
             LrSchedule::Step { milestones, gamma } => {
                 base * gamma.powi(milestones.iter().filter(|&&m| iteration >= m).count() as i32)
             }
@@ -321,7 +327,7 @@ impl LrSchedule {
     /// Checks ranges; the error names the field.
     pub fn validate(&self) -> Result<(), String> {
         match self {
-            LrSchedule::Constant => Ok(()),
+            LrSchedule::Constant | LrSchedule::Cosine => Ok(()),
             LrSchedule::Step { milestones, gamma } => {
                 if !(*gamma > 0.0 && *gamma <= 1.0) {
                     return Err(format!("schedule.gamma = {gamma} must be in (0, 1]"));
