@@ -22,6 +22,7 @@ fn run(ap: Option<ApConfig>, data: &Dataset) -> Vec<RoundRecord> {
         batch_size: 60,
         iterations: 1000,
         warmup_iterations: 0,
+        augment: Default::default(),
     };
     let imp = Method::Imp {
         rounds: 4,

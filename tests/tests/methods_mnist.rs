@@ -22,6 +22,7 @@ fn run(method: &Method, ap: Option<&ApConfig>, data: &Dataset) -> Vec<RoundRecor
         batch_size: 60,
         iterations: 200,
         warmup_iterations: 0,
+        augment: Default::default(),
     };
     let seeds = RunSeeds { data: 2, prune: 3 };
     run_method(

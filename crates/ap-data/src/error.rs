@@ -93,6 +93,53 @@ pub enum DataError {
         /// Number of classes of the data set.
         num_classes: usize,
     },
+    /// A CIFAR file is not where it was looked for.
+    #[error(
+        "missing CIFAR file {} (looked in {searched}); download the binary version from \
+         https://www.cs.toronto.edu/~kriz/cifar.html and pass its folder with --data-dir",
+        path.display()
+    )]
+    MissingCifarFile {
+        /// The file that was expected.
+        path: PathBuf,
+        /// The directories searched, comma separated.
+        searched: String,
+    },
+    /// A CIFAR file's size is not a positive multiple of its record size.
+    #[error(
+        "{file}: size {size} bytes is not a positive multiple of the CIFAR record size \
+         ({record} bytes)"
+    )]
+    RecordSize {
+        /// The file being read.
+        file: String,
+        /// Its size in bytes.
+        size: usize,
+        /// The record size of the data set (3073 for CIFAR-10, 3074 for CIFAR-100).
+        record: usize,
+    },
+    /// A CIFAR record holds an out-of-range label byte.
+    #[error("{file}: record {record}: {field} is {value}, must be below {limit}")]
+    RecordLabel {
+        /// The file being read.
+        file: String,
+        /// Index of the record within the file.
+        record: usize,
+        /// Which label byte (`label`, `coarse label` or `fine label`).
+        field: &'static str,
+        /// The value found.
+        value: u8,
+        /// The number of classes for that field.
+        limit: usize,
+    },
+    /// A validation split larger than the training split was requested.
+    #[error("cannot hold out {n_val} validation examples from a training split of {n_train}")]
+    ValidationTooLarge {
+        /// Requested validation size.
+        n_val: usize,
+        /// Size of the training split.
+        n_train: usize,
+    },
     /// A data set name that is not known.
     #[error("unknown data set {name:?}; valid names: {valid}")]
     UnknownDataset {

@@ -47,3 +47,49 @@ fn real_mnist() {
 fn real_fashion_mnist() {
     check_real(DatasetKind::FashionMnist);
 }
+
+/// CIFAR is not fetched by `cargo xtask setup` (it is in no registry), so these only run when
+/// the user has put the binary version under the data dir (or `$AP_CIFAR_DIR`).
+fn check_real_cifar(kind: DatasetKind) {
+    let dir = std::env::var_os("AP_CIFAR_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(default_data_dir);
+    let ds = match Dataset::load(kind, &dir, Device::Cpu) {
+        Ok(ds) => ds,
+        Err(ap_data::DataError::MissingCifarFile { .. }) => {
+            eprintln!("skipped: no {kind} under {}", dir.display());
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(ds.train.images.size(), vec![50_000, 3, 32, 32]);
+    assert_eq!(ds.test.images.size(), vec![10_000, 3, 32, 32]);
+    let max = kind.num_classes() as i64 - 1;
+    for split in [&ds.train, &ds.test] {
+        assert_eq!(split.labels.min().int64_value(&[]), 0);
+        assert_eq!(split.labels.max().int64_value(&[]), max);
+    }
+    for c in 0..3 {
+        let x = ds.train.images.select(1, c).to_kind(Kind::Double);
+        let (mean, std) = (
+            x.mean(Kind::Double).double_value(&[]),
+            x.std(true).double_value(&[]),
+        );
+        // The AP constants' stds are below the true ones, so normalised std is ≈ 1.2 for
+        // CIFAR-10 and ≈ 1.0 for CIFAR-100.
+        assert!(
+            mean.abs() < 0.02 && (0.9..1.3).contains(&std),
+            "{kind} channel {c}: normalised mean {mean}, std {std}"
+        );
+    }
+}
+
+#[test]
+fn real_cifar10_if_present() {
+    check_real_cifar(DatasetKind::Cifar10);
+}
+
+#[test]
+fn real_cifar100_if_present() {
+    check_real_cifar(DatasetKind::Cifar100);
+}

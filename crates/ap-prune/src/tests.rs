@@ -43,6 +43,7 @@ fn recipe(iterations: u64) -> TrainConfig {
         batch_size: 16,
         iterations,
         warmup_iterations: 0,
+        augment: Default::default(),
     }
 }
 

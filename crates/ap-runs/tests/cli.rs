@@ -434,3 +434,48 @@ fn shipped_grids_and_specs_are_valid() {
     }
     assert!(checked >= 4);
 }
+
+/// Conv-2 on Fashion-MNIST with IMP, with and without AP, through the same specs and runner.
+#[test]
+fn conv2_on_fashion_mnist_with_and_without_ap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = SPEC
+        .replace("lenet300-100", "conv2")
+        .replace("\"mnist\"", "\"fashion-mnist\"")
+        .replace("rounds = 2", "rounds = 1")
+        .replace("iterations = 300", "iterations = 60")
+        .replace("[train]", "[base.train]")
+        .replace("[prune]", "[base.prune]")
+        .replace("[ap]", "[base.ap]");
+    let grid = write(
+        tmp.path(),
+        "grid.toml",
+        &format!("name = \"g\"\n[axes]\n\"ap.enabled\" = [false, true]\n[base]\n{base}"),
+    );
+    let runs = tmp.path().join("runs");
+    let out = tmp.path().join("out");
+    let args = [
+        "reproduce",
+        "--grid",
+        grid.to_str().unwrap(),
+        "--runs-dir",
+        runs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--jobs",
+        "1",
+    ];
+    let o = ap(&args, Some(&real_data_dir()));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("conv2 / fashion-mnist — imp vs imp+AP"),
+        "{report}"
+    );
+    let summary: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary.len(), 4);
+    assert!(summary
+        .iter()
+        .all(|r| r["density"].as_f64().unwrap() >= 0.8 - 1e-9));
+}

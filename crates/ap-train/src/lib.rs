@@ -6,7 +6,7 @@
 
 mod optim;
 
-use ap_data::Split;
+use ap_data::{Augment, Split};
 use ap_eval::{DnrProbe, DnrReport};
 use ap_mask::Mask;
 use ap_models::{Model, NoProbe};
@@ -32,6 +32,10 @@ pub struct TrainConfig {
     /// iterations of a phase (the AP release warms up over 20,000).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub warmup_iterations: u64,
+    /// Training-batch augmentation on the device (random crop, horizontal flip); never
+    /// applied to evaluation. Left out of the spec's key while off.
+    #[serde(default, skip_serializing_if = "Augment::is_identity")]
+    pub augment: Augment,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -170,6 +174,7 @@ pub fn train_phase(
                 break;
             }
             let (x, y) = train.batch(&idx);
+            let x = cfg.augment.apply(&x, data_seed, it);
             let logits = if epoch == last_epoch {
                 model.forward_probed(&x, true, &mut dnr)
             } else {
@@ -244,7 +249,7 @@ mod tests {
             } else {
                 OptimizerSpec::Sgd { lr: 0.1, momentum: 0.9, weight_decay: 1e-2, nesterov }
             };
-            let cfg = TrainConfig { optimizer: optimizer.clone(), schedule: LrSchedule::Constant, batch_size: 8, iterations: steps, warmup_iterations: 0 };
+            let cfg = TrainConfig { optimizer: optimizer.clone(), schedule: LrSchedule::Constant, batch_size: 8, iterations: steps, warmup_iterations: 0, augment: Default::default() };
             let split = toy_split(32);
             train_phase(&model, &split, Some(&mask), &cfg, seed as u64, 0, &mut NoHook, |_| {}).unwrap();
             for ((_, w), (_, m)) in params.iter().zip(mask.iter()) {
@@ -380,6 +385,7 @@ mod tests {
             batch_size: 1,
             iterations: 100,
             warmup_iterations: 10,
+            augment: Default::default(),
         };
         assert!(
             (cfg.lr_at(0) - 0.01).abs() < 1e-12
@@ -417,6 +423,7 @@ mod tests {
             batch_size: 32,
             iterations: 200,
             warmup_iterations: 0,
+            augment: Default::default(),
         };
         let r = train_phase(&model, &split, None, &cfg, 1, 0, &mut NoHook, |_| {}).unwrap();
         assert_eq!(r.epochs.len(), 25);
