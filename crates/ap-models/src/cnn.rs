@@ -277,6 +277,8 @@ pub struct Vgg {
     fc: nn::Linear,
 }
 
+/// One entry of the plan; a handful per model, so the size difference between variants is irrelevant.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum VggLayer {
     Conv {

@@ -46,7 +46,7 @@ pub fn initialise(model: &Model, scheme: InitScheme) {
                     InitScheme::KaimingNormal => (2.0 / fan_in).sqrt(),
                     _ => (2.0 / (fan_in + fan_out)).sqrt(),
                 };
-                let _ = v.copy_(
+                v.copy_(
                     &(Tensor::randn(size.as_slice(), (Kind::Float, v.device())) * std)
                         .to_kind(v.kind()),
                 );

@@ -512,38 +512,59 @@ pub fn run_method(
         Ok::<(), PruneError>(())
     };
     match method {
-        Method::Imp {
-            rounds,
-            rate,
-            criterion,
-            allocation,
-            rewind_iteration,
-        } => {
-            let k = *rewind_iteration;
+        Method::Imp { .. } | Method::Lrr { .. } => {
+            // Round-based: IMP rewinds to θ_k after each event; LRR keeps the weights.
+            let (rounds, rate, criterion, allocation, rewind) = match method {
+                Method::Imp {
+                    rounds,
+                    rate,
+                    criterion,
+                    allocation,
+                    rewind_iteration,
+                } => (
+                    *rounds,
+                    *rate,
+                    *criterion,
+                    allocation,
+                    Some(*rewind_iteration),
+                ),
+                Method::Lrr {
+                    rounds,
+                    rate,
+                    criterion,
+                    allocation,
+                } => (*rounds, *rate, *criterion, allocation, None),
+                _ => unreachable!("matched above"),
+            };
+            let k = rewind.unwrap_or(0);
             let mut rewind_point = ctx.everything.snapshot();
-            for round in 0..=*rounds {
+            // AP's w_0: the weights at the start of the phase that just ended.
+            let mut phase_start = ctx.prunable.snapshot();
+            for round in 0..=rounds {
                 let t0 = Instant::now();
                 let mut events = vec![];
                 if round > 0 {
-                    // AP's w_0: the rewind point this phase started from.
-                    let phase_start = snapshot_named(&rewind_point, &ctx.prunable);
-                    let budget = Budget::from_rates(mask.kept(), *rate, ap, round - 1);
+                    let budget = Budget::from_rates(mask.kept(), rate, ap, round - 1);
                     let host = ctx.host(&[], 1);
-                    events.push(pruning_event(
+                    let e = pruning_event(
                         &ctx.prunable,
                         &mut mask,
                         &phase_start,
                         budget,
-                        *criterion,
+                        criterion,
                         allocation,
                         &host,
                         ap,
                         round - 1,
                         None,
-                    )?);
-                    ctx.everything.copy_from(&rewind_point)?;
-                    mask.apply(&ctx.prunable)?;
+                    )?;
+                    events.push(e);
+                    if rewind.is_some() {
+                        ctx.everything.copy_from(&rewind_point)?;
+                        mask.apply(&ctx.prunable)?;
+                    }
                 }
+                phase_start = ctx.prunable.snapshot();
                 let start = if round == 0 { 0 } else { k };
                 let mut snap = SnapshotAt {
                     at: k,
@@ -568,47 +589,6 @@ pub fn run_method(
                 if let Some(taken) = snap.taken.take() {
                     rewind_point = taken;
                 }
-                finish(round, t0, events, phase, &mask)?;
-            }
-        }
-        Method::Lrr {
-            rounds,
-            rate,
-            criterion,
-            allocation,
-        } => {
-            let mut phase_start = ctx.prunable.snapshot();
-            for round in 0..=*rounds {
-                let t0 = Instant::now();
-                let mut events = vec![];
-                if round > 0 {
-                    let budget = Budget::from_rates(mask.kept(), *rate, ap, round - 1);
-                    let host = ctx.host(&[], 1);
-                    events.push(pruning_event(
-                        &ctx.prunable,
-                        &mut mask,
-                        &phase_start,
-                        budget,
-                        *criterion,
-                        allocation,
-                        &host,
-                        ap,
-                        round - 1,
-                        None,
-                    )?);
-                }
-                // AP's w_0 for the next event: the start of this retraining phase.
-                phase_start = ctx.prunable.snapshot();
-                let phase = train_phase(
-                    model,
-                    &data.train,
-                    Some(&mask),
-                    train,
-                    seeds.data,
-                    0,
-                    &mut NoHook,
-                    |e| on_epoch(round, e),
-                )?;
                 finish(round, t0, events, phase, &mask)?;
             }
         }
@@ -776,20 +756,6 @@ pub fn run_method(
         }
     }
     Ok(records)
-}
-
-/// The entries of `all` named like those of `like`, as a new list sharing storage.
-fn snapshot_named(all: &NamedParams, like: &NamedParams) -> NamedParams {
-    NamedParams::from_entries(
-        like.names()
-            .map(|n| {
-                (
-                    n.to_string(),
-                    all.get(n).expect("same model").shallow_clone(),
-                )
-            })
-            .collect(),
-    )
 }
 
 /// Takes a snapshot of the parameters after `at` steps (weight rewinding's θ_k).
