@@ -176,9 +176,11 @@ fn reproduce(
     let started = Instant::now();
     let failures = Mutex::new(vec![]);
     if !todo.is_empty() {
-        let jobs = jobs.min(todo.len());
+        // Threads per run follow the requested --jobs, not how many runs are left, so a
+        // rerun of one run uses the same thread count (and gives the same numbers on CPU).
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
         let threads = common.threads.unwrap_or((cores / jobs as i32).max(1));
+        let jobs = jobs.min(todo.len());
         if jobs == 1 {
             tch::set_num_threads(threads);
             for (i, s) in todo.iter().enumerate() {
