@@ -158,32 +158,9 @@ pub fn ap_select_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{select_magnitude, Scope};
+    use crate::test_util::{flat, layers, named};
+    use crate::{magnitude_scores, select_by_scores, Allocation};
     use proptest::prelude::*;
-
-    fn named(vals: &[Vec<f32>]) -> NamedParams {
-        NamedParams::from_entries(
-            vals.iter()
-                .enumerate()
-                .map(|(i, v)| (format!("l{i}"), Tensor::from_slice(v)))
-                .collect(),
-        )
-    }
-
-    fn flat(ts: &[Tensor]) -> Vec<bool> {
-        ts.iter()
-            .flat_map(|t| Vec::<i64>::try_from(&t.to_kind(Kind::Int64)).unwrap())
-            .map(|v| v != 0)
-            .collect()
-    }
-
-    fn layers() -> impl Strategy<Value = Vec<Vec<f32>>> {
-        prop::collection::vec(prop::collection::vec(-4i32..4, 1..30), 1..4).prop_map(|ls| {
-            ls.into_iter()
-                .map(|l| l.into_iter().map(|v| v as f32 / 2.0).collect())
-                .collect()
-        })
-    }
 
     fn shifted(now: &[Vec<f32>], shift: i32) -> Vec<Vec<f32>> {
         now.iter()
@@ -207,7 +184,7 @@ mod tests {
             let w0 = named(&start);
             let mut mask = Mask::dense(&cur);
             let nprune = (prune_frac * cur.numel() as f64) as i64;
-            let host = select_magnitude(&cur, &mask, nprune, Scope::Global).unwrap();
+            let host = select_by_scores(&magnitude_scores(&cur), &mask, nprune, &Allocation::Global).unwrap();
             mask.remove(&host).unwrap();
             let keep = flat(&mask.tensors().iter().map(|t| t.gt(0.5)).collect::<Vec<_>>());
             let s = ap_select(&cur, &w0, &mask, n).unwrap();

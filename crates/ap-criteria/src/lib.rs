@@ -34,74 +34,16 @@ pub use scores::{
     select_largest, select_largest_per_tensor,
 };
 
-use ap_mask::Mask;
-use ap_tensor::{NamedParams, SelectError};
-use serde::{Deserialize, Serialize};
-use tch::Tensor;
-
-/// Where a count is ranked: across all layers at once, or within each layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Scope {
-    /// One ranking over every prunable weight.
-    #[default]
-    Global,
-    /// The same rate applied to each layer's survivors separately.
-    LayerWise,
-}
-
-impl From<Scope> for Allocation {
-    fn from(s: Scope) -> Allocation {
-        match s {
-            Scope::Global => Allocation::Global,
-            Scope::LayerWise => Allocation::Uniform,
-        }
-    }
-}
-
-/// Removal chosen by magnitude: boolean tensors in mask order (true = remove).
-///
-/// `Global` removes exactly `n` surviving weights with the smallest |w|; `LayerWise`
-/// removes `floor(rate · S_l)` from each layer, where `rate = n / S` and `S_l` are the
-/// layer's survivors. Same as [`select_by_scores`] on [`magnitude_scores`].
-pub fn select_magnitude(
-    params: &NamedParams,
-    mask: &Mask,
-    n: i64,
-    scope: Scope,
-) -> Result<Vec<Tensor>, SelectError> {
-    select_by_scores(&magnitude_scores(params), mask, n, &scope.into())
-}
+#[cfg(test)]
+mod test_util;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::{flat, layers, named};
+    use ap_mask::Mask;
     use proptest::prelude::*;
     use tch::Kind;
-
-    fn named(vals: &[Vec<f32>]) -> NamedParams {
-        NamedParams::from_entries(
-            vals.iter()
-                .enumerate()
-                .map(|(i, v)| (format!("l{i}"), Tensor::from_slice(v)))
-                .collect(),
-        )
-    }
-
-    fn flat(ts: &[Tensor]) -> Vec<bool> {
-        ts.iter()
-            .flat_map(|t| Vec::<i64>::try_from(&t.to_kind(Kind::Int64)).unwrap())
-            .map(|v| v != 0)
-            .collect()
-    }
-
-    fn layers() -> impl Strategy<Value = Vec<Vec<f32>>> {
-        prop::collection::vec(prop::collection::vec(-4i32..4, 1..30), 1..4).prop_map(|ls| {
-            ls.into_iter()
-                .map(|l| l.into_iter().map(|v| v as f32 / 2.0).collect())
-                .collect()
-        })
-    }
 
     proptest! {
         /// Global magnitude removes exactly n survivors, each no larger than any kept one.
@@ -110,7 +52,7 @@ mod tests {
             let cur = named(&now);
             let mask = Mask::dense(&cur);
             let n = (frac * cur.numel() as f64) as i64;
-            let sel = flat(&select_magnitude(&cur, &mask, n, Scope::Global).unwrap());
+            let sel = flat(&select_by_scores(&magnitude_scores(&cur), &mask, n, &Allocation::Global).unwrap());
             let mags: Vec<f32> = now.iter().flatten().map(|v| v.abs()).collect();
             prop_assert_eq!(sel.iter().filter(|&&b| b).count() as i64, n);
             let max_sel = mags.iter().zip(&sel).filter(|(_, &s)| s).map(|(m, _)| *m).fold(f32::MIN, f32::max);
@@ -122,7 +64,8 @@ mod tests {
     fn layer_wise_prunes_each_layer_at_the_rate() {
         let cur = named(&[vec![1.0; 10], vec![2.0; 30]]);
         let mask = Mask::dense(&cur);
-        let sel = select_magnitude(&cur, &mask, 8, Scope::LayerWise).unwrap();
+        let sel =
+            select_by_scores(&magnitude_scores(&cur), &mask, 8, &Allocation::Uniform).unwrap();
         let counts: Vec<i64> = sel
             .iter()
             .map(|t| t.sum(Kind::Int64).int64_value(&[]))

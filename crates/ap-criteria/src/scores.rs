@@ -153,16 +153,8 @@ fn negate(scores: &[&Tensor]) -> Vec<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::named;
     use proptest::prelude::*;
-
-    fn named(vals: &[Vec<f32>]) -> NamedParams {
-        NamedParams::from_entries(
-            vals.iter()
-                .enumerate()
-                .map(|(i, v)| (format!("l{i}"), Tensor::from_slice(v)))
-                .collect(),
-        )
-    }
 
     fn vals(t: &Tensor) -> Vec<f64> {
         ap_tensor::to_f64_vec(t)

@@ -444,6 +444,27 @@ impl Ctx<'_> {
         }
     }
 
+    /// One training phase on the training split with the run's data order.
+    fn train(
+        &self,
+        mask: &Mask,
+        cfg: &TrainConfig,
+        start: u64,
+        hook: &mut dyn StepHook,
+        on_epoch: impl FnMut(&EpochStats),
+    ) -> Result<ap_train::PhaseReport, TrainError> {
+        train_phase(
+            self.model,
+            &self.data.train,
+            Some(mask),
+            cfg,
+            self.seeds.data,
+            start,
+            hook,
+            on_epoch,
+        )
+    }
+
     fn snip_batches(&self, count: usize) -> Vec<(Tensor, Tensor)> {
         let b = self.train.batch_size as i64;
         let n = self.data.train.len() as i64;
@@ -576,16 +597,7 @@ pub fn run_method(
                 } else {
                     &mut NoHook
                 };
-                let phase = train_phase(
-                    model,
-                    &data.train,
-                    Some(&mask),
-                    train,
-                    seeds.data,
-                    start,
-                    hook,
-                    |e| on_epoch(round, e),
-                )?;
+                let phase = ctx.train(&mask, train, start, hook, |e| on_epoch(round, e))?;
                 if let Some(taken) = snap.taken.take() {
                     rewind_point = taken;
                 }
@@ -627,29 +639,11 @@ pub fn run_method(
             if *at_init {
                 let t0 = Instant::now();
                 let e = prune(&mut mask)?;
-                let phase = train_phase(
-                    model,
-                    &data.train,
-                    Some(&mask),
-                    train,
-                    seeds.data,
-                    0,
-                    &mut NoHook,
-                    |e| on_epoch(0, e),
-                )?;
+                let phase = ctx.train(&mask, train, 0, &mut NoHook, |e| on_epoch(0, e))?;
                 finish(0, t0, vec![e], phase, &mask)?;
             } else {
                 let t0 = Instant::now();
-                let phase = train_phase(
-                    model,
-                    &data.train,
-                    Some(&mask),
-                    train,
-                    seeds.data,
-                    0,
-                    &mut NoHook,
-                    |e| on_epoch(0, e),
-                )?;
+                let phase = ctx.train(&mask, train, 0, &mut NoHook, |e| on_epoch(0, e))?;
                 finish(0, t0, vec![], phase, &mask)?;
                 let t0 = Instant::now();
                 let e = prune(&mut mask)?;
@@ -657,16 +651,7 @@ pub fn run_method(
                     iterations: fine_tune_iterations.unwrap_or(train.iterations),
                     ..train.clone()
                 };
-                let phase = train_phase(
-                    model,
-                    &data.train,
-                    Some(&mask),
-                    &fine,
-                    seeds.data,
-                    0,
-                    &mut NoHook,
-                    |e| on_epoch(1, e),
-                )?;
+                let phase = ctx.train(&mask, &fine, 0, &mut NoHook, |e| on_epoch(1, e))?;
                 finish(1, t0, vec![e], phase, &mask)?;
             }
         }
@@ -741,16 +726,7 @@ pub fn run_method(
             let shared = mask.shallow_clone();
             let mut hook =
                 dynamic::Gradual::new(&ctx.prunable, &mut mask, ap, ctx.host(&[], 1), schedule);
-            let phase = train_phase(
-                model,
-                &data.train,
-                Some(&shared),
-                train,
-                seeds.data,
-                0,
-                &mut hook,
-                |e| on_epoch(0, e),
-            );
+            let phase = ctx.train(&shared, train, 0, &mut hook, |e| on_epoch(0, e));
             let events = hook.finish(phase.as_ref().err())?;
             finish(0, t0, events, phase?, &mask)?;
         }
