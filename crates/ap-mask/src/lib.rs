@@ -9,7 +9,9 @@
 
 use std::path::Path;
 
-use ap_tensor::{load_safetensors, save_safetensors, to_f64_vec, NamedParams, TensorError};
+use ap_tensor::{
+    load_safetensors_in_order, save_safetensors, to_f64_vec, NamedParams, TensorError,
+};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -227,12 +229,23 @@ impl Mask {
         Ok(save_safetensors(path, &u8s)?)
     }
 
-    /// Reads a mask written by [`Mask::save`] onto `device`, converting it to `kind`.
-    pub fn load(path: &Path, device: Device, kind: Kind) -> Result<Mask, MaskError> {
-        let entries = load_safetensors(path, device)?
-            .into_iter()
-            .map(|(n, t)| (n, t.to_kind(kind)))
-            .collect();
+    /// Reads a mask written by [`Mask::save`] for `params`: same names in the same order,
+    /// same shapes, on the parameters' device and kind.
+    pub fn load(path: &Path, params: &NamedParams) -> Result<Mask, MaskError> {
+        let names: Vec<&str> = params.names().collect();
+        let loaded = load_safetensors_in_order(path, Device::Cpu, &names)?;
+        let mut entries = Vec::with_capacity(loaded.len());
+        for ((name, t), (_, p)) in loaded.into_iter().zip(params.iter()) {
+            if t.size() != p.size() {
+                return Err(MaskError::Mismatch(format!(
+                    "{}: `{name}` has shape {:?}, the parameter has {:?}",
+                    path.display(),
+                    t.size(),
+                    p.size()
+                )));
+            }
+            entries.push((name, t.to_device(p.device()).to_kind(p.kind())));
+        }
         Ok(Mask { entries })
     }
 
@@ -321,7 +334,7 @@ mod tests {
         );
         let path = std::env::temp_dir().join(format!("ap-mask-{}.safetensors", std::process::id()));
         m.save(&path).unwrap();
-        let back = Mask::load(&path, Device::Cpu, Kind::Float).unwrap();
+        let back = Mask::load(&path, &p).unwrap();
         assert!(back.is_subset_of(&m) && m.is_subset_of(&back));
         std::fs::remove_file(path).unwrap();
     }

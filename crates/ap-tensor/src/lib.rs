@@ -213,16 +213,52 @@ pub fn save_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(),
     })
 }
 
-/// Reads named tensors from a safetensors file onto `device`.
+/// Reads named tensors from a safetensors file onto `device`, sorted by name.
+///
+/// The format keeps no tensor order (libtorch hands them back in hash order), so callers
+/// that need the model's order use [`load_safetensors_in_order`].
 pub fn load_safetensors(path: &Path, device: Device) -> Result<Vec<(String, Tensor)>, TensorError> {
-    let tensors = Tensor::read_safetensors(path).map_err(|source| TensorError::Torch {
+    let mut tensors = Tensor::read_safetensors(path).map_err(|source| TensorError::Torch {
         context: path.display().to_string(),
         source,
     })?;
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(tensors
         .into_iter()
         .map(|(n, t)| (n, t.to_device(device)))
         .collect())
+}
+
+/// Reads exactly the tensors `names` from a safetensors file, in that order, onto `device`.
+/// A missing or an extra name is an error naming the file, so a checkpoint of another
+/// model is never half-loaded.
+pub fn load_safetensors_in_order<S: AsRef<str>>(
+    path: &Path,
+    device: Device,
+    names: &[S],
+) -> Result<Vec<(String, Tensor)>, TensorError> {
+    let mut by_name: std::collections::BTreeMap<String, Tensor> =
+        load_safetensors(path, device)?.into_iter().collect();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let name = name.as_ref();
+        let t = by_name
+            .remove(name)
+            .ok_or_else(|| TensorError::MissingParameter {
+                name: format!("{name} (in {})", path.display()),
+                available: by_name.keys().cloned().collect::<Vec<_>>().join(", "),
+            })?;
+        out.push((name.to_string(), t));
+    }
+    if let Some(extra) = by_name.keys().next() {
+        return Err(TensorError::Torch {
+            context: path.display().to_string(),
+            source: TchError::FileFormat(format!(
+                "unexpected tensor `{extra}`: the file belongs to a different model"
+            )),
+        });
+    }
+    Ok(out)
 }
 
 /// `path` with `.tmp-<pid>` appended: the temporary file of an atomic write.
@@ -303,6 +339,34 @@ mod tests {
         let back = load_safetensors(&path, Device::Cpu).unwrap();
         assert_eq!(back[0].0, "m");
         assert!(back[0].1.equal(&t));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The file keeps no order; reading in a given order must give exactly that order,
+    /// every time, however many tensors there are.
+    #[test]
+    fn in_order_load_keeps_the_callers_order() {
+        let dir = std::env::temp_dir().join(format!("ap-tensor-order-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.safetensors");
+        let names: Vec<String> = (0..20).rev().map(|i| format!("layer{i}.weight")).collect();
+        let tensors: Vec<(String, Tensor)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), Tensor::from_slice(&[i as f32])))
+            .collect();
+        save_safetensors(&path, &tensors).unwrap();
+        for _ in 0..5 {
+            let back = load_safetensors_in_order(&path, Device::Cpu, &names).unwrap();
+            for (i, ((n, t), want)) in back.iter().zip(&names).enumerate() {
+                assert_eq!(n, want);
+                assert_eq!(t.double_value(&[0]), i as f64);
+            }
+        }
+        let err = load_safetensors_in_order(&path, Device::Cpu, &["nope"]).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        let err = load_safetensors_in_order(&path, Device::Cpu, &names[..19]).unwrap_err();
+        assert!(err.to_string().contains("layer0.weight"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
