@@ -5,6 +5,7 @@
 //! the test suite or the reproduction with that environment. Run `cargo xtask help`.
 
 mod archive;
+mod bench;
 mod checksum;
 mod data;
 mod paths;
@@ -30,7 +31,14 @@ commands:
   env                  print `export` lines for LIBTORCH, LD_LIBRARY_PATH and AP_DATA_DIR;
                        use as: eval \"$(cargo xtask env)\"   (run setup first)
   test [ARGS...]       setup, then `cargo test --workspace ARGS...` with that environment
-  reproduce [ARGS...]  setup, then build and run `ap reproduce ARGS...` (release build)
+  reproduce [ARGS...]  setup, then build and run `ap reproduce ARGS...` (release build):
+                       the experiment grid of a profile (smoke, quick (default), paper),
+                       resuming where it stopped; writes results/<profile>/
+  report [ARGS...]     `ap report ARGS...`: rebuild a profile's report from the run store
+  status [ARGS...]     `ap status ARGS...`: done / running / pending / failed per run
+  bench [--quick]      setup, then benchmark against PyTorch (release build of ap-bench and
+                       bench/baselines.py with the venv python); prints the table, writes
+                       target/bench/. --quick: tiny sizes, dev build, for CI smoke tests
   help                 this message
 
 environment:
@@ -38,16 +46,24 @@ environment:
   AP_TORCH_VENV    python venv holding torch (default <cache root>/torch-2.11.0)
   AP_DATA_DIR      data directory (default <cache root>/data)
   LIBTORCH         an existing libtorch to use instead of the venv (must contain lib/)
+  AP_BENCH_THREADS libtorch threads on both sides of `bench` (default 1)
 ";
 
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Cmd {
     Help,
-    Setup { data: bool },
+    Setup {
+        data: bool,
+    },
     Env,
     Test(Vec<OsString>),
-    Reproduce(Vec<OsString>),
+    /// `reproduce`, `report` or `status`: forwarded to the `ap` program of that name.
+    Ap(&'static str, Vec<OsString>),
+    /// `bench`: benchmarks against PyTorch; `quick` for tiny sizes (CI smoke test).
+    Bench {
+        quick: bool,
+    },
 }
 
 fn parse_args(args: Vec<OsString>) -> Result<Cmd> {
@@ -80,7 +96,19 @@ fn parse_args(args: Vec<OsString>) -> Result<Cmd> {
             Ok(Cmd::Env)
         }
         "test" => Ok(Cmd::Test(rest)),
-        "reproduce" => Ok(Cmd::Reproduce(rest)),
+        "reproduce" => Ok(Cmd::Ap("reproduce", rest)),
+        "report" => Ok(Cmd::Ap("report", rest)),
+        "status" => Ok(Cmd::Ap("status", rest)),
+        "bench" => {
+            let mut quick = false;
+            for a in &rest {
+                match a.to_str() {
+                    Some("--quick") => quick = true,
+                    _ => bail!("unknown bench option {:?}", a.to_string_lossy()),
+                }
+            }
+            Ok(Cmd::Bench { quick })
+        }
         other => bail!("unknown command `{other}`"),
     }
 }
@@ -122,8 +150,9 @@ fn run(cmd: Cmd) -> Result<i32> {
             cmd.arg("test").arg("--workspace").args(args);
             run_with_env(&mut cmd, &s)
         }
-        Cmd::Reproduce(args) => {
-            let s = setup(true)?;
+        Cmd::Ap(sub, args) => {
+            // Only `reproduce` trains, so only it needs the data sets.
+            let s = setup(sub == "reproduce")?;
             let mut build = Command::new(cargo());
             build.args(["build", "--release", "-p", "ap-runs", "--bin", "ap"]);
             let code = run_with_env(&mut build, &s)?;
@@ -132,9 +161,10 @@ fn run(cmd: Cmd) -> Result<i32> {
             }
             let target = target_dir(&workspace_root(), paths::process_env("CARGO_TARGET_DIR"));
             let mut ap = Command::new(target.join("release").join("ap"));
-            ap.arg("reproduce").args(args);
+            ap.arg(sub).args(args);
             run_with_env(&mut ap, &s)
         }
+        Cmd::Bench { quick } => bench::run(quick),
     }
 }
 
@@ -307,8 +337,21 @@ mod tests {
         );
         assert_eq!(
             parse_args(os(&["reproduce", "--grid", "quick"])).unwrap(),
-            Cmd::Reproduce(os(&["--grid", "quick"]))
+            Cmd::Ap("reproduce", os(&["--grid", "quick"]))
         );
+        assert_eq!(
+            parse_args(os(&["report", "--profile", "smoke"])).unwrap(),
+            Cmd::Ap("report", os(&["--profile", "smoke"]))
+        );
+        assert_eq!(
+            parse_args(os(&["status"])).unwrap(),
+            Cmd::Ap("status", vec![])
+        );
+        assert_eq!(
+            parse_args(os(&["bench", "--quick"])).unwrap(),
+            Cmd::Bench { quick: true }
+        );
+        assert!(parse_args(os(&["bench", "--fast"])).is_err());
         let err = parse_args(os(&["frobnicate"])).unwrap_err().to_string();
         assert!(err.contains("frobnicate"), "{err}");
     }

@@ -207,6 +207,16 @@ fn one_batch() -> usize {
 }
 
 impl Method {
+    /// True when the method has more than one round (training phase) with events between
+    /// them, so a run can continue from the checkpoint after a finished round.
+    pub fn rounds_between_phases(&self) -> bool {
+        match self {
+            Method::Imp { .. } | Method::Lrr { .. } => true,
+            Method::OneShot { at_init, .. } => !at_init,
+            Method::Gmp { .. } | Method::Granet { .. } | Method::Rigl { .. } => false,
+        }
+    }
+
     /// Short label for tables and directory names: the method, with the rewind point
     /// and a criterion other than magnitude, e.g. `imp`, `imp-rewind`, `imp-random`,
     /// `pai-snip`, `one-shot`, `gmp`.
@@ -418,6 +428,99 @@ pub struct RunSeeds {
     pub prune: u64,
 }
 
+/// The state of a run after a finished round, as named tensors: enough to continue it
+/// exactly (bit for bit on CPU), because nothing else carries over between rounds (data
+/// order, augmentation and random scores are seeded per step and per event).
+///
+/// Names are `<part>/<tensor>` with parts `model` (every variable, BatchNorm buffers
+/// included), `mask`, and what the method keeps between rounds: `rewind` (IMP's θ_k),
+/// `phase_start` (AP's w_0), `theta0` (one-shot's movement origin). Methods whose events
+/// all happen inside one training phase (GMP, GraNet, RigL, one-shot at init) have a single
+/// round, so a run of theirs restarts from the beginning.
+#[derive(Debug)]
+pub struct Checkpoint {
+    /// Named tensors (shallow handles while a run is going on; save them to keep them).
+    pub tensors: Vec<(String, Tensor)>,
+}
+
+/// Where to continue a run from: the records of its finished rounds and the checkpoint
+/// taken after the last of them.
+#[derive(Debug)]
+pub struct Resume {
+    /// Records of rounds 0..n, in order.
+    pub records: Vec<RoundRecord>,
+    /// The checkpoint taken after round n − 1.
+    pub checkpoint: Checkpoint,
+}
+
+impl Checkpoint {
+    fn push(&mut self, part: &str, params: &NamedParams) {
+        for (n, t) in params.iter() {
+            self.tensors
+                .push((format!("{part}/{n}"), t.shallow_clone()));
+        }
+    }
+
+    fn push_mask(&mut self, mask: &Mask) {
+        for (n, t) in mask.iter() {
+            self.tensors.push((format!("mask/{n}"), t.shallow_clone()));
+        }
+    }
+
+    /// The tensors of `part`, in the order of `like`'s names.
+    fn part(&self, part: &str, like: &NamedParams) -> Result<Vec<(String, Tensor)>, PruneError> {
+        like.names()
+            .map(|n| {
+                let key = format!("{part}/{n}");
+                self.tensors
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, t)| (n.to_string(), t.shallow_clone()))
+                    .ok_or_else(|| {
+                        PruneError::Config(format!(
+                            "checkpoint has no tensor `{key}`: it belongs to another model or method"
+                        ))
+                    })
+            })
+            .collect()
+    }
+
+    /// Copies `part` into `params` in place (values; shapes must agree).
+    fn restore(&self, part: &str, params: &NamedParams) -> Result<(), PruneError> {
+        let src = NamedParams::from_entries(self.part(part, params)?);
+        for ((n, a), (_, b)) in src.iter().zip(params.iter()) {
+            if a.size() != b.size() {
+                return Err(PruneError::Config(format!(
+                    "checkpoint tensor `{part}/{n}` has shape {:?}, the model's has {:?}",
+                    a.size(),
+                    b.size()
+                )));
+            }
+        }
+        params.copy_from(&src)?;
+        Ok(())
+    }
+
+    /// A detached copy of `part`, shaped like `like`, on its device.
+    fn snapshot(&self, part: &str, like: &NamedParams) -> Result<NamedParams, PruneError> {
+        let copy = like.snapshot();
+        self.restore(part, &copy)?;
+        Ok(copy)
+    }
+
+    /// The mask, on the parameters' device and kind.
+    fn mask(&self, like: &NamedParams) -> Result<Mask, PruneError> {
+        let mask = Mask::dense(like);
+        let dst = NamedParams::from_entries(
+            mask.iter()
+                .map(|(n, t)| (n.to_string(), t.shallow_clone()))
+                .collect(),
+        );
+        self.restore("mask", &dst)?;
+        Ok(mask)
+    }
+}
+
 /// Where a method's state lives during a run.
 struct Ctx<'a> {
     model: &'a Model,
@@ -494,6 +597,36 @@ pub fn run_method(
     seeds: RunSeeds,
     eval_batch: i64,
     mut on_round: impl FnMut(&RoundRecord, &Mask) -> Result<(), PruneError>,
+    on_epoch: impl FnMut(usize, &EpochStats),
+) -> Result<Vec<RoundRecord>, PruneError> {
+    run_method_from(
+        model,
+        data,
+        train,
+        method,
+        ap,
+        seeds,
+        eval_batch,
+        None,
+        |r, mask, _| on_round(r, mask),
+        on_epoch,
+    )
+}
+
+/// [`run_method`] that can continue from a [`Resume`] point and hands `on_round` the
+/// [`Checkpoint`] after each round, so a caller can persist it. A resumed run gives the
+/// same records as an uninterrupted one (bit for bit on CPU with the same thread count).
+#[allow(clippy::too_many_arguments)]
+pub fn run_method_from(
+    model: &Model,
+    data: &Dataset,
+    train: &TrainConfig,
+    method: &Method,
+    ap: Option<&ApConfig>,
+    seeds: RunSeeds,
+    eval_batch: i64,
+    resume: Option<Resume>,
+    mut on_round: impl FnMut(&RoundRecord, &Mask, &Checkpoint) -> Result<(), PruneError>,
     mut on_epoch: impl FnMut(usize, &EpochStats),
 ) -> Result<Vec<RoundRecord>, PruneError> {
     method.validate(train, ap)?;
@@ -512,12 +645,23 @@ pub fn run_method(
         input_shape,
     };
     let mut mask = Mask::dense(&ctx.prunable);
-    let mut records = vec![];
+    // A resume point restores the model and the mask here and the method's own state
+    // below; a method whose run is a single round never has one to continue from.
+    let (mut records, resumed) = match resume {
+        Some(r) if !r.records.is_empty() && method.rounds_between_phases() => {
+            r.checkpoint.restore("model", &ctx.everything)?;
+            mask = r.checkpoint.mask(&ctx.prunable)?;
+            (r.records, Some(r.checkpoint))
+        }
+        _ => (vec![], None),
+    };
+    let first_round = records.len();
     let mut finish = |round: usize,
                       t0: Instant,
                       events: Vec<EventReport>,
                       phase: ap_train::PhaseReport,
-                      mask: &Mask| {
+                      mask: &Mask,
+                      state: &[(&str, &NamedParams)]| {
         let test = evaluate(model, &data.test.images, &data.test.labels, eval_batch);
         let r = RoundRecord {
             round,
@@ -528,7 +672,13 @@ pub fn run_method(
             epochs: phase.epochs,
             seconds: t0.elapsed().as_secs_f64(),
         };
-        on_round(&r, mask)?;
+        let mut ckpt = Checkpoint { tensors: vec![] };
+        ckpt.push("model", &ctx.everything);
+        ckpt.push_mask(mask);
+        for (part, params) in state {
+            ckpt.push(part, params);
+        }
+        on_round(&r, mask, &ckpt)?;
         records.push(r);
         Ok::<(), PruneError>(())
     };
@@ -561,7 +711,13 @@ pub fn run_method(
             let mut rewind_point = ctx.everything.snapshot();
             // AP's w_0: the weights at the start of the phase that just ended.
             let mut phase_start = ctx.prunable.snapshot();
-            for round in 0..=rounds {
+            if let Some(c) = &resumed {
+                if rewind.is_some() {
+                    rewind_point = c.snapshot("rewind", &ctx.everything)?;
+                }
+                phase_start = c.snapshot("phase_start", &ctx.prunable)?;
+            }
+            for round in first_round..=rounds {
                 let t0 = Instant::now();
                 let mut events = vec![];
                 if round > 0 {
@@ -601,7 +757,11 @@ pub fn run_method(
                 if let Some(taken) = snap.taken.take() {
                     rewind_point = taken;
                 }
-                finish(round, t0, events, phase, &mask)?;
+                let mut state = vec![("phase_start", &phase_start)];
+                if rewind.is_some() {
+                    state.push(("rewind", &rewind_point));
+                }
+                finish(round, t0, events, phase, &mask, &state)?;
             }
         }
         Method::OneShot {
@@ -618,7 +778,10 @@ pub fn run_method(
             } else {
                 vec![]
             };
-            let theta0 = ctx.prunable.snapshot();
+            let theta0 = match &resumed {
+                Some(c) => c.snapshot("theta0", &ctx.prunable)?,
+                None => ctx.prunable.snapshot(),
+            };
             let prune = |mask: &mut Mask| -> Result<EventReport, PruneError> {
                 let surviving = mask.kept();
                 let n = surviving - (density * surviving as f64).round() as i64;
@@ -640,11 +803,16 @@ pub fn run_method(
                 let t0 = Instant::now();
                 let e = prune(&mut mask)?;
                 let phase = ctx.train(&mask, train, 0, &mut NoHook, |e| on_epoch(0, e))?;
-                finish(0, t0, vec![e], phase, &mask)?;
+                finish(0, t0, vec![e], phase, &mask, &[])?;
             } else {
-                let t0 = Instant::now();
-                let phase = ctx.train(&mask, train, 0, &mut NoHook, |e| on_epoch(0, e))?;
-                finish(0, t0, vec![], phase, &mask)?;
+                if first_round > 1 {
+                    return Ok(records);
+                }
+                if first_round == 0 {
+                    let t0 = Instant::now();
+                    let phase = ctx.train(&mask, train, 0, &mut NoHook, |e| on_epoch(0, e))?;
+                    finish(0, t0, vec![], phase, &mask, &[("theta0", &theta0)])?;
+                }
                 let t0 = Instant::now();
                 let e = prune(&mut mask)?;
                 let fine = TrainConfig {
@@ -652,7 +820,7 @@ pub fn run_method(
                     ..train.clone()
                 };
                 let phase = ctx.train(&mask, &fine, 0, &mut NoHook, |e| on_epoch(1, e))?;
-                finish(1, t0, vec![e], phase, &mask)?;
+                finish(1, t0, vec![e], phase, &mask, &[])?;
             }
         }
         Method::Gmp { .. } | Method::Granet { .. } | Method::Rigl { .. } => {
@@ -728,7 +896,7 @@ pub fn run_method(
                 dynamic::Gradual::new(&ctx.prunable, &mut mask, ap, ctx.host(&[], 1), schedule);
             let phase = ctx.train(&shared, train, 0, &mut hook, |e| on_epoch(0, e));
             let events = hook.finish(phase.as_ref().err())?;
-            finish(0, t0, events, phase?, &mask)?;
+            finish(0, t0, events, phase?, &mask, &[])?;
         }
     }
     Ok(records)

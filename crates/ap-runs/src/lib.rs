@@ -4,9 +4,16 @@
 //! A run is fully described by a [`RunSpec`]; its canonical JSON hashes to the run key
 //! that names its directory, so rerunning the same spec reuses the finished result.
 
+pub mod estimate;
+pub mod plot;
+pub mod progress;
+pub mod reference;
 pub mod report;
 pub mod runner;
+pub mod select;
+pub mod slurm;
 pub mod spec;
+pub mod status;
 pub mod store;
 
 pub use report::{summarise, write_report, SummaryRecord};

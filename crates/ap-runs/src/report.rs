@@ -1,14 +1,18 @@
-//! Reports: `summary.json` / `summary.csv` (one record per run × round) and `report.md`
-//! (per model × dataset × method, accuracy and dynamic DNR with and without AP by density).
+//! Reports: `summary.json` / `summary.csv` (one record per run × round), SVG plots per
+//! model × dataset ([`crate::plot`]) and `report.md` (per model × dataset, the plots and one
+//! table per method: accuracy and DNR with and without AP by density, next to the papers'
+//! numbers from [`crate::reference`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use ap_prune::RoundRecord;
 use serde::{Deserialize, Serialize};
 
+use crate::plot::{self, Metric};
+use crate::reference;
 use crate::spec::RunSpec;
 use crate::store::write_atomic;
 
@@ -91,97 +95,179 @@ fn mean_std(xs: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// Reference facts from the papers (ap-spec §5) shown under a table.
-fn reference_note(model: &str, dataset: &str, method: &str) -> Option<&'static str> {
-    match (model, dataset, method) {
-        ("lenet300-100", "mnist", "imp") => Some(
-            "Paper reference (Frankle & Carbin 2019, LeNet-300-100/MNIST, 50K iterations per round): dense ≈ 98% test accuracy; \
-             winning tickets stay at or above dense accuracy down to ≈ 3.6% density, peaking ≈ +0.3 pt near 13.5%.",
-        ),
-        _ => None,
-    }
+/// Markdown report without plot links (what `ap run` prints for one run): see
+/// [`markdown_with_plots`].
+pub fn markdown(records: &[SummaryRecord], title: &str) -> String {
+    markdown_with_plots(records, title, &[])
 }
 
-/// Markdown tables: per model × dataset × host method, one row per round, accuracy
-/// (mean ± std over seeds) and dynamic DNR without and with AP, and AP's gain.
-pub fn markdown(records: &[SummaryRecord], title: &str) -> String {
-    let mut groups: BTreeMap<(String, String, String), Vec<&SummaryRecord>> = BTreeMap::new();
+/// Markdown report: one section per model × dataset, opened by links to its plots (those
+/// of `plots` whose file names are [`plot::file_name`]'s for the section), then one table
+/// per host method with a row per round: density, accuracy (mean ± std over seeds) without
+/// and with AP, AP's gain, the papers' number for that row ([`reference::column`]), and
+/// dynamic and static DNR without and with AP. The papers' notes and the references placed
+/// in the column follow each table, so a reader sees what each number is compared with.
+pub fn markdown_with_plots(records: &[SummaryRecord], title: &str, plots: &[PathBuf]) -> String {
+    let mut groups: BTreeMap<(&str, &str), BTreeMap<&str, Vec<&SummaryRecord>>> = BTreeMap::new();
     for r in records {
         groups
-            .entry((r.model.clone(), r.dataset.clone(), r.method.clone()))
+            .entry((r.model.as_str(), r.dataset.as_str()))
+            .or_default()
+            .entry(r.method.as_str())
             .or_default()
             .push(r);
     }
+    let written: BTreeSet<String> = plots
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
     let mut s = format!("# {title}\n\n");
-    for ((model, dataset, method), rs) in groups {
-        let seeds: std::collections::BTreeSet<u64> = rs.iter().map(|r| r.seed).collect();
-        let ap_budget = rs.iter().find(|r| r.ap).map(|r| {
-            if r.prune_rate.is_finite() {
-                format!(
-                    " (p = {:.0}%, p_AP = {:.1}%)",
-                    100.0 * r.prune_rate,
-                    100.0 * r.ap_rate
-                )
-            } else {
-                format!(" (AP takes {:.0}% of each event)", 100.0 * r.ap_share)
-            }
-        });
-        let _ = writeln!(
-            s,
-            "## {model} / {dataset} — {method} vs {method}+AP{} ({} seed{})\n",
-            ap_budget.unwrap_or_default(),
-            seeds.len(),
-            if seeds.len() == 1 { "" } else { "s" }
-        );
-        s.push_str("| round | density | test acc | test acc +AP | AP gain (pt) | dynamic DNR | dynamic DNR +AP | static DNR | static DNR +AP |\n");
-        s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-        let mut by_round: BTreeMap<usize, (Vec<&SummaryRecord>, Vec<&SummaryRecord>)> =
-            BTreeMap::new();
-        for r in &rs {
-            let e = by_round.entry(r.round).or_default();
-            if r.ap {
-                e.1.push(r)
-            } else {
-                e.0.push(r)
+    for ((model, dataset), methods) in groups {
+        let _ = writeln!(s, "## {model} / {dataset}\n");
+        let mut linked = false;
+        for (metric, alt) in [
+            (Metric::Accuracy, "test accuracy vs density"),
+            (Metric::DynamicDnr, "dynamic DNR vs density"),
+        ] {
+            let name = plot::file_name(metric, model, dataset);
+            if written.contains(&name) {
+                let _ = writeln!(s, "![{model} / {dataset}: {alt}]({name})");
+                linked = true;
             }
         }
-        for (round, (off, on)) in by_round {
-            let density = off.first().or(on.first()).map_or(f64::NAN, |r| r.density);
-            let stat = |v: &[&SummaryRecord], f: fn(&SummaryRecord) -> f64| {
-                (!v.is_empty()).then(|| mean_std(&v.iter().map(|r| f(r)).collect::<Vec<_>>()))
-            };
-            let acc = |v: &[&SummaryRecord]| stat(v, |r| 100.0 * r.test_accuracy);
-            let fmt_acc = |x: Option<(f64, f64)>| {
-                x.map_or("—".into(), |(m, sd)| format!("{m:.2} ± {sd:.2}"))
-            };
-            let fmt = |x: Option<(f64, f64)>| x.map_or("—".into(), |(m, _)| format!("{m:.3}"));
-            let (a0, a1) = (acc(&off), acc(&on));
-            let gain = match (a0, a1) {
-                (Some((m0, _)), Some((m1, _))) => format!("{:+.2}", m1 - m0),
-                _ => "—".into(),
-            };
-            let _ = writeln!(
-                s,
-                "| {round} | {:.2}% | {} | {} | {gain} | {} | {} | {} | {} |",
-                100.0 * density,
-                fmt_acc(a0),
-                fmt_acc(a1),
-                fmt(stat(&off, |r| r.dynamic_dnr)),
-                fmt(stat(&on, |r| r.dynamic_dnr)),
-                fmt(stat(&off, |r| r.static_dnr)),
-                fmt(stat(&on, |r| r.static_dnr)),
+        if linked {
+            s.push_str(
+                "\nSolid: without AP; dashed: with AP; one colour per method; mean over seeds.\n\n",
             );
         }
-        if let Some(note) = reference_note(&model, &dataset, &method) {
-            let _ = writeln!(s, "\n{note}");
+        for (method, rs) in methods {
+            method_table(&mut s, model, dataset, method, &rs);
         }
-        s.push('\n');
     }
-    s.push_str("Accuracy: final-phase test accuracy in %, mean ± sample std over seeds. DNR: dead neuron rate on the test set in eval mode (ap-spec §2).\n");
+    let _ = writeln!(
+        s,
+        "Accuracy: final-phase test accuracy in %, mean ± sample std over seeds. DNR: dead neuron rate on the test set in eval mode (ap-spec §2). \
+         Paper reference: the papers' number for that model, dataset and method (without AP) at the row's density — \
+         placed in the nearest row within a factor {} of the paper's density, \"—\" elsewhere; \
+         \"dense +x\" is the paper's gain over its own dense network.",
+        reference::DENSITY_TOLERANCE
+    );
     s
 }
 
-/// Writes summary.json, summary.csv and report.md into `out` (atomically); returns the markdown.
+/// One method's table (rows by round) and the notes under it.
+fn method_table(s: &mut String, model: &str, dataset: &str, method: &str, rs: &[&SummaryRecord]) {
+    let seeds: BTreeSet<u64> = rs.iter().map(|r| r.seed).collect();
+    let ap_budget = rs.iter().find(|r| r.ap).map(|r| {
+        if r.prune_rate.is_finite() {
+            format!(
+                " (p = {:.0}%, p_AP = {:.1}%)",
+                100.0 * r.prune_rate,
+                100.0 * r.ap_rate
+            )
+        } else {
+            format!(" (AP takes {:.0}% of each event)", 100.0 * r.ap_share)
+        }
+    });
+    let _ = writeln!(
+        s,
+        "### {model} / {dataset} — {method} vs {method}+AP{} ({} seed{})\n",
+        ap_budget.unwrap_or_default(),
+        seeds.len(),
+        if seeds.len() == 1 { "" } else { "s" }
+    );
+    s.push_str("| round | density | test acc | test acc +AP | AP gain (pt) | paper reference | dynamic DNR | dynamic DNR +AP | static DNR | static DNR +AP |\n");
+    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    type Split<'a> = (Vec<&'a SummaryRecord>, Vec<&'a SummaryRecord>);
+    let mut by_round: BTreeMap<usize, Split> = BTreeMap::new();
+    for r in rs {
+        let e = by_round.entry(r.round).or_default();
+        if r.ap {
+            e.1.push(r)
+        } else {
+            e.0.push(r)
+        }
+    }
+    let densities: Vec<f64> = by_round
+        .values()
+        .map(|(off, on)| off.first().or(on.first()).map_or(f64::NAN, |r| r.density))
+        .collect();
+    let refs = reference::column(model, dataset, method, &densities);
+    let stat = |v: &[&SummaryRecord], f: fn(&SummaryRecord) -> f64| {
+        (!v.is_empty()).then(|| mean_std(&v.iter().map(|r| f(r)).collect::<Vec<_>>()))
+    };
+    let acc = |v: &[&SummaryRecord]| stat(v, |r| 100.0 * r.test_accuracy);
+    let fmt_acc =
+        |x: Option<(f64, f64)>| x.map_or("—".into(), |(m, sd)| format!("{m:.2} ± {sd:.2}"));
+    let fmt = |x: Option<(f64, f64)>| x.map_or("—".into(), |(m, _)| format!("{m:.3}"));
+    for (((round, (off, on)), density), reference) in by_round.iter().zip(&densities).zip(refs) {
+        let (a0, a1) = (acc(off), acc(on));
+        let gain = match (a0, a1) {
+            (Some((m0, _)), Some((m1, _))) => format!("{:+.2}", m1 - m0),
+            _ => "—".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| {round} | {:.2}% | {} | {} | {gain} | {} | {} | {} | {} | {} |",
+            100.0 * density,
+            fmt_acc(a0),
+            fmt_acc(a1),
+            reference.unwrap_or_else(|| "—".into()),
+            fmt(stat(off, |r| r.dynamic_dnr)),
+            fmt(stat(on, |r| r.dynamic_dnr)),
+            fmt(stat(off, |r| r.static_dnr)),
+            fmt(stat(on, |r| r.static_dnr)),
+        );
+    }
+    s.push('\n');
+    for note in reference::notes_for(model, dataset, method) {
+        let _ = writeln!(
+            s,
+            "Paper reference ({}): {}\n",
+            note.paper.citation(),
+            note.text
+        );
+    }
+    // Entries for this method that found no row are listed too, so a reader sees which
+    // paper numbers the grid does not reach; dense numbers (any method) are only listed
+    // where placed, since methods that start sparse have no dense row by design.
+    let placed: Vec<String> = reference::references_for(model, dataset, method)
+        .into_iter()
+        .filter_map(|r| {
+            let near = reference::nearest_row(&densities, r.density).is_some();
+            if !near && r.methods.is_empty() {
+                return None;
+            }
+            let at = if near {
+                ""
+            } else {
+                ", no row near this density"
+            };
+            Some(format!(
+                "{} at {} density ({}{at})",
+                r.claim,
+                percent(r.density),
+                r.paper.short()
+            ))
+        })
+        .collect();
+    if !placed.is_empty() {
+        let _ = writeln!(s, "Reference column entries: {}.\n", placed.join("; "));
+    }
+}
+
+/// A density in %, with decimals only where the papers' densities have them.
+fn percent(d: f64) -> String {
+    let p = 100.0 * d;
+    if (p - p.round()).abs() < 1e-9 {
+        format!("{p:.0}%")
+    } else {
+        format!("{p:.1}%")
+    }
+}
+
+/// Writes summary.json, summary.csv, the plots (`acc-*.svg`, `dnr-*.svg`, see [`plot`]) and
+/// report.md, which links the plots, into `out` (each file atomically); returns the markdown.
 pub fn write_report(
     out: &Path,
     runs: &[(RunSpec, Vec<RoundRecord>)],
@@ -218,7 +304,8 @@ pub fn write_report(
         );
     }
     write_atomic(&out.join("summary.csv"), csv.as_bytes())?;
-    let md = markdown(&records, title);
+    let plots = plot::write_plots(&records, out)?;
+    let md = markdown_with_plots(&records, title, &plots);
     write_atomic(&out.join("report.md"), md.as_bytes())?;
     Ok(md)
 }
@@ -259,9 +346,81 @@ mod tests {
         ];
         let md = markdown(&rs, "t");
         assert!(
-            md.contains("| 1 | 80.00% | 98.00 ± 1.41 | 99.00 ± 0.00 | +1.00 | 0.600 | 0.400 |"),
+            md.contains("| 1 | 80.00% | 98.00 ± 1.41 | 99.00 ± 0.00 | +1.00 | — | 0.600 | 0.400 |"),
             "{md}"
         );
         assert!(md.contains("Frankle & Carbin"));
+        assert!(
+            !md.contains("!["),
+            "no plots were written, so none are linked"
+        );
+    }
+
+    #[test]
+    fn reference_column_on_dense_row_only_near_papers_densities() {
+        let rs: Vec<SummaryRecord> = (0..=16)
+            .flat_map(|round| {
+                [
+                    rec(false, 0, round, 0.98, 0.5),
+                    rec(true, 0, round, 0.98, 0.5),
+                ]
+            })
+            .collect();
+        let md = markdown(&rs, "t");
+        let row = |round: usize| {
+            md.lines()
+                .find(|l| l.starts_with(&format!("| {round} | ")))
+                .unwrap()
+                .split(" | ")
+                .nth(5)
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(row(0), "≈ 98.0", "{md}");
+        assert_eq!(row(3), "—", "51.2% density: the paper gives no number");
+        assert_eq!(row(9), "dense +0.3");
+        assert_eq!(row(15), "≥ dense");
+        assert!(md.contains(
+            "| round | density | test acc | test acc +AP | AP gain (pt) | paper reference |"
+        ));
+        assert!(
+            md.contains("Reference column entries: ≈ 98.0 at 100% density (Frankle & Carbin 2019)")
+        );
+    }
+
+    #[test]
+    fn write_report_writes_and_links_plots() {
+        let mut rs: Vec<SummaryRecord> = (0..4).map(|r| rec(false, 0, r, 0.97, 0.5)).collect();
+        rs.extend((0..4).map(|r| {
+            let mut x = rec(false, 0, r, 0.9, 0.6);
+            x.model = "resnet20".into();
+            x.dataset = "cifar10".into();
+            x.density = 1.0;
+            x
+        }));
+        let dir = tempfile::tempdir().unwrap();
+        let plots = plot::write_plots(&rs, dir.path()).unwrap();
+        assert_eq!(plots.len(), 4);
+        let md = markdown_with_plots(&rs, "t", &plots);
+        for name in [
+            "acc-lenet300-100-mnist.svg",
+            "dnr-lenet300-100-mnist.svg",
+            "acc-resnet20-cifar10.svg",
+            "dnr-resnet20-cifar10.svg",
+        ] {
+            assert!(md.contains(&format!("]({name})")), "{name}: {md}");
+            assert!(dir.path().join(name).is_file());
+        }
+        // Sections per model × dataset, with the method tables inside.
+        let lenet = md.find("## lenet300-100 / mnist\n").unwrap();
+        let resnet = md.find("## resnet20 / cifar10\n").unwrap();
+        let table = md.find("### resnet20 / cifar10 — imp").unwrap();
+        assert!(lenet < resnet && resnet < table);
+        // The dense ResNet-20 number, and AP's headline as a note for CIFAR.
+        assert!(
+            md.contains("| ≈ dense |") || md.contains("| 91.7 |"),
+            "{md}"
+        );
+        assert!(md.contains("+3–4 points"));
     }
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use ap_data::{Dataset, DatasetKind};
-use ap_prune::{run_method, PruneError, RoundRecord, RunSeeds};
+use ap_prune::{run_method_from, PruneError, RoundRecord, RunSeeds};
 use ap_tensor::{derive_seed, seed_torch};
 use ap_train::TrainError;
 use tch::Device;
@@ -13,7 +13,7 @@ use crate::spec::RunSpec;
 use crate::store::{write_atomic, RunDir, RunState};
 
 /// Where a run reads its data and how it reports.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunOptions {
     /// Directory holding `mnist/`, `fashion-mnist/`.
     pub data_dir: std::path::PathBuf,
@@ -23,13 +23,56 @@ pub struct RunOptions {
     pub progress: bool,
     /// Print every epoch too.
     pub verbose: bool,
+    /// Called after every epoch and round (e.g. to feed a progress display).
+    pub report: Option<std::sync::Arc<dyn Fn(&Progress) + Send + Sync>>,
 }
 
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("data_dir", &self.data_dir)
+            .field("device", &self.device)
+            .field("progress", &self.progress)
+            .field("verbose", &self.verbose)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a run reports as it goes (one JSON line each on `ap run --progress-json`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Progress {
+    /// An epoch finished.
+    Epoch {
+        /// Round (training phase).
+        round: usize,
+        /// Epoch within the phase.
+        epoch: u64,
+        /// Mean training loss of the epoch.
+        loss: f64,
+    },
+    /// A round finished and was saved.
+    Round {
+        /// Round number.
+        round: usize,
+        /// Density after the round.
+        density: f64,
+        /// Test accuracy after the round.
+        accuracy: f64,
+    },
+}
+
+/// Checkpoints kept while a run goes on: the newest, and one before it in case the newest
+/// turns out corrupt.
+const CHECKPOINTS_KEPT: usize = 2;
+
 /// Runs `spec` unless its directory says DONE; returns its round records either way.
-/// A partial run (interrupted before DONE) starts again from round 0.
+/// A partial run (interrupted before DONE) continues from its last checkpoint that
+/// verifies, and gives the same records as an uninterrupted run.
 pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec<RoundRecord>> {
     spec.validate()?;
     let dir = RunDir::of(runs_dir, spec);
+    dir.reopen_if_corrupt();
     match dir.state() {
         RunState::Done => return dir.rounds(),
         RunState::Failed => anyhow::bail!(
@@ -41,6 +84,14 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
     }
     dir.init(spec)?;
     let _lock = dir.lock()?;
+    // Another process may have finished it while we waited for the lock.
+    if dir.state() == RunState::Done {
+        return dir.rounds();
+    }
+    tracing::info!("started by process {}", std::process::id());
+    // Holding the lock, any temporary file here was left by a killed process.
+    dir.remove_temporaries();
+    let resume = dir.resume_point()?;
     write_atomic(
         &dir.path.join("provenance.json"),
         provenance(opts.device).to_string().as_bytes(),
@@ -53,37 +104,78 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
     let model = ap_models::build(&spec.model, &input, data.num_classes() as i64, opts.device)?;
     ap_models::initialise(&model, spec.init);
     let label = spec.dir_name();
-    let mut records: Vec<RoundRecord> = vec![];
-    let on_round = |r: &RoundRecord, mask: &ap_mask::Mask| -> Result<(), ap_prune::PruneError> {
+    let mut records: Vec<RoundRecord> = match &resume {
+        Some(r) => {
+            tracing::info!(
+                "resuming {label} after round {} from its checkpoint",
+                r.records.len() - 1
+            );
+            if opts.progress {
+                eprintln!(
+                    "[{label}] resuming after round {} from its checkpoint",
+                    r.records.len() - 1
+                );
+            }
+            r.records.clone()
+        }
+        None => vec![],
+    };
+    let on_round = |r: &RoundRecord,
+                    mask: &ap_mask::Mask,
+                    ckpt: &ap_prune::Checkpoint|
+     -> Result<(), ap_prune::PruneError> {
         records.push(r.clone());
-        let persisted = dir.write_rounds(&records).and_then(|_| {
-            mask.save(&dir.path.join("mask.safetensors"))
-                .map_err(Into::into)
-        });
+        // Records first, then the checkpoint: a checkpoint never runs ahead of the
+        // records it is verified against.
+        let persisted = dir
+            .write_rounds(&records)
+            .and_then(|_| {
+                mask.save(&dir.path.join("mask.safetensors"))
+                    .map_err(Into::into)
+            })
+            .and_then(|_| dir.write_checkpoint(&records, ckpt, CHECKPOINTS_KEPT));
         if let Err(e) = persisted {
             return Err(ap_prune::PruneError::Config(format!(
                 "cannot write run files: {e:#}"
             )));
         }
+        let line = format!(
+            "round {:>2} density {:>6.2}% test acc {:>6.2}% dyn DNR {:.3} static DNR {:.3} ({:.1}s)",
+            r.round,
+            100.0 * r.density.density(),
+            100.0 * r.test.accuracy,
+            r.test.dnr.dynamic,
+            r.test.dnr.static_,
+            r.seconds
+        );
+        tracing::info!("{line}");
         if opts.progress {
-            eprintln!(
-                "[{label}] round {:>2} density {:>6.2}% test acc {:>6.2}% dyn DNR {:.3} static DNR {:.3} ({:.1}s)",
-                r.round,
-                100.0 * r.density.density(),
-                100.0 * r.test.accuracy,
-                r.test.dnr.dynamic,
-                r.test.dnr.static_,
-                r.seconds
-            );
+            eprintln!("[{label}] {line}");
+        }
+        if let Some(report) = &opts.report {
+            report(&Progress::Round {
+                round: r.round,
+                density: r.density.density(),
+                accuracy: r.test.accuracy,
+            });
         }
         Ok(())
     };
     let on_epoch = |round: usize, e: &ap_train::EpochStats| {
+        let line = format!(
+            "round {round} epoch {} it {} loss {:.4} lr {:.2e}",
+            e.epoch, e.iteration, e.train_loss, e.lr
+        );
+        tracing::info!("{line}");
         if opts.verbose {
-            eprintln!(
-                "[{label}] round {round} epoch {} it {} loss {:.4} lr {:.2e}",
-                e.epoch, e.iteration, e.train_loss, e.lr
-            );
+            eprintln!("[{label}] {line}");
+        }
+        if let Some(report) = &opts.report {
+            report(&Progress::Epoch {
+                round,
+                epoch: e.epoch,
+                loss: e.train_loss,
+            });
         }
     };
     let seeds = RunSeeds {
@@ -91,7 +183,7 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
         prune: derive_seed(spec.seed, "prune"),
     };
     let ap = spec.ap_config();
-    let result = run_method(
+    let result = run_method_from(
         &model,
         &data,
         &spec.train,
@@ -99,6 +191,7 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
         ap.as_ref(),
         seeds,
         spec.eval_batch_size,
+        resume,
         on_round,
         on_epoch,
     );
@@ -108,6 +201,9 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
     }
     result?;
     dir.mark_done()?;
+    // The newest checkpoint stays: it is the final pruned network and its mask.
+    dir.keep_checkpoints(1);
+    tracing::info!("{label} done");
     dir.rounds()
 }
 

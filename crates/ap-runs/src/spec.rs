@@ -200,6 +200,47 @@ pub struct GridSpec {
     /// Field path → values; the grid is their Cartesian product.
     #[serde(default)]
     pub axes: BTreeMap<String, Vec<toml::Value>>,
+    /// Sub-grids (`[[part]]`) for settings that go together, such as a model with its
+    /// dataset and recipe; each is expanded on its own and the runs are concatenated.
+    #[serde(default)]
+    pub part: Vec<GridPart>,
+}
+
+/// One sub-grid: settings merged over the grid's `base`, axes added to (or replacing)
+/// the grid's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GridPart {
+    /// A label for error messages.
+    #[serde(default)]
+    pub name: String,
+    /// Fields merged into the grid's base (tables merge, other values replace).
+    #[serde(default = "empty_table")]
+    pub base: toml::Value,
+    /// Axes of this part; an axis of the same path replaces the grid's.
+    #[serde(default)]
+    pub axes: BTreeMap<String, Vec<toml::Value>>,
+}
+
+fn empty_table() -> toml::Value {
+    toml::Value::Table(Default::default())
+}
+
+/// Merges `over` into `base`: tables recursively, anything else replaces.
+fn merge(base: &mut toml::Value, over: &toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(bv) => merge(bv, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
 }
 
 /// Reads a TOML file into `T`; errors name the file, line and column.
@@ -222,10 +263,46 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, source: &str) -> R
 }
 
 impl GridSpec {
-    /// Expands the axes over the base into validated run specs, in a stable order.
+    /// Expands the axes over the base (per part, when there are parts) into validated run
+    /// specs, in a stable order. Two parts that produce the same run are an error.
     pub fn expand(&self, source: &str) -> Result<Vec<RunSpec>> {
-        let mut points: Vec<toml::Value> = vec![self.base.clone()];
-        for (path, values) in &self.axes {
+        if self.part.is_empty() {
+            return expand_one(&self.base, &self.axes, source);
+        }
+        let mut out: Vec<RunSpec> = vec![];
+        for (i, part) in self.part.iter().enumerate() {
+            let mut base = self.base.clone();
+            merge(&mut base, &part.base);
+            let mut axes = self.axes.clone();
+            axes.extend(part.axes.clone());
+            let label = if part.name.is_empty() {
+                format!("{source} part {}", i + 1)
+            } else {
+                format!("{source} part {:?}", part.name)
+            };
+            for s in expand_one(&base, &axes, &label)? {
+                if out.iter().any(|o| o.key() == s.key()) {
+                    bail!(
+                        "{label}: run {} is already in an earlier part",
+                        s.dir_name()
+                    );
+                }
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The Cartesian product of `axes` over `base`, as validated specs.
+fn expand_one(
+    base: &toml::Value,
+    axes: &BTreeMap<String, Vec<toml::Value>>,
+    source: &str,
+) -> Result<Vec<RunSpec>> {
+    {
+        let mut points: Vec<toml::Value> = vec![base.clone()];
+        for (path, values) in axes {
             if values.is_empty() {
                 bail!("{source}: axes.{path:?} has no values");
             }

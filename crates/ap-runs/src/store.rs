@@ -2,25 +2,34 @@
 //!
 //! ```text
 //! <runs>/<method>-<model>-<dataset>-s<seed>-<key>/
-//!   spec.toml          resolved spec (every default written out)
-//!   provenance.json    git revision, versions, device, time (not part of the key)
-//!   rounds.jsonl       one RoundRecord per finished round
-//!   metrics.csv        the same, flattened, one row per round
-//!   mask.safetensors   the mask of the last finished round (u8 0/1 per weight tensor)
-//!   DONE               written last; a run with DONE is never run again
-//!   FAILED             training diverged: the reason; the run is skipped until it is deleted
-//!   LOCK               held while a process runs it (contains the pid)
+//!   spec.toml                 resolved spec (every default written out)
+//!   provenance.json           git revision, versions, device, time (not part of the key)
+//!   rounds.jsonl              one RoundRecord per finished round
+//!   metrics.csv               the same, flattened, one row per round
+//!   mask.safetensors          the mask of the last finished round (u8 0/1 per weight tensor)
+//!   checkpoint-<r>.safetensors  model, mask and method state after round r (the last two
+//!                             while running, the last one when done: the final network)
+//!   checkpoint-<r>.json       its SHA-256 and the SHA-256 of rounds 0..=r of rounds.jsonl
+//!   log.txt                   the run's log (tracing), appended by every process that ran it
+//!   DONE                      written last, holds the SHA-256 of rounds.jsonl; a run with a
+//!                             valid DONE is never run again
+//!   FAILED                    training diverged: the reason; skipped until it is deleted
+//!   LOCK                      held while a process runs it (contains the pid)
 //! ```
 //! Every file is written to a temporary name and renamed, so an interrupted run never
-//! leaves a half-written file, and nothing finished is overwritten.
+//! leaves a half-written file, and nothing finished is overwritten. A file that fails its
+//! checksum or does not parse is reported with its path and set aside (`.corrupt`); the
+//! run continues from its last checkpoint that verifies.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use ap_prune::RoundRecord;
-use ap_tensor::tmp_path;
+use ap_prune::{Checkpoint, Resume, RoundRecord};
+use ap_tensor::{load_safetensors, save_safetensors, tmp_path};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::spec::RunSpec;
 
@@ -64,9 +73,10 @@ impl RunDir {
         }
     }
 
-    /// Done, partial or pending.
+    /// Done, partial, pending or failed. A DONE whose checksum no longer matches
+    /// rounds.jsonl does not count: [`RunDir::verify_done`] says why.
     pub fn state(&self) -> RunState {
-        if self.path.join("DONE").exists() {
+        if self.path.join("DONE").exists() && self.verify_done().is_ok() {
             RunState::Done
         } else if self.path.join("FAILED").exists() {
             RunState::Failed
@@ -137,35 +147,224 @@ impl RunDir {
         bail!("could not take the lock {}", path.display())
     }
 
-    /// Records of finished rounds (empty when none).
+    /// Records of finished rounds (empty when none); a malformed line is an error naming
+    /// the file and line.
     pub fn rounds(&self) -> Result<Vec<RoundRecord>> {
+        let (records, bad) = self.valid_rounds()?;
+        match bad {
+            Some(e) => Err(e),
+            None => Ok(records),
+        }
+    }
+
+    /// The longest prefix of rounds.jsonl that parses, and the error at the first line
+    /// that does not (if any).
+    fn valid_rounds(&self) -> Result<(Vec<RoundRecord>, Option<anyhow::Error>)> {
         let path = self.path.join("rounds.jsonl");
         if !path.exists() {
-            return Ok(vec![]);
+            return Ok((vec![], None));
         }
-        let text =
-            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        text.lines()
-            .enumerate()
-            .map(|(i, l)| {
-                serde_json::from_str(l)
-                    .with_context(|| format!("{}:{}: malformed record", path.display(), i + 1))
-            })
-            .collect()
+        let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let mut out = vec![];
+        for (i, l) in text.lines().enumerate() {
+            match serde_json::from_str(l) {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    let err = anyhow::anyhow!(
+                        "{}:{}: malformed record ({e}); the run will continue from its last good checkpoint",
+                        path.display(),
+                        i + 1
+                    );
+                    return Ok((out, Some(err)));
+                }
+            }
+        }
+        Ok((out, None))
     }
 
     /// Rewrites rounds.jsonl and metrics.csv with `records` (atomically).
     pub fn write_rounds(&self, records: &[RoundRecord]) -> Result<()> {
-        let mut jsonl = String::new();
-        for r in records {
-            jsonl.push_str(&serde_json::to_string(r)?);
-            jsonl.push('\n');
-        }
-        write_atomic(&self.path.join("rounds.jsonl"), jsonl.as_bytes())?;
+        write_atomic(
+            &self.path.join("rounds.jsonl"),
+            records_jsonl(records)?.as_bytes(),
+        )?;
         write_atomic(
             &self.path.join("metrics.csv"),
             metrics_csv(records).as_bytes(),
         )
+    }
+
+    /// Saves the checkpoint taken after the last of `records` (already in rounds.jsonl),
+    /// then its checksums, then drops all but the newest `keep` checkpoints.
+    pub fn write_checkpoint(
+        &self,
+        records: &[RoundRecord],
+        ckpt: &Checkpoint,
+        keep: usize,
+    ) -> Result<()> {
+        let round = records.len() - 1;
+        let path = self.checkpoint_path(round);
+        save_safetensors(&path, &ckpt.tensors)?;
+        let meta = CheckpointMeta {
+            round,
+            sha256: sha256_file(&path)?,
+            records_sha256: sha256_hex(records_jsonl(records)?.as_bytes()),
+        };
+        write_atomic(
+            &path.with_extension("json"),
+            serde_json::to_string_pretty(&meta)?.as_bytes(),
+        )?;
+        self.keep_checkpoints(keep);
+        Ok(())
+    }
+
+    /// Deletes all but the newest `keep` checkpoints.
+    pub fn keep_checkpoints(&self, keep: usize) {
+        for old in self.checkpoint_rounds().into_iter().skip(keep) {
+            fs::remove_file(self.checkpoint_path(old)).ok();
+            fs::remove_file(self.checkpoint_path(old).with_extension("json")).ok();
+        }
+    }
+
+    fn checkpoint_path(&self, round: usize) -> PathBuf {
+        self.path.join(format!("checkpoint-{round}.safetensors"))
+    }
+
+    /// Rounds that have a checkpoint file, newest first.
+    fn checkpoint_rounds(&self) -> Vec<usize> {
+        let mut rounds: Vec<usize> = fs::read_dir(&self.path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_prefix("checkpoint-")?
+                    .strip_suffix(".safetensors")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        rounds
+    }
+
+    /// Where to continue this run: the newest checkpoint whose file and records verify,
+    /// with its records. Anything that fails verification is reported (as a warning with
+    /// its path) and set aside; `None` means start from round 0.
+    pub fn resume_point(&self) -> Result<Option<Resume>> {
+        let (records, bad) = self.valid_rounds()?;
+        if let Some(e) = bad {
+            tracing::warn!("{e:#}");
+            eprintln!("warning: {e:#}");
+        }
+        for round in self.checkpoint_rounds() {
+            let path = self.checkpoint_path(round);
+            match self.verify_checkpoint(round, &records) {
+                Ok(true) => {
+                    let tensors = load_safetensors(&path, tch::Device::Cpu)?;
+                    return Ok(Some(Resume {
+                        records: records[..=round].to_vec(),
+                        checkpoint: Checkpoint { tensors },
+                    }));
+                }
+                Ok(false) => {} // records of that round were lost: an older one may do
+                Err(e) => {
+                    tracing::warn!("{e:#}");
+                    eprintln!("warning: {e:#}");
+                    set_aside(&path);
+                    set_aside(&path.with_extension("json"));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Rounds a resumed run would not redo (0 when it would start over); reads no tensors.
+    pub fn resume_point_rounds(&self) -> Result<usize> {
+        let (records, _) = self.valid_rounds()?;
+        for round in self.checkpoint_rounds() {
+            if let Ok(true) = self.verify_checkpoint(round, &records) {
+                return Ok(round + 1);
+            }
+        }
+        Ok(0)
+    }
+
+    /// Ok(true) when checkpoint `round` matches its checksum and `records` hold its rounds
+    /// unchanged; Ok(false) when `records` are too short for it; Err when corrupt.
+    fn verify_checkpoint(&self, round: usize, records: &[RoundRecord]) -> Result<bool> {
+        let path = self.checkpoint_path(round);
+        let meta_path = path.with_extension("json");
+        let meta: CheckpointMeta = fs::read_to_string(&meta_path)
+            .map_err(anyhow::Error::from)
+            .and_then(|t| Ok(serde_json::from_str(&t)?))
+            .with_context(|| {
+                format!(
+                    "{}: missing or malformed checkpoint record",
+                    meta_path.display()
+                )
+            })?;
+        if sha256_file(&path)? != meta.sha256 {
+            bail!("{}: checksum mismatch, the file is corrupt", path.display());
+        }
+        if records.len() <= round {
+            return Ok(false);
+        }
+        if sha256_hex(records_jsonl(&records[..=round])?.as_bytes()) != meta.records_sha256 {
+            bail!(
+                "{}: rounds 0..={round} differ from those checkpoint {} was taken with",
+                self.path.join("rounds.jsonl").display(),
+                path.display()
+            );
+        }
+        Ok(true)
+    }
+
+    /// Removes temporary files that a killed process left (call while holding the lock).
+    pub fn remove_temporaries(&self) {
+        for e in fs::read_dir(&self.path).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().contains(".tmp-") {
+                fs::remove_file(e.path()).ok();
+            }
+        }
+    }
+
+    /// Ok when DONE holds the SHA-256 of rounds.jsonl; the error names the file.
+    pub fn verify_done(&self) -> Result<()> {
+        let done = self.path.join("DONE");
+        let want =
+            fs::read_to_string(&done).with_context(|| format!("cannot read {}", done.display()))?;
+        if want.trim().is_empty() {
+            return Ok(()); // written before DONE carried a checksum: nothing to check
+        }
+        let rounds = self.path.join("rounds.jsonl");
+        let have = sha256_file(&rounds)?;
+        if want.trim() != have {
+            bail!(
+                "{}: checksum differs from the one in {}; the file is corrupt and the run will be continued from its last good checkpoint",
+                rounds.display(),
+                done.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// A DONE run whose records fail verification: report it and clear DONE so the run
+    /// continues from its last good checkpoint.
+    pub fn reopen_if_corrupt(&self) -> bool {
+        if !self.path.join("DONE").exists() {
+            return false;
+        }
+        match self.verify_done() {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::warn!("{e:#}");
+                eprintln!("warning: {e:#}");
+                set_aside(&self.path.join("DONE"));
+                true
+            }
+        }
     }
 
     /// Why the run failed, when it did.
@@ -173,9 +372,48 @@ impl RunDir {
         fs::read_to_string(self.path.join("FAILED")).ok()
     }
 
-    /// Marks the run finished.
+    /// Marks the run finished, recording the checksum of its records.
     pub fn mark_done(&self) -> Result<()> {
-        write_atomic(&self.path.join("DONE"), b"")
+        let sum = sha256_file(&self.path.join("rounds.jsonl"))?;
+        write_atomic(&self.path.join("DONE"), format!("{sum}\n").as_bytes())
+    }
+}
+
+/// What `checkpoint-<r>.json` holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckpointMeta {
+    round: usize,
+    sha256: String,
+    records_sha256: String,
+}
+
+fn records_jsonl(records: &[RoundRecord]) -> Result<String> {
+    let mut jsonl = String::new();
+    for r in records {
+        jsonl.push_str(&serde_json::to_string(r)?);
+        jsonl.push('\n');
+    }
+    Ok(jsonl)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(sha256_hex(&bytes))
+}
+
+/// Renames a bad file to `<name>.corrupt` (kept for inspection, never read again).
+fn set_aside(path: &Path) {
+    if path.exists() {
+        let mut s = path.as_os_str().to_owned();
+        s.push(".corrupt");
+        fs::rename(path, PathBuf::from(s)).ok();
     }
 }
 

@@ -1,0 +1,541 @@
+//! SVG plots for the report: per model × dataset, test accuracy vs density and dynamic DNR
+//! vs density, one colour per host method, solid without AP and dashed with AP.
+//!
+//! Density is on a log axis because pruning grids are geometric (20% per round gives
+//! 100%, 80%, 64%, …), so a log axis spaces the rounds evenly and shows the sparse end,
+//! where methods and AP differ, as clearly as the dense end. The axis runs from dense on
+//! the left to sparse on the right, like the lottery-ticket papers' "percent of weights
+//! remaining" figures, so the plots read the same way as the numbers they are compared
+//! with. Each point is the mean over seeds of one round; the line follows the rounds.
+//!
+//! Rendering uses plotters' SVG backend without its `ttf` feature: text becomes SVG
+//! `<text>` elements that the viewer lays out, so no font files are needed on the machine
+//! that writes the report. The output depends only on the records, so reruns write
+//! identical files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Result};
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::report::SummaryRecord;
+use crate::store::write_atomic;
+
+/// Which quantity a plot shows on its y axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Final-phase test accuracy, in %.
+    Accuracy,
+    /// Dynamic dead neuron rate on the test set.
+    DynamicDnr,
+}
+
+impl Metric {
+    /// File-name prefix (`acc`, `dnr`).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "acc",
+            Metric::DynamicDnr => "dnr",
+        }
+    }
+
+    /// Axis label.
+    fn label(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "test accuracy (%)",
+            Metric::DynamicDnr => "dynamic DNR",
+        }
+    }
+
+    fn value(self, r: &SummaryRecord) -> f64 {
+        match self {
+            Metric::Accuracy => 100.0 * r.test_accuracy,
+            Metric::DynamicDnr => r.dynamic_dnr,
+        }
+    }
+}
+
+/// Plot size in pixels.
+const SIZE: (u32, u32) = (1000, 580);
+
+/// Width of the legend panel on the right, in pixels.
+const LEGEND_WIDTH: u32 = 190;
+
+/// Dash and gap length in pixels for AP series.
+const DASH: (i32, i32) = (8, 5);
+
+/// One colour per method (Tableau 10 plus two), by the method's position in the sorted
+/// list of methods of a model × dataset, so both plots of a pair use the same colours.
+const COLOURS: [RGBColor; 12] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(0, 0, 0),
+    RGBColor(0, 90, 50),
+];
+
+/// The file name of a plot, relative to the report directory: `acc-<model>-<dataset>.svg`.
+/// Characters other than ASCII letters, digits, `.`, `_` and `-` become `_` so names are
+/// safe as paths and as markdown link targets.
+pub fn file_name(metric: Metric, model: &str, dataset: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    format!(
+        "{}-{}-{}.svg",
+        metric.prefix(),
+        clean(model),
+        clean(dataset)
+    )
+}
+
+/// One line: a method with or without AP, points (density, mean value) in round order.
+#[derive(Debug, Clone, PartialEq)]
+struct Series {
+    method: String,
+    ap: bool,
+    points: Vec<(f64, f64)>,
+}
+
+/// Means over seeds per (method, AP, round); non-finite values (a diverged run's NaN) are
+/// left out so one bad seed neither breaks the axis range nor the line.
+fn series(records: &[&SummaryRecord], metric: Metric) -> Vec<Series> {
+    type Acc = (f64, f64, usize);
+    let mut by: BTreeMap<(String, bool), BTreeMap<usize, Acc>> = BTreeMap::new();
+    for r in records {
+        let v = metric.value(r);
+        if !(v.is_finite() && r.density.is_finite() && r.density > 0.0) {
+            continue;
+        }
+        let e = by
+            .entry((r.method.clone(), r.ap))
+            .or_default()
+            .entry(r.round)
+            .or_insert((0.0, 0.0, 0));
+        e.0 += r.density;
+        e.1 += v;
+        e.2 += 1;
+    }
+    by.into_iter()
+        .map(|((method, ap), rounds)| Series {
+            method,
+            ap,
+            points: rounds
+                .into_values()
+                .map(|(d, v, n)| (d / n as f64, v / n as f64))
+                .collect(),
+        })
+        .collect()
+}
+
+/// Y range: the data plus 8% on each side; flat data (one point, or equal values) get
+/// `flat` in total around the value so the line is not drawn on the frame; no data at all
+/// gives 0..1.
+fn padded(lo: f64, hi: f64, flat: f64) -> (f64, f64) {
+    if !(lo.is_finite() && hi.is_finite()) {
+        return (0.0, 1.0);
+    }
+    let span = hi - lo;
+    if span < 1e-6 {
+        return (lo - 0.5 * flat, hi + 0.5 * flat);
+    }
+    (lo - 0.08 * span, hi + 0.08 * span)
+}
+
+/// Tick label for a density: percent with as many decimals as small densities need.
+fn percent(d: f64) -> String {
+    let p = 100.0 * d;
+    if p >= 10.0 {
+        format!("{p:.0}%")
+    } else if p >= 1.0 {
+        format!("{p:.1}%")
+    } else {
+        format!("{p:.2}%")
+    }
+}
+
+/// Renders one plot of `records` (one model × dataset) as SVG text.
+pub fn render(records: &[&SummaryRecord], metric: Metric, caption: &str) -> Result<String> {
+    let series = series(records, metric);
+    let methods: Vec<&str> = {
+        let mut m: Vec<&str> = series.iter().map(|s| s.method.as_str()).collect();
+        m.dedup();
+        m
+    };
+    let colour = |method: &str| {
+        let i = methods.iter().position(|m| *m == method).unwrap_or(0);
+        COLOURS[i % COLOURS.len()]
+    };
+    let all = series.iter().flat_map(|s| s.points.iter().copied());
+    let (mut dmin, mut dmax, mut vmin, mut vmax) =
+        (f64::INFINITY, 0.0f64, f64::INFINITY, f64::NEG_INFINITY);
+    for (d, v) in all {
+        dmin = dmin.min(d);
+        dmax = dmax.max(d);
+        vmin = vmin.min(v);
+        vmax = vmax.max(v);
+    }
+    if !dmin.is_finite() {
+        (dmin, dmax) = (0.01, 1.0);
+    }
+    // A factor 1.3 of room on both sides of the log axis keeps end points off the frame.
+    let x = to_x(dmax * 1.3)..to_x(dmin / 1.3);
+    let key_points: Vec<f64> = ticks(dmin, dmax).into_iter().map(to_x).collect();
+    let flat = match metric {
+        Metric::Accuracy => 1.0,
+        Metric::DynamicDnr => 0.05,
+    };
+    let (y0, y1) = padded(vmin, vmax, flat);
+
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        // The legend gets its own panel on the right: with up to 24 series (12 methods,
+        // with and without AP) an in-plot legend would hide data wherever it sits.
+        let (plot_area, legend_area) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
+        let mut chart = ChartBuilder::on(&plot_area)
+            .caption(caption, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(48)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x.log_scale().with_key_points(key_points), y0..y1)
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("density: kept fraction of prunable weights (log scale, sparser to the right)")
+            .y_desc(metric.label())
+            .label_style(("sans-serif", 15))
+            .axis_desc_style(("sans-serif", 16))
+            .x_label_formatter(&|x| percent(1.0 / x))
+            .y_label_formatter(&|v| match metric {
+                Metric::Accuracy => format!("{v:.1}"),
+                Metric::DynamicDnr => format!("{v:.2}"),
+            })
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(draw_err)?;
+
+        for s in &series {
+            let c = colour(&s.method);
+            let style = ShapeStyle::from(&c).stroke_width(2);
+            if s.ap {
+                chart
+                    .draw_series(DashedLineSeries::new(
+                        s.points.iter().map(|&(d, v)| (to_x(d), v)),
+                        DASH.0,
+                        DASH.1,
+                        style,
+                    ))
+                    .map_err(draw_err)?;
+            } else {
+                chart
+                    .draw_series(LineSeries::new(
+                        s.points.iter().map(|&(d, v)| (to_x(d), v)),
+                        style,
+                    ))
+                    .map_err(draw_err)?;
+            }
+            chart
+                .draw_series(
+                    s.points
+                        .iter()
+                        .map(|&(d, v)| Circle::new((to_x(d), v), 4, marker(c, s.ap))),
+                )
+                .map_err(draw_err)?;
+        }
+
+        let font = ("sans-serif", 15).into_font();
+        let left = TextStyle::from(font.clone()).pos(Pos::new(HPos::Left, VPos::Center));
+        legend_area
+            .draw(&Text::new("solid: without AP", (8, 40), left.clone()))
+            .map_err(draw_err)?;
+        legend_area
+            .draw(&Text::new("dashed: with AP", (8, 60), left.clone()))
+            .map_err(draw_err)?;
+        // 20 px per entry fits 24 series; more are packed closer rather than cut off.
+        let step = (20).min((SIZE.1 as i32 - 100) / series.len().max(1) as i32);
+        for (i, s) in series.iter().enumerate() {
+            let y = 92 + step * i as i32;
+            let c = colour(&s.method);
+            let style = ShapeStyle::from(&c).stroke_width(2);
+            if s.ap {
+                for x0 in [8, 21, 34] {
+                    legend_area
+                        .draw(&PathElement::new(vec![(x0, y), (x0 + DASH.0, y)], style))
+                        .map_err(draw_err)?;
+                }
+            } else {
+                legend_area
+                    .draw(&PathElement::new(vec![(8, y), (42, y)], style))
+                    .map_err(draw_err)?;
+            }
+            legend_area
+                .draw(&Circle::new((25, y), 4, marker(c, s.ap)))
+                .map_err(draw_err)?;
+            let label = if s.ap {
+                format!("{}+AP", s.method)
+            } else {
+                s.method.clone()
+            };
+            legend_area
+                .draw(&Text::new(label, (50, y), left.clone()))
+                .map_err(draw_err)?;
+        }
+        root.present().map_err(draw_err)?;
+    }
+    Ok(svg)
+}
+
+/// The x coordinate of a density: 1 / density on a log axis, so the axis is logarithmic in
+/// density and grows towards sparser networks.
+fn to_x(density: f64) -> f64 {
+    1.0 / density
+}
+
+/// Point markers: filled without AP, hollow with AP, so the variants differ even where
+/// the lines overlap.
+fn marker(c: RGBColor, ap: bool) -> ShapeStyle {
+    if ap {
+        ShapeStyle::from(&c).stroke_width(2)
+    } else {
+        c.filled()
+    }
+}
+
+/// Density ticks: 1-2-5 per decade, plus 3 where a range spans under two decades (the
+/// default LeNet grid spans 2.8%–100%) so the axis always has labelled ticks — the log
+/// axis' own key points are only powers of ten.
+fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let steps: &[f64] = if hi / lo < 100.0 {
+        &[1.0, 2.0, 3.0, 5.0]
+    } else {
+        &[1.0, 2.0, 5.0]
+    };
+    let mut out = vec![];
+    let mut decade = 10f64.powi(lo.log10().floor() as i32);
+    while decade <= hi {
+        for &m in steps {
+            let t = m * decade;
+            if t >= lo / 1.3 && t <= hi * 1.3 {
+                out.push(t);
+            }
+        }
+        decade *= 10.0;
+    }
+    out
+}
+
+fn draw_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("plotting failed: {e:?}")
+}
+
+/// Writes `acc-<model>-<dataset>.svg` and `dnr-<model>-<dataset>.svg` for every model ×
+/// dataset in `records` into `out` (atomically); returns the written paths, sorted by model,
+/// dataset, then accuracy before DNR.
+pub fn write_plots(records: &[SummaryRecord], out: &Path) -> Result<Vec<PathBuf>> {
+    let mut groups: BTreeMap<(&str, &str), Vec<&SummaryRecord>> = BTreeMap::new();
+    for r in records {
+        groups
+            .entry((r.model.as_str(), r.dataset.as_str()))
+            .or_default()
+            .push(r);
+    }
+    let mut paths = vec![];
+    for ((model, dataset), rs) in groups {
+        for metric in [Metric::Accuracy, Metric::DynamicDnr] {
+            let caption = format!(
+                "{model} / {dataset}: {} vs density",
+                match metric {
+                    Metric::Accuracy => "test accuracy",
+                    Metric::DynamicDnr => "dynamic DNR",
+                }
+            );
+            let svg = render(&rs, metric, &caption)?;
+            let path = out.join(file_name(metric, model, dataset));
+            write_atomic(&path, svg.as_bytes())?;
+            paths.push(path);
+        }
+    }
+    Ok(paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(method: &str, ap: bool, seed: u64, round: usize) -> SummaryRecord {
+        let density = 0.8f64.powi(round as i32);
+        SummaryRecord {
+            method: method.into(),
+            ap,
+            ap_rate: if ap { 0.02 } else { 0.0 },
+            ap_share: if ap { 0.1 } else { 0.0 },
+            prune_rate: 0.2,
+            dataset: "mnist".into(),
+            model: "lenet300-100".into(),
+            seed,
+            run_key: "k".into(),
+            round,
+            density,
+            test_accuracy: 0.97 + 0.001 * round as f64 + 0.002 * seed as f64,
+            test_loss: 0.1,
+            dynamic_dnr: 0.4 + 0.3 * density + if ap { -0.01 } else { 0.0 },
+            static_dnr: 0.01,
+            train_dynamic_dnr: 0.5,
+            train_static_dnr: 0.0,
+        }
+    }
+
+    fn grid(methods: &[&str], ap: &[bool]) -> Vec<SummaryRecord> {
+        let mut v = vec![];
+        for m in methods {
+            for &a in ap {
+                for seed in 0..2 {
+                    for round in 0..8 {
+                        v.push(rec(m, a, seed, round));
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// `<polyline` elements with the given RGB stroke, and how many of them have only two
+    /// points (a dash).
+    fn polylines(svg: &str, c: RGBColor) -> (usize, usize) {
+        let stroke = format!("stroke=\"#{:02X}{:02X}{:02X}\"", c.0, c.1, c.2);
+        let lines: Vec<&str> = svg
+            .lines()
+            .filter(|l| l.contains("<polyline") && l.contains(&stroke))
+            .collect();
+        let dashes = lines
+            .iter()
+            .filter(|l| {
+                l.split("points=\"")
+                    .nth(1)
+                    .is_some_and(|p| p.split('"').next().unwrap().split_whitespace().count() == 2)
+            })
+            .count();
+        (lines.len(), dashes)
+    }
+
+    #[test]
+    fn writes_valid_svg_with_solid_and_dashed_series() {
+        let records = grid(&["imp", "gmp"], &[false, true]);
+        let dir = tempfile::tempdir().unwrap();
+        let paths = write_plots(&records, dir.path()).unwrap();
+        let names: Vec<String> = paths
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["acc-lenet300-100-mnist.svg", "dnr-lenet300-100-mnist.svg"]
+        );
+        for p in &paths {
+            let svg = std::fs::read_to_string(p).unwrap();
+            assert!(
+                svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+                "{svg}"
+            );
+            assert!(
+                svg.contains("<text"),
+                "axis text renders without font files"
+            );
+            for (i, m) in ["gmp", "imp"].iter().enumerate() {
+                // Legend entries for both variants of every method.
+                assert!(svg.contains(&format!("\n{m}\n</text>")), "{m}");
+                assert!(svg.contains(&format!("\n{m}+AP\n</text>")), "{m}+AP");
+                // Solid line (one long polyline) + legend stroke; many two-point dashes.
+                let (n, dashes) = polylines(&svg, COLOURS[i]);
+                assert!(
+                    svg.lines().any(|l| l.contains("<polyline")
+                        && l.contains(&format!(
+                            "#{:02X}{:02X}{:02X}",
+                            COLOURS[i].0, COLOURS[i].1, COLOURS[i].2
+                        ))
+                        && l.matches(',').count() >= 8),
+                    "a solid path with all 8 points for {m}"
+                );
+                assert!(dashes >= 10, "{m}+AP is dashed: {dashes} of {n} polylines");
+            }
+            // Markers: one circle per point, 2 methods × 2 variants × 8 rounds.
+            assert!(svg.matches("<circle").count() >= 32);
+        }
+    }
+
+    #[test]
+    fn groups_with_only_ap_off_runs_still_plot() {
+        let records = grid(&["imp"], &[false]);
+        let svg = render(
+            &records.iter().collect::<Vec<_>>(),
+            Metric::Accuracy,
+            "lenet300-100 / mnist",
+        )
+        .unwrap();
+        let (n, dashes) = polylines(&svg, COLOURS[0]);
+        assert_eq!(n, 2, "the solid line and its legend sample");
+        assert_eq!(
+            dashes, 1,
+            "no AP series: the only short stroke is the legend sample"
+        );
+        assert!(!svg.contains("imp+AP"));
+        assert_eq!(
+            svg.matches("<circle").count(),
+            8 + 1,
+            "8 points and the legend marker"
+        );
+    }
+
+    #[test]
+    fn means_over_seeds_skip_nan_and_output_is_deterministic() {
+        let mut records = grid(&["imp"], &[false]);
+        records[0].test_accuracy = f64::NAN; // seed 0, round 0
+        let refs: Vec<&SummaryRecord> = records.iter().collect();
+        let s = series(&refs, Metric::Accuracy);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].points.len(), 8);
+        // Round 0 keeps only seed 1: 97.2%; round 1 is the mean of 97.1 and 97.3.
+        assert!((s[0].points[0].1 - 97.2).abs() < 1e-9);
+        assert!((s[0].points[1].1 - 97.2).abs() < 1e-9);
+        let a = render(&refs, Metric::DynamicDnr, "c").unwrap();
+        let b = render(&refs, Metric::DynamicDnr, "c").unwrap();
+        assert_eq!(a, b);
+        // One density only (methods that start sparse): one tick, points still drawn.
+        let mut one = grid(&["rigl"], &[false, true]);
+        one.retain(|r| r.round == 3);
+        let svg = render(&one.iter().collect::<Vec<_>>(), Metric::Accuracy, "c").unwrap();
+        assert!(svg.contains("\n50%\n</text>"), "{svg}");
+        assert_eq!(svg.matches("<circle").count(), 2 + 2);
+        // Nothing finite at all still yields a (blank) plot, not a panic.
+        let empty = render(&[], Metric::Accuracy, "empty").unwrap();
+        assert!(empty.contains("</svg>"));
+    }
+
+    #[test]
+    fn file_names_are_safe() {
+        assert_eq!(
+            file_name(Metric::DynamicDnr, "resnet20-b", "cifar10"),
+            "dnr-resnet20-b-cifar10.svg"
+        );
+        assert_eq!(file_name(Metric::Accuracy, "a/b c", "d"), "acc-a_b_c-d.svg");
+    }
+}
