@@ -355,6 +355,7 @@ def imp_memory(a):
     init = {k: v.clone() for k, v in model.state_dict().items()}
     masks = [torch.ones_like(w) for w in weights]
     after_load = proc_status_mib("VmRSS")
+    peak_load = proc_status_mib("VmHWM")
     opt = optimizer_for(a.model, model)
     n = x_train.shape[0]
     perm, pos = torch.randperm(n), 0
@@ -383,6 +384,7 @@ def imp_memory(a):
     note = f"{a.steps} steps of {a.model} then prune {a.rate} of the weights; one process"
     emit("imp", "imp/peak", "MiB", [peak], a.threads, note)
     emit("imp", "imp/after-load", "MiB", [after_load], a.threads, "VmRSS after loading MNIST and building the model")
+    emit("imp", "imp/peak-during-load", "MiB", [peak_load], a.threads, "VmHWM after loading MNIST and building the model")
 
 
 def main():

@@ -91,7 +91,7 @@ fn cases(quick: bool) -> Vec<Case> {
     v.push(case(
         &format!(
             "dnr-eval --model conv2 --batch 1000 {}",
-            pick("--samples 2000 --reps 3", "--samples 60 --reps 1")
+            pick("--samples 1000 --reps 3", "--samples 60 --reps 1")
         ),
         false,
     ));
@@ -188,25 +188,25 @@ fn comparisons() -> Vec<Comparison> {
         ));
     }
     v.push(cmp(
-        "exact-count selection, 20M weights: ours / torch.kthvalue",
+        "exact-count selection (VGG-19 shapes): ours / torch.kthvalue",
         ("select/ours", "rust"),
         ("select/kthvalue", "pytorch"),
         Some(1.0),
     ));
     v.push(cmp(
-        "exact-count selection, 20M weights: ours / torch.topk",
+        "exact-count selection (VGG-19 shapes): ours / torch.topk",
         ("select/ours", "rust"),
         ("select/topk", "pytorch"),
         None,
     ));
     v.push(cmp(
-        "ResNet-20 step, batch 128: Rust / PyTorch",
+        "ResNet-20 training step: Rust / PyTorch",
         ("resnet20/step", "rust"),
         ("resnet20/step", "pytorch"),
         Some(1.0),
     ));
     v.push(cmp(
-        "peak RSS of an IMP round (LeNet, 500 steps + prune): Rust / PyTorch",
+        "peak RSS of an IMP round (LeNet-300-100): Rust / PyTorch",
         ("imp/peak", "rust"),
         ("imp/peak", "pytorch"),
         Some(1.0),
@@ -449,8 +449,8 @@ fn render(
     if meta.quick {
         r.push_str("Quick mode: tiny sizes and a dev build; the numbers prove the cases run and mean nothing else.\n\n");
     }
-    r.push_str("| comparison | ours (median) | baseline (median) | ratio | target | result |\n");
-    r.push_str("|---|---:|---:|---:|---:|---|\n");
+    r.push_str("| comparison | ours (median) | baseline (median) | ratio | target | result | how (ours) |\n");
+    r.push_str("|---|---:|---:|---:|---:|---|---|\n");
     for c in comps {
         let num = series.get(&(c.num.0.clone(), c.num.1.to_string()));
         let den = series.get(&(c.den.0.clone(), c.den.1.to_string()));
@@ -464,7 +464,7 @@ fn render(
                     None => ("—".to_string(), "(info)"),
                 };
                 r.push_str(&format!(
-                    "| {} | {} {} | {} {} | {:.2}× | {} | {} |\n",
+                    "| {} | {} {} | {} {} | {:.2}× | {} | {} | {} |\n",
                     c.what,
                     fmt_value(a),
                     n.unit,
@@ -472,11 +472,12 @@ fn render(
                     d.unit,
                     ratio,
                     target,
-                    result
+                    result,
+                    n.note
                 ));
             }
             _ => r.push_str(&format!(
-                "| {} | {} | {} | — | — | **error: no result** |\n",
+                "| {} | {} | {} | — | — | **error: no result** | |\n",
                 c.what,
                 if num.is_some() { "ok" } else { "missing" },
                 if den.is_some() { "ok" } else { "missing" },
@@ -930,13 +931,13 @@ mod tests {
             rounds: 2,
         };
         let r = render(&meta, &m, &comparisons(), &["boom".into()]);
-        assert!(r.contains("| ResNet-20 step, batch 128: Rust / PyTorch | 0.500 s | 1.000 s | 0.50× | ≤ 1.00× | pass |"), "{r}");
+        assert!(r.contains("| ResNet-20 training step: Rust / PyTorch | 0.500 s | 1.000 s | 0.50× | ≤ 1.00× | pass | n |"), "{r}");
         assert!(
-            r.contains("Rust / PyTorch | 2.000 s | 1.000 s | 2.00× | ≤ 1.00× | **miss** |"),
+            r.contains("Rust / PyTorch | 2.000 s | 1.000 s | 2.00× | ≤ 1.00× | **miss** | n |"),
             "{r}"
         );
         assert!(
-            r.contains("| missing | missing | — | — | **error: no result** |"),
+            r.contains("| missing | missing | — | — | **error: no result** | |"),
             "{r}"
         );
         assert!(r.contains("- boom"));

@@ -21,7 +21,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use ap_data::{Dataset, DatasetKind, ShuffledBatches, Split};
 use ap_mask::Mask;
-use ap_models::Model;
+use ap_models::{ActivationProbe, Model};
 use ap_tensor::{select_smallest, NamedParams};
 use ap_train::{Optimizer, OptimizerSpec};
 use clap::{Args, Parser, Subcommand};
@@ -508,26 +508,45 @@ fn train(out: &Out, a: &TrainArgs) -> Result<()> {
         a.reps, a.steps, a.batch, steps_per_epoch
     );
     out.emit("train", key.clone(), "s/epoch", epoch, note);
-    emit_parts(out, "train", &key, &parts, a.steps);
+    emit_parts(out, "train", &key, &parts, a.steps, true);
     Ok(())
 }
 
-fn emit_parts(out: &Out, case: &'static str, key: &str, parts: &[Parts], steps: usize) {
-    let ms = |f: fn(&Parts) -> f64| -> Vec<f64> {
-        parts.iter().map(|p| f(p) * 1e3 / steps as f64).collect()
-    };
-    let rows: [(&str, fn(&Parts) -> f64); 4] = [
-        ("gather", |p| p.gather),
-        ("forward", |p| p.forward),
-        ("backward", |p| p.backward),
-        ("optimizer", |p| p.optimizer),
+fn emit_parts(
+    out: &Out,
+    case: &'static str,
+    key: &str,
+    parts: &[Parts],
+    steps: usize,
+    gather: bool,
+) {
+    let rows = [
+        (
+            "gather",
+            parts.iter().map(|p| p.gather).collect::<Vec<f64>>(),
+        ),
+        (
+            "forward",
+            parts.iter().map(|p| p.forward).collect::<Vec<f64>>(),
+        ),
+        (
+            "backward",
+            parts.iter().map(|p| p.backward).collect::<Vec<f64>>(),
+        ),
+        (
+            "optimizer",
+            parts.iter().map(|p| p.optimizer).collect::<Vec<f64>>(),
+        ),
     ];
-    for (name, f) in rows {
+    for (name, secs) in rows {
+        if name == "gather" && !gather {
+            continue;
+        }
         out.emit(
             case,
             format!("{key}/part/{name}"),
             "ms/step",
-            ms(f),
+            secs.iter().map(|s| s * 1e3 / steps as f64).collect(),
             "part of the step above".into(),
         );
     }
@@ -596,8 +615,30 @@ fn mask_overhead(out: &Out, a: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// `ap_eval::evaluate` minus the probe: the same batches, accuracy and loss sums.
-fn evaluate_plain(model: &Model, images: &Tensor, labels: &Tensor, batch_size: i64) -> (f64, f64) {
+/// A `DnrProbe` that also sums the wall time spent in its `observe` (the probe's share
+/// of an instrumented evaluation, for the cause analysis).
+struct TimedProbe {
+    inner: ap_eval::DnrProbe,
+    secs: f64,
+}
+
+impl ActivationProbe for TimedProbe {
+    fn observe(&mut self, site: &str, activation: &Tensor) {
+        let t = Instant::now();
+        self.inner.observe(site, activation);
+        self.secs += t.elapsed().as_secs_f64();
+    }
+}
+
+/// `ap_eval::evaluate` minus the probe (`probe` = `None`): the same batches, accuracy and
+/// loss sums. With a probe, the same loop reporting to it.
+fn evaluate_plain(
+    model: &Model,
+    images: &Tensor,
+    labels: &Tensor,
+    batch_size: i64,
+    mut probe: Option<&mut TimedProbe>,
+) -> (f64, f64) {
     let n = images.size()[0];
     let mut correct = Tensor::zeros([], (Kind::Int64, Device::Cpu));
     let mut loss_sum = Tensor::zeros([], (Kind::Double, Device::Cpu));
@@ -607,7 +648,10 @@ fn evaluate_plain(model: &Model, images: &Tensor, labels: &Tensor, batch_size: i
             let len = batch_size.min(n - start);
             let x = images.narrow(0, start, len);
             let y = labels.narrow(0, start, len);
-            let logits = model.forward(&x, false);
+            let logits = match probe.as_deref_mut() {
+                Some(p) => model.forward_probed(&x, false, p),
+                None => model.forward(&x, false),
+            };
             let _ = correct.g_add_(&logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64));
             let _ = loss_sum.g_add_(
                 &logits
@@ -633,7 +677,7 @@ fn dnr_eval(out: &Out, a: &EvalArgs) -> Result<()> {
     let labels = data.test.labels.narrow(0, 0, n);
     let model = build_model(&a.model, &[1, 28, 28])?;
     // Warm up both paths, and check they agree (the probe must not change the result).
-    let plain_acc = evaluate_plain(&model, &images, &labels, a.batch).0;
+    let plain_acc = evaluate_plain(&model, &images, &labels, a.batch, None).0;
     let probed = ap_eval::evaluate(&model, &images, &labels, a.batch);
     if (plain_acc - probed.accuracy).abs() > 1e-12 {
         bail!(
@@ -641,15 +685,29 @@ fn dnr_eval(out: &Out, a: &EvalArgs) -> Result<()> {
             probed.accuracy
         );
     }
-    let (mut plain, mut inst) = (vec![], vec![]);
+    let (mut plain, mut inst, mut observe) = (vec![], vec![], vec![]);
     for _ in 0..a.reps {
         let t = Instant::now();
-        std::hint::black_box(evaluate_plain(&model, &images, &labels, a.batch));
+        std::hint::black_box(evaluate_plain(&model, &images, &labels, a.batch, None));
         plain.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
         std::hint::black_box(ap_eval::evaluate(&model, &images, &labels, a.batch));
         inst.push(t.elapsed().as_secs_f64());
+        let mut probe = TimedProbe {
+            inner: ap_eval::DnrProbe::new(),
+            secs: 0.0,
+        };
+        std::hint::black_box(evaluate_plain(
+            &model,
+            &images,
+            &labels,
+            a.batch,
+            Some(&mut probe),
+        ));
+        std::hint::black_box(probe.inner.finish());
+        observe.push(probe.secs);
     }
+    let units: i64 = model.net.relu_sites().iter().map(|(_, u)| u).sum();
     let note = format!("{} reps of {n} test images, batch {}", a.reps, a.batch);
     out.emit(
         "dnr",
@@ -659,6 +717,13 @@ fn dnr_eval(out: &Out, a: &EvalArgs) -> Result<()> {
         note.clone(),
     );
     out.emit("dnr", format!("eval/{}/probed", a.model), "s", inst, note);
+    out.emit(
+        "dnr",
+        format!("eval/{}/probed/part/observe", a.model),
+        "s",
+        observe,
+        format!("time inside DnrProbe::observe: {units} ReLU units per image, 2 passes each"),
+    );
     Ok(())
 }
 
@@ -870,7 +935,7 @@ fn resnet_step(out: &Out, a: &ResnetArgs) -> Result<()> {
         a.reps, a.steps, a.batch
     );
     out.emit("resnet", "resnet20/step".into(), "s/step", times, note);
-    emit_parts(out, "resnet", "resnet20/step", &parts, a.steps);
+    emit_parts(out, "resnet", "resnet20/step", &parts, a.steps, false);
     Ok(())
 }
 
@@ -900,6 +965,7 @@ fn imp_memory(out: &Out, a: &ImpArgs) -> Result<()> {
     let init = params.snapshot();
     let mut mask = Mask::dense(&params);
     let after_load = proc_status_mib("VmRSS")?;
+    let peak_load = proc_status_mib("VmHWM")?;
     let cfg = ap_train::TrainConfig {
         optimizer: optimizer_for(&a.model)?,
         schedule: Default::default(),
@@ -930,13 +996,20 @@ fn imp_memory(out: &Out, a: &ImpArgs) -> Result<()> {
         "{} steps of {} then prune {} of the weights; one process",
         a.steps, a.model, a.rate
     );
-    out.emit("imp", "imp/peak".into(), "MiB", vec![peak], note.clone());
+    out.emit("imp", "imp/peak".into(), "MiB", vec![peak], note);
     out.emit(
         "imp",
         "imp/after-load".into(),
         "MiB",
         vec![after_load],
         "VmRSS after loading MNIST and building the model".into(),
+    );
+    out.emit(
+        "imp",
+        "imp/peak-during-load".into(),
+        "MiB",
+        vec![peak_load],
+        "VmHWM after loading MNIST and building the model".into(),
     );
     Ok(())
 }

@@ -217,6 +217,21 @@ impl Method {
         }
     }
 
+    /// Rounds (training phases, each with its record) of a whole run.
+    pub fn round_count(&self) -> usize {
+        match self {
+            Method::Imp { rounds, .. } | Method::Lrr { rounds, .. } => rounds + 1,
+            Method::OneShot { at_init, .. } => {
+                if *at_init {
+                    1
+                } else {
+                    2
+                }
+            }
+            Method::Gmp { .. } | Method::Granet { .. } | Method::Rigl { .. } => 1,
+        }
+    }
+
     /// Short label for tables and directory names: the method, with the rewind point
     /// and a criterion other than magnitude, e.g. `imp`, `imp-rewind`, `imp-random`,
     /// `pai-snip`, `one-shot`, `gmp`.
@@ -648,6 +663,8 @@ pub fn run_method_from(
     // A resume point restores the model and the mask here and the method's own state
     // below; a method whose run is a single round never has one to continue from.
     let (mut records, resumed) = match resume {
+        // Every round is done: only the records were missing.
+        Some(r) if r.records.len() >= method.round_count() => return Ok(r.records),
         Some(r) if !r.records.is_empty() && method.rounds_between_phases() => {
             r.checkpoint.restore("model", &ctx.everything)?;
             mask = r.checkpoint.mask(&ctx.prunable)?;

@@ -74,11 +74,7 @@ fn default_cost(model: &str) -> (f64, f64) {
 
 /// Rounds (training phases, each followed by a test-set evaluation) of a run.
 fn rounds(spec: &RunSpec) -> u64 {
-    match &spec.prune {
-        Method::Imp { rounds, .. } | Method::Lrr { rounds, .. } => *rounds as u64 + 1,
-        Method::OneShot { at_init: false, .. } => 2,
-        _ => 1,
-    }
+    spec.prune.round_count() as u64
 }
 
 /// Work of a run in units of training iterations: iterations plus evaluations.

@@ -116,6 +116,8 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
                     r.records.len() - 1
                 );
             }
+            // The checkpoint's copy of the records is the verified one.
+            dir.write_rounds(&r.records)?;
             r.records.clone()
         }
         None => vec![],
@@ -125,8 +127,7 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
                     ckpt: &ap_prune::Checkpoint|
      -> Result<(), ap_prune::PruneError> {
         records.push(r.clone());
-        // Records first, then the checkpoint: a checkpoint never runs ahead of the
-        // records it is verified against.
+        // The checkpoint goes last: it carries its own copy of the records.
         let persisted = dir
             .write_rounds(&records)
             .and_then(|_| {

@@ -609,7 +609,7 @@ pub fn last_error(log: &Path) -> Option<String> {
     lines
         .iter()
         .rev()
-        .find(|l| l.contains("error:") || l.contains("error "))
+        .find(|l| l.contains("error:"))
         .or(lines.last())
         .map(|l| l.trim().to_string())
 }

@@ -172,14 +172,17 @@ fn classify(dir: &RunDir, task: Option<&TaskState>) -> (Status, String) {
     }
 }
 
-/// The pid in the run's LOCK when that process is alive on this machine.
+/// The pid in the run's LOCK when that process is alive on this machine. (A LOCK holds
+/// the pid first; anything after it is ignored here.) A process on another node is not
+/// visible this way; Slurm's view covers those.
 fn live_lock(dir: &RunDir) -> Option<u32> {
     let pid: u32 = fs::read_to_string(dir.path.join("LOCK"))
         .ok()?
-        .trim()
+        .split_whitespace()
+        .next()?
         .parse()
         .ok()?;
-    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    crate::store::process_alive(pid).then_some(pid)
 }
 
 /// The status as text: one line per run, then the count of each state.

@@ -9,7 +9,8 @@
 //!   mask.safetensors          the mask of the last finished round (u8 0/1 per weight tensor)
 //!   checkpoint-<r>.safetensors  model, mask and method state after round r (the last two
 //!                             while running, the last one when done: the final network)
-//!   checkpoint-<r>.json       its SHA-256 and the SHA-256 of rounds 0..=r of rounds.jsonl
+//!   checkpoint-<r>.json       its SHA-256 and a copy of rounds 0..=r (with their own SHA-256),
+//!                             which repairs rounds.jsonl if that is damaged
 //!   log.txt                   the run's log (tracing), appended by every process that ran it
 //!   DONE                      written last, holds the SHA-256 of rounds.jsonl; a run with a
 //!                             valid DONE is never run again
@@ -110,7 +111,8 @@ impl RunDir {
     }
 
     /// Takes the run's lock; fails if a live process holds it. A lock left by a dead
-    /// process is taken over.
+    /// process on this machine is taken over. LOCK holds `<pid> <host>`: a lock of
+    /// another host is respected, since its process cannot be checked from here.
     pub fn lock(&self) -> Result<RunLock> {
         let path = self.path.join("LOCK");
         for _ in 0..2 {
@@ -120,20 +122,16 @@ impl RunDir {
                 .open(&path)
             {
                 Ok(mut f) => {
-                    write!(f, "{}", std::process::id()).ok();
+                    write!(f, "{} {}", std::process::id(), hostname()).ok();
                     return Ok(RunLock { path });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let pid = fs::read_to_string(&path).unwrap_or_default();
-                    let alive = pid
-                        .trim()
-                        .parse::<u32>()
-                        .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
-                    if alive {
+                    let holder = fs::read_to_string(&path).unwrap_or_default();
+                    if lock_is_live(&holder) {
                         bail!(
-                            "{} is being run by process {} (lock {})",
+                            "{} is being run by process {} (lock {}; if that host is gone, delete the lock)",
                             self.path.display(),
-                            pid.trim(),
+                            holder.trim(),
                             path.display()
                         );
                     }
@@ -145,6 +143,16 @@ impl RunDir {
             }
         }
         bail!("could not take the lock {}", path.display())
+    }
+
+    /// Removes LOCK when the process that wrote it is gone.
+    pub fn remove_stale_lock(&self) {
+        let path = self.path.join("LOCK");
+        if let Ok(holder) = fs::read_to_string(&path) {
+            if !lock_is_live(&holder) {
+                fs::remove_file(&path).ok();
+            }
+        }
     }
 
     /// Records of finished rounds (empty when none); a malformed line is an error naming
@@ -195,8 +203,8 @@ impl RunDir {
         )
     }
 
-    /// Saves the checkpoint taken after the last of `records` (already in rounds.jsonl),
-    /// then its checksums, then drops all but the newest `keep` checkpoints.
+    /// Saves the checkpoint taken after the last of `records`, then its record (checksum
+    /// and a copy of the records it was taken with), then drops all but the newest `keep`.
     pub fn write_checkpoint(
         &self,
         records: &[RoundRecord],
@@ -206,14 +214,16 @@ impl RunDir {
         let round = records.len() - 1;
         let path = self.checkpoint_path(round);
         save_safetensors(&path, &ckpt.tensors)?;
+        let jsonl = records_jsonl(records)?;
         let meta = CheckpointMeta {
             round,
             sha256: sha256_file(&path)?,
-            records_sha256: sha256_hex(records_jsonl(records)?.as_bytes()),
+            records_sha256: sha256_hex(jsonl.as_bytes()),
+            records: jsonl,
         };
         write_atomic(
             &path.with_extension("json"),
-            serde_json::to_string_pretty(&meta)?.as_bytes(),
+            serde_json::to_string(&meta)?.as_bytes(),
         )?;
         self.keep_checkpoints(keep);
         Ok(())
@@ -249,29 +259,26 @@ impl RunDir {
         rounds
     }
 
-    /// Where to continue this run: the newest checkpoint whose file and records verify,
-    /// with its records. Anything that fails verification is reported (as a warning with
-    /// its path) and set aside; `None` means start from round 0.
+    /// Where to continue this run: the newest checkpoint that verifies, with the records
+    /// it was taken with (which also repair a damaged rounds.jsonl). Anything that fails
+    /// verification is reported (a warning naming the file) and set aside as `.corrupt`;
+    /// `None` means start from round 0.
     pub fn resume_point(&self) -> Result<Option<Resume>> {
-        let (records, bad) = self.valid_rounds()?;
-        if let Some(e) = bad {
-            tracing::warn!("{e:#}");
-            eprintln!("warning: {e:#}");
+        if let (_, Some(e)) = self.valid_rounds()? {
+            warn(&e);
         }
         for round in self.checkpoint_rounds() {
             let path = self.checkpoint_path(round);
-            match self.verify_checkpoint(round, &records) {
-                Ok(true) => {
+            match self.verify_checkpoint(round) {
+                Ok((_, records)) => {
                     let tensors = load_safetensors(&path, tch::Device::Cpu)?;
                     return Ok(Some(Resume {
-                        records: records[..=round].to_vec(),
+                        records,
                         checkpoint: Checkpoint { tensors },
                     }));
                 }
-                Ok(false) => {} // records of that round were lost: an older one may do
                 Err(e) => {
-                    tracing::warn!("{e:#}");
-                    eprintln!("warning: {e:#}");
+                    warn(&e);
                     set_aside(&path);
                     set_aside(&path.with_extension("json"));
                 }
@@ -280,20 +287,20 @@ impl RunDir {
         Ok(None)
     }
 
-    /// Rounds a resumed run would not redo (0 when it would start over); reads no tensors.
+    /// Rounds a resumed run would not redo (0 when it would start over); reads no tensors
+    /// into libtorch and sets nothing aside.
     pub fn resume_point_rounds(&self) -> Result<usize> {
-        let (records, _) = self.valid_rounds()?;
         for round in self.checkpoint_rounds() {
-            if let Ok(true) = self.verify_checkpoint(round, &records) {
+            if self.verify_checkpoint(round).is_ok() {
                 return Ok(round + 1);
             }
         }
         Ok(0)
     }
 
-    /// Ok(true) when checkpoint `round` matches its checksum and `records` hold its rounds
-    /// unchanged; Ok(false) when `records` are too short for it; Err when corrupt.
-    fn verify_checkpoint(&self, round: usize, records: &[RoundRecord]) -> Result<bool> {
+    /// The checkpoint's record and its round records when the checkpoint and its record
+    /// match their checksums; otherwise an error naming the bad file.
+    fn verify_checkpoint(&self, round: usize) -> Result<(CheckpointMeta, Vec<RoundRecord>)> {
         let path = self.checkpoint_path(round);
         let meta_path = path.with_extension("json");
         let meta: CheckpointMeta = fs::read_to_string(&meta_path)
@@ -305,29 +312,33 @@ impl RunDir {
                     meta_path.display()
                 )
             })?;
+        let corrupt = || {
+            anyhow::anyhow!(
+                "{}: checksum mismatch, the file is corrupt",
+                meta_path.display()
+            )
+        };
+        if meta.round != round || sha256_hex(meta.records.as_bytes()) != meta.records_sha256 {
+            return Err(corrupt());
+        }
+        let records: Vec<RoundRecord> = meta
+            .records
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()
+            .map_err(|_| corrupt())?;
+        if records.len() != round + 1 {
+            return Err(corrupt());
+        }
         if sha256_file(&path)? != meta.sha256 {
             bail!("{}: checksum mismatch, the file is corrupt", path.display());
         }
-        if records.len() <= round {
-            return Ok(false);
-        }
-        if sha256_hex(records_jsonl(&records[..=round])?.as_bytes()) != meta.records_sha256 {
-            bail!(
-                "{}: rounds 0..={round} differ from those checkpoint {} was taken with",
-                self.path.join("rounds.jsonl").display(),
-                path.display()
-            );
-        }
-        Ok(true)
+        Ok((meta, records))
     }
 
-    /// Removes temporary files that a killed process left (call while holding the lock).
+    /// Removes temporary files that killed processes left here.
     pub fn remove_temporaries(&self) {
-        for e in fs::read_dir(&self.path).into_iter().flatten().flatten() {
-            if e.file_name().to_string_lossy().contains(".tmp-") {
-                fs::remove_file(e.path()).ok();
-            }
-        }
+        remove_stale_temporaries(&self.path);
     }
 
     /// Ok when DONE holds the SHA-256 of rounds.jsonl; the error names the file.
@@ -359,8 +370,7 @@ impl RunDir {
         match self.verify_done() {
             Ok(()) => false,
             Err(e) => {
-                tracing::warn!("{e:#}");
-                eprintln!("warning: {e:#}");
+                warn(&e);
                 set_aside(&self.path.join("DONE"));
                 true
             }
@@ -379,12 +389,68 @@ impl RunDir {
     }
 }
 
+/// True while process `pid` of this machine runs (a zombie — killed, not yet reaped —
+/// does not count).
+pub fn process_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses: `pid (comm) S ...`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// This machine's host name (for locks on a store that several nodes share).
+pub fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Whether a LOCK's content (`<pid> [<host>]`) names a live holder: a live process here,
+/// or any process of another host.
+fn lock_is_live(holder: &str) -> bool {
+    let mut parts = holder.split_whitespace();
+    let Some(Ok(pid)) = parts.next().map(str::parse::<u32>) else {
+        return false; // empty or garbled: the writer died before finishing it
+    };
+    match parts.next() {
+        Some(host) if host != hostname() => true,
+        _ => process_alive(pid),
+    }
+}
+
+/// Removes the temporary files of atomic writes (`<name>.tmp-<pid>`) in `dir` whose
+/// process is gone; those of live processes (a concurrent writer) stay.
+pub fn remove_stale_temporaries(dir: &Path) {
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((_, pid)) = name.rsplit_once(".tmp-") else {
+            continue;
+        };
+        if !pid.parse::<u32>().is_ok_and(process_alive) {
+            fs::remove_file(e.path()).ok();
+        }
+    }
+}
+
 /// What `checkpoint-<r>.json` holds.
 #[derive(Debug, Serialize, Deserialize)]
 struct CheckpointMeta {
     round: usize,
+    /// Of the safetensors file.
     sha256: String,
+    /// Of `records` (this file's own check).
     records_sha256: String,
+    /// The records of rounds 0..=round, as the JSON lines of rounds.jsonl.
+    records: String,
+}
+
+fn warn(e: &anyhow::Error) {
+    tracing::warn!("{e:#}");
+    eprintln!("warning: {e:#}");
 }
 
 fn records_jsonl(records: &[RoundRecord]) -> Result<String> {
@@ -494,6 +560,15 @@ mod tests {
             .contains("being run by process"));
         drop(held);
         fs::write(dir.path().join("LOCK"), "4294967").unwrap(); // no such pid
-        run.lock().unwrap();
+        drop(run.lock().unwrap());
+        // Another host's lock cannot be checked from here, so it holds.
+        fs::write(dir.path().join("LOCK"), "4294967 some-other-node").unwrap();
+        assert!(run.lock().is_err());
+        run.remove_stale_lock();
+        assert!(dir.path().join("LOCK").exists());
+        fs::write(dir.path().join("LOCK"), format!("4294967 {}", hostname())).unwrap();
+        run.remove_stale_lock();
+        assert!(!dir.path().join("LOCK").exists());
+        assert!(process_alive(std::process::id()));
     }
 }

@@ -191,15 +191,7 @@ fn main() {
                 .validate()
                 .and_then(|_| reproduce(&grid, jobs.max(1), dry_run, &backend, &common))
         }
-        Cmd::Status { grid, runs_dir } => (|| {
-            let specs = match (&grid.grid, &grid.profile) {
-                (None, None) => None,
-                _ => Some(grid.load()?.1),
-            };
-            let runs = ap_runs::status::collect(&runs_dir, specs.as_deref())?;
-            print!("{}", ap_runs::status::render(&runs));
-            Ok(())
-        })(),
+        Cmd::Status { grid, runs_dir } => status(&grid, &runs_dir),
         Cmd::Report { grid, runs_dir } => {
             init_tracing(None);
             report(&grid, &runs_dir)
@@ -291,7 +283,11 @@ fn reproduce(
 ) -> Result<()> {
     let (grid, specs, out) = args.load()?;
     for s in &specs {
-        RunDir::of(&common.runs_dir, s).reopen_if_corrupt();
+        let dir = RunDir::of(&common.runs_dir, s);
+        dir.reopen_if_corrupt();
+        // What killed processes left: temporaries, and locks of finished runs.
+        dir.remove_temporaries();
+        dir.remove_stale_lock();
     }
     let states: Vec<RunState> = specs
         .iter()
@@ -371,6 +367,7 @@ fn reproduce(
             results.push((s.clone(), dir.rounds()?));
         }
     }
+    ap_runs::store::remove_stale_temporaries(&out);
     let md = write_report(
         &out,
         &results,
@@ -530,6 +527,20 @@ fn run_child(
             dir.path.join("log.txt").display()
         ),
     }
+}
+
+/// `ap status`: the runs of the grid, or every run in the store without one.
+fn status(args: &GridArgs, runs_dir: &Path) -> Result<()> {
+    let specs = match (&args.grid, &args.profile) {
+        (None, None) if !args.only.is_empty() || !args.filter.is_empty() => {
+            bail!("--only and --filter select runs of a grid: add --profile or --grid")
+        }
+        (None, None) => None,
+        _ => Some(args.load()?.1),
+    };
+    let runs = ap_runs::status::collect(runs_dir, specs.as_deref())?;
+    print!("{}", ap_runs::status::render(&runs));
+    Ok(())
 }
 
 fn report(args: &GridArgs, runs_dir: &Path) -> Result<()> {
