@@ -30,6 +30,9 @@ fn sync(device: Device) {
 }
 
 fn main() {
+    if std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
+        std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8");
+    }
     let device = ap_tensor::parse_device(&std::env::args().nth(1).unwrap_or_else(|| "cuda".into()))
         .unwrap_or_else(|e| {
             eprintln!("error: {e}");
@@ -41,6 +44,8 @@ fn main() {
         tch::Cuda::cudnn_is_available()
     );
     let mut failures = 0;
+    // As the `ap` program does by default; section 6 compares with deterministic mode.
+    ap_tensor::set_deterministic(false);
     tch::manual_seed(0);
 
     // 1. Exact-count selection on the device equals the CPU's.
@@ -186,6 +191,98 @@ fn main() {
             t.elapsed().as_secs_f64()
         );
     }
+
+    // 6. Deterministic mode: the same 60 masked steps from the same start, twice, give
+    //    bit-identical weights; then the epoch time of each mode.
+    let start = NamedParams::from_var_store(&model.vs, &{
+        let mut n: Vec<String> = model.vs.variables().into_keys().collect();
+        n.sort();
+        n
+    })
+    .unwrap();
+    let init = start.snapshot();
+    let short = TrainConfig {
+        iterations: 60,
+        augment: ap_data::Augment {
+            crop_padding: 4,
+            horizontal_flip: true,
+        },
+        ..cfg.clone()
+    };
+    let twice = |deterministic: bool| -> bool {
+        ap_tensor::set_deterministic(deterministic);
+        let mut finals = vec![];
+        for _ in 0..2 {
+            start.copy_from(&init).unwrap();
+            train_phase(
+                &model,
+                &train,
+                Some(&mask),
+                &short,
+                7,
+                0,
+                &mut NoHook,
+                |_| {},
+            )
+            .unwrap();
+            finals.push(start.snapshot());
+        }
+        let same = finals[0]
+            .iter()
+            .zip(finals[1].iter())
+            .all(|((_, a), (_, b))| a.equal(b));
+        same
+    };
+    let same_fast = twice(false);
+    println!("INFO cuDNN on (the default): repeated training bit-identical: {same_fast}");
+    check(
+        "deterministic mode: repeated masked training (augmented) gives bit-identical weights",
+        twice(true),
+        &mut failures,
+    );
+    // 50 steps each, scaled to an epoch: deterministic mode is slow (cuDNN off).
+    for (label, deterministic) in [("cuDNN (default)", false), ("--deterministic-cuda", true)] {
+        ap_tensor::set_deterministic(deterministic);
+        let warm = TrainConfig {
+            iterations: 5,
+            ..cfg.clone()
+        };
+        train_phase(
+            &model,
+            &train,
+            Some(&mask),
+            &warm,
+            1,
+            0,
+            &mut NoHook,
+            |_| {},
+        )
+        .unwrap();
+        sync(device);
+        let t = Instant::now();
+        let fifty = TrainConfig {
+            iterations: 50,
+            ..cfg.clone()
+        };
+        train_phase(
+            &model,
+            &train,
+            Some(&mask),
+            &fifty,
+            1,
+            0,
+            &mut NoHook,
+            |_| {},
+        )
+        .unwrap();
+        sync(device);
+        println!(
+            "TIME ResNet-20 epoch (50 steps of 128 scaled to 391), masked, {label}: {:.2} s",
+            t.elapsed().as_secs_f64() * 391.0 / 50.0
+        );
+    }
+    ap_tensor::set_deterministic(false);
+
     let t = Instant::now();
     let r = evaluate(
         &model,
@@ -199,6 +296,6 @@ fn main() {
         t.elapsed().as_secs_f64(),
         r.dnr.dynamic
     );
-    println!("{} passed, {failures} failed", 5 - failures);
+    println!("{} passed, {failures} failed", 6 - failures);
     std::process::exit(if failures == 0 { 0 } else { 1 });
 }

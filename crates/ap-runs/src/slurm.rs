@@ -456,6 +456,10 @@ fn job_script(
         logs.display()
     ));
     s.push_str("set -euo pipefail\n");
+    s.push_str(&format!(
+        "export GLIBC_TUNABLES=\"${{GLIBC_TUNABLES:-{}}}\"\n",
+        crate::runner::MALLOC_TUNABLES
+    ));
     s.push_str(&format!("mapfile -t specs < {}\n", q(manifest)));
     s.push_str("spec=\"${specs[$SLURM_ARRAY_TASK_ID]:-}\"\n");
     s.push_str(&format!(

@@ -427,4 +427,78 @@ enabled = true
         assert_eq!(keys.len(), 4);
         assert!(runs.iter().any(|r| r.seed == 1 && !r.ap.enabled));
     }
+
+    /// Run keys are part of the store's format: a finished run is found again only if its
+    /// key is unchanged. These were computed by the code that wrote the run store of the
+    /// default grid (before checkpoints, profiles, parts, `init` and AP's `share`,
+    /// `from_event` and `until_event` existed), so new settings at their defaults must
+    /// leave keys alone. A change here orphans every user's finished runs.
+    #[test]
+    fn golden_run_keys_do_not_change() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let path = root.join("grids/default.toml");
+        let grid: GridSpec = read_toml(&path).unwrap();
+        let names: Vec<String> = grid
+            .expand("default.toml")
+            .unwrap()
+            .iter()
+            .map(|s| s.dir_name())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "imp-lenet300-100-mnist-s0-8ac759e20235fae4",
+                "imp-lenet300-100-mnist-s1-470a3421315ee332",
+                "imp+ap-lenet300-100-mnist-s0-9ac3d68acf001f77",
+                "imp+ap-lenet300-100-mnist-s1-fdc01c23ddc3d427",
+            ]
+        );
+        // A grid written with parts expands to the same runs as the flat grid.
+        let parted: GridSpec = parse_toml(
+            &std::fs::read_to_string(&path).unwrap().replace(
+                "[axes]\n\"ap.enabled\" = [false, true]\nseed = [0, 1]",
+                "[axes]\nseed = [0, 1]\n[[part]]\naxes = { \"ap.enabled\" = [false, true] }",
+            ),
+            "parted.toml",
+        )
+        .unwrap();
+        assert_eq!(parted.part.len(), 1, "the replacement above must apply");
+        let mut parted_names: Vec<String> = parted
+            .expand("parted.toml")
+            .unwrap()
+            .iter()
+            .map(|s| s.dir_name())
+            .collect();
+        parted_names.sort();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(parted_names, sorted);
+    }
+
+    #[test]
+    fn parts_merge_over_the_base_and_duplicates_are_errors() {
+        let text = |parts: &str| {
+            format!(
+                "name = \"g\"\n[base]\nmodel = \"lenet300-100\"\ndataset = \"mnist\"\nseed = 0\n[base.train]\nbatch_size = 60\niterations = 100\noptimizer = {{ kind = \"adam\", lr = 1e-3 }}\n[base.prune]\nmethod = \"imp\"\nrounds = 1\nrate = 0.2\n{parts}"
+            )
+        };
+        let g: GridSpec = parse_toml(
+            &text("[[part]]\nbase = { train = { iterations = 50 } }\n[[part]]\nbase = { model = \"conv2\", dataset = \"fashion-mnist\" }\naxes = { seed = [1, 2] }\n"),
+            "g.toml",
+        )
+        .unwrap();
+        let specs = g.expand("g.toml").unwrap();
+        assert_eq!(specs.len(), 3);
+        assert_eq!(specs[0].train.iterations, 50);
+        assert_eq!(specs[0].train.batch_size, 60, "tables merge, not replace");
+        assert_eq!((specs[1].model.as_str(), specs[1].seed), ("conv2", 1));
+        assert_eq!(specs[2].train.iterations, 100);
+        let dup: GridSpec =
+            parse_toml(&text("[[part]]\n[[part]]\nname = \"again\"\n"), "d.toml").unwrap();
+        let err = dup.expand("d.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("again") && err.contains("earlier part"),
+            "{err}"
+        );
+    }
 }

@@ -257,7 +257,11 @@ impl Optimizer {
                         let bc1 = 1.0 - beta1.powi(t as i32);
                         let bc2 = 1.0 - beta2.powi(t as i32);
                         // w ← w − lr/bc1 · m / (√v/√bc2 + eps), as w + m / denom with denom scaled by −bc1/lr.
-                        let mut denom = v.sqrt();
+                        // sqrt is several times slower on exact zeros, which a mask makes
+                        // of most of v; the clamp leaves every denominator unchanged
+                        // (√MIN_POSITIVE ≈ 1e-19 vanishes next to eps).
+                        let mut denom = v.clamp_min(f64::from(f32::MIN_POSITIVE));
+                        let _ = denom.sqrt_();
                         let _ = denom
                             .g_mul_scalar_(1.0 / bc2.sqrt())
                             .g_add_scalar_(eps)

@@ -158,6 +158,10 @@ struct Common {
     /// Print every epoch.
     #[arg(long)]
     verbose: bool,
+    /// On CUDA, run bit-for-bit repeatably: cuDNN off (measured 43× slower for a ResNet-20
+    /// epoch on an H200, see docs/performance.md). CPU runs are always repeatable.
+    #[arg(long)]
+    deterministic_cuda: bool,
 }
 
 impl Common {
@@ -172,6 +176,10 @@ impl Common {
 const EXIT_BUSY: i32 = 3;
 
 fn main() {
+    // cuBLAS repeats its results only with a fixed workspace, set before CUDA starts.
+    if std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
+        std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Run {
@@ -251,7 +259,9 @@ fn run_one(spec_path: &Path, progress_json: bool, common: &Common) -> Result<()>
             }
         }) as Arc<dyn Fn(&Progress) + Send + Sync>
     });
+    ap_tensor::set_deterministic(common.deterministic_cuda);
     let opts = RunOptions {
+        deterministic: common.deterministic_cuda,
         data_dir: common.data_dir(),
         device: ap_tensor::parse_device(&common.device)?,
         progress: !progress_json,
@@ -506,6 +516,12 @@ fn run_child(
         .arg(threads.to_string());
     if common.verbose {
         cmd.arg("--verbose");
+    }
+    if common.deterministic_cuda {
+        cmd.arg("--deterministic-cuda");
+    }
+    if std::env::var_os("GLIBC_TUNABLES").is_none() {
+        cmd.env("GLIBC_TUNABLES", ap_runs::runner::MALLOC_TUNABLES);
     }
     let mut child = cmd
         .stdout(Stdio::piped())
