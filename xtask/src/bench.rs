@@ -23,6 +23,11 @@ use crate::paths::{self, Paths};
 use crate::util::describe;
 use crate::Setup;
 
+/// The glibc malloc settings of the training processes that `ap reproduce` starts (a copy
+/// of `ap_runs::runner::MALLOC_TUNABLES`; xtask does not link the library crates).
+const MALLOC_TUNABLES: &str =
+    "glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_threshold=268435456";
+
 /// Threads for libtorch on both sides unless `AP_BENCH_THREADS` says otherwise. One, as
 /// `ap reproduce` runs one thread per process, and because a shared 2-core machine gives
 /// steadier single-thread numbers.
@@ -261,7 +266,15 @@ pub fn run(quick: bool) -> Result<i32> {
             }
             for side in sides {
                 let mut cmd = match side {
-                    Side::Rust => Command::new(&bin),
+                    Side::Rust => {
+                        // What `ap reproduce` gives each run (ap_runs::runner::MALLOC_TUNABLES):
+                        // glibc keeps large freed blocks instead of unmapping them every step.
+                        let mut r = Command::new(&bin);
+                        if paths::process_env("GLIBC_TUNABLES").is_none() {
+                            r.env("GLIBC_TUNABLES", MALLOC_TUNABLES);
+                        }
+                        r
+                    }
                     Side::Python => {
                         let mut p = Command::new(&python);
                         p.arg(&script);

@@ -175,14 +175,15 @@ pub(crate) fn to_split(
             .f_view([1, c, 1, 1])?
             .f_to_device(device)?)
     };
-    // Ship bytes (4x smaller than f32) and convert once on the device.
-    let images = Tensor::f_from_slice(&records.pixels)?
+    // Ship bytes (4x smaller than f32) and convert once on the device; normalise in place
+    // so the peak is one float copy.
+    let mut images = Tensor::f_from_slice(&records.pixels)?
         .f_view([n, c, h, w])?
         .f_to_device(device)?
-        .f_to_kind(Kind::Float)?
-        .f_div_scalar(255.0)?
-        .f_sub(&stats(kind.channel_mean())?)?
-        .f_div(&stats(kind.channel_std())?)?;
+        .f_to_kind(Kind::Float)?;
+    let _ = images.f_div_scalar_(255.0)?;
+    let _ = images.f_sub_(&stats(kind.channel_mean())?)?;
+    let _ = images.f_div_(&stats(kind.channel_std())?)?;
     let labels = Tensor::f_from_slice(&records.labels)?
         .f_to_device(device)?
         .f_to_kind(Kind::Int64)?;

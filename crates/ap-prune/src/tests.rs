@@ -410,7 +410,8 @@ fn resumed_equals_uninterrupted(method: &Method, ap: Option<&ApConfig>, stop_aft
     let seeds = RunSeeds { data: 3, prune: 4 };
     let whole = run(method, ap, 12).0;
     let m = model(2);
-    let mut saved: Option<(Vec<RoundRecord>, Vec<(String, Tensor)>)> = None;
+    type Saved = (Vec<RoundRecord>, Vec<(String, Tensor)>);
+    let mut saved: Option<Saved> = None;
     let mut seen = vec![];
     let err = run_method_from(
         &m,

@@ -7,6 +7,7 @@
 pub mod estimate;
 pub mod plot;
 pub mod progress;
+pub mod recipes;
 pub mod reference;
 pub mod report;
 pub mod runner;

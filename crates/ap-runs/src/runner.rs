@@ -27,7 +27,7 @@ pub struct RunOptions {
     /// provenance.json.
     pub deterministic: bool,
     /// Called after every epoch and round (e.g. to feed a progress display).
-    pub report: Option<std::sync::Arc<dyn Fn(&Progress) + Send + Sync>>,
+    pub report: Option<ProgressFn>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -41,6 +41,9 @@ impl std::fmt::Debug for RunOptions {
             .finish_non_exhaustive()
     }
 }
+
+/// A progress callback, shared with the threads that train.
+pub type ProgressFn = std::sync::Arc<dyn Fn(&Progress) + Send + Sync>;
 
 /// What a run reports as it goes (one JSON line each on `ap run --progress-json`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -231,10 +234,34 @@ fn provenance(device: Device, deterministic: bool) -> serde_json::Value {
     serde_json::json!({
         "ap_runs_version": env!("CARGO_PKG_VERSION"),
         "tch_version": "0.24.0",
+        "libtorch": libtorch(),
         "git_revision": git,
         "device": format!("{device:?}"),
         "deterministic": deterministic,
         "torch_threads": tch::get_num_threads(),
         "started_unix_s": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
     })
+}
+
+/// The libtorch this process loaded (from /proc/self/maps) and its version (from the
+/// `version.py` of the Python package it comes from, when it is one).
+fn libtorch() -> serde_json::Value {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let Some(lib) = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.ends_with("/libtorch_cpu.so"))
+        .map(std::path::PathBuf::from)
+    else {
+        return serde_json::Value::Null;
+    };
+    let dir = lib.parent().and_then(|d| d.parent());
+    let version = dir
+        .and_then(|d| std::fs::read_to_string(d.join("version.py")).ok())
+        .and_then(|v| {
+            v.lines()
+                .find_map(|l| l.strip_prefix("__version__ = "))
+                .map(|v| v.trim().trim_matches(|c| c == '\'' || c == '"').to_string())
+        });
+    serde_json::json!({ "path": dir.map(|d| d.display().to_string()), "version": version })
 }

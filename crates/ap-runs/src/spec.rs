@@ -90,6 +90,25 @@ fn default_eval_batch() -> i64 {
 }
 
 impl RunSpec {
+    /// Reads a spec file, resolving a `train.recipe` preset; errors name the file.
+    pub fn read(path: &Path) -> Result<RunSpec> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        RunSpec::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses spec text, resolving a `train.recipe` preset; errors name `source`.
+    pub fn parse(text: &str, source: &str) -> Result<RunSpec> {
+        let mut v: toml::Value = parse_toml(text, source)?;
+        let original = v.clone();
+        crate::recipes::resolve(&mut v).with_context(|| source.to_string())?;
+        if v == original {
+            return parse_toml(text, source); // error positions point into the file
+        }
+        let resolved = toml::to_string(&v).expect("a TOML value serialises");
+        parse_toml(&resolved, &format!("{source} (with its recipe)"))
+    }
+
     /// Checks names and ranges; the error names the field.
     pub fn validate(&self) -> Result<()> {
         if !ap_models::MODELS.contains(&self.model.as_str()) {
@@ -227,7 +246,7 @@ fn empty_table() -> toml::Value {
 }
 
 /// Merges `over` into `base`: tables recursively, anything else replaces.
-fn merge(base: &mut toml::Value, over: &toml::Value) {
+pub(crate) fn merge(base: &mut toml::Value, over: &toml::Value) {
     match (base, over) {
         (toml::Value::Table(b), toml::Value::Table(o)) => {
             for (k, v) in o {
@@ -319,7 +338,8 @@ fn expand_one(
         }
         points
             .into_iter()
-            .map(|v| {
+            .map(|mut v| {
+                crate::recipes::resolve(&mut v).with_context(|| source.to_string())?;
                 let text = toml::to_string(&v).expect("a TOML value serialises");
                 let spec: RunSpec = parse_toml(&text, &format!("{source} (expanded)"))?;
                 spec.validate()

@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use ap_runs::estimate::{human, Estimator};
 use ap_runs::progress::Board;
-use ap_runs::runner::Progress;
+use ap_runs::runner::{Progress, ProgressFn};
 use ap_runs::select::{select, Filter};
 use ap_runs::spec::read_toml;
 use ap_runs::{execute, write_report, GridSpec, RunDir, RunOptions, RunSpec, RunState};
@@ -246,18 +246,18 @@ fn run_one(spec_path: &Path, progress_json: bool, common: &Common) -> Result<()>
     if let Some(t) = common.threads {
         tch::set_num_threads(t);
     }
-    let s: RunSpec = read_toml(spec_path)?;
+    let s = RunSpec::read(spec_path)?;
     s.validate()
         .with_context(|| spec_path.display().to_string())?;
     let dir = RunDir::of(&common.runs_dir, &s);
     dir.init(&s)?;
     init_tracing(Some(&dir.path.join("log.txt")));
-    let report: Option<Arc<dyn Fn(&Progress) + Send + Sync>> = progress_json.then(|| {
+    let report: Option<ProgressFn> = progress_json.then(|| {
         Arc::new(|p: &Progress| {
             if let Ok(line) = serde_json::to_string(p) {
                 println!("{line}");
             }
-        }) as Arc<dyn Fn(&Progress) + Send + Sync>
+        }) as ProgressFn
     });
     ap_tensor::set_deterministic(common.deterministic_cuda);
     let opts = RunOptions {
@@ -370,20 +370,8 @@ fn reproduce(
         }
     }
     let failures = run_all(&todo, jobs, work, common)?;
-    let mut results = vec![];
-    for s in &specs {
-        let dir = RunDir::of(&common.runs_dir, s);
-        if dir.state() == RunState::Done {
-            results.push((s.clone(), dir.rounds()?));
-        }
-    }
-    ap_runs::store::remove_stale_temporaries(&out);
-    let md = write_report(
-        &out,
-        &results,
-        &format!("{} — {}", grid.name, grid.description),
-    )?;
-    println!("{md}");
+    let (results, _) = finished_runs(&specs, &common.runs_dir)?;
+    write_grid_report(&out, &grid, &results)?;
     eprintln!(
         "report: {} (with summary.json, summary.csv and plots)",
         out.join("report.md").display()
@@ -459,6 +447,10 @@ fn run_all(
     // killed), run them here.
     for (s, _) in busy.into_inner().unwrap() {
         let dir = RunDir::of(&common.runs_dir, s);
+        eprintln!(
+            "waiting for {} (another process is running it)",
+            s.dir_name()
+        );
         loop {
             match dir.lock() {
                 Ok(lock) => {
@@ -561,16 +553,7 @@ fn status(args: &GridArgs, runs_dir: &Path) -> Result<()> {
 
 fn report(args: &GridArgs, runs_dir: &Path) -> Result<()> {
     let (grid, specs, out) = args.load()?;
-    let mut results = vec![];
-    let mut missing = 0;
-    for s in &specs {
-        let dir = RunDir::of(runs_dir, s);
-        if dir.state() == RunState::Done {
-            results.push((s.clone(), dir.rounds()?));
-        } else {
-            missing += 1;
-        }
-    }
+    let (results, missing) = finished_runs(&specs, runs_dir)?;
     if results.is_empty() {
         bail!(
             "no finished run of grid `{}` in {}: run `ap reproduce` first (or pass the --runs-dir it used)",
@@ -578,16 +561,42 @@ fn report(args: &GridArgs, runs_dir: &Path) -> Result<()> {
             runs_dir.display()
         );
     }
-    let md = write_report(
-        &out,
-        &results,
-        &format!("{} — {}", grid.name, grid.description),
-    )?;
-    println!("{md}");
+    write_grid_report(&out, &grid, &results)?;
     eprintln!(
         "report of {} finished runs ({missing} not finished yet): {}",
         results.len(),
         out.join("report.md").display()
     );
+    Ok(())
+}
+
+/// A finished run and its records.
+type Finished = (RunSpec, Vec<ap_prune::RoundRecord>);
+
+/// The finished runs among `specs` with their records, and how many are not finished.
+fn finished_runs(specs: &[RunSpec], runs_dir: &Path) -> Result<(Vec<Finished>, usize)> {
+    let mut results = vec![];
+    let mut missing = 0;
+    for s in specs {
+        let dir = RunDir::of(runs_dir, s);
+        if dir.state() == RunState::Done {
+            results.push((s.clone(), dir.rounds()?));
+        } else {
+            missing += 1;
+        }
+    }
+    Ok((results, missing))
+}
+
+/// Writes the report of `grid` into `out` (clearing temporaries a killed writer left) and
+/// prints it.
+fn write_grid_report(out: &Path, grid: &GridSpec, results: &[Finished]) -> Result<()> {
+    ap_runs::store::remove_stale_temporaries(out);
+    let md = write_report(
+        out,
+        results,
+        &format!("{} — {}", grid.name, grid.description),
+    )?;
+    println!("{md}");
     Ok(())
 }

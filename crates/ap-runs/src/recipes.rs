@@ -1,0 +1,153 @@
+//! Named training recipes: `train = { recipe = "openlth-resnet20" }` in a spec or grid
+//! starts from the preset, and any other field of the table overrides it. Presets are
+//! resolved before a spec is hashed, so a run written with a preset and the same run
+//! written out in full have the same key, and each run's `spec.toml` shows every value.
+
+use anyhow::{bail, Result};
+
+/// Name, what it is, and the `[train]` table (TOML).
+pub const RECIPES: &[(&str, &str, &str)] = &[
+    (
+        "lth-lenet",
+        "lottery-ticket LeNet-300-100 / MNIST: Adam 1.2e-3, batch 60, 50K iterations",
+        r#"batch_size = 60
+iterations = 50000
+optimizer = { kind = "adam", lr = 1.2e-3 }"#,
+    ),
+    (
+        "lth-conv2",
+        "lottery-ticket Conv-2: Adam 2e-4, batch 60, 20K iterations",
+        r#"batch_size = 60
+iterations = 20000
+optimizer = { kind = "adam", lr = 2e-4 }"#,
+    ),
+    (
+        "lth-conv4",
+        "lottery-ticket Conv-4: Adam 3e-4, batch 60, 25K iterations",
+        r#"batch_size = 60
+iterations = 25000
+optimizer = { kind = "adam", lr = 3e-4 }"#,
+    ),
+    (
+        "lth-conv6",
+        "lottery-ticket Conv-6: Adam 3e-4, batch 60, 30K iterations",
+        r#"batch_size = 60
+iterations = 30000
+optimizer = { kind = "adam", lr = 3e-4 }"#,
+    ),
+    (
+        "openlth-cifar",
+        "OpenLTH ResNet-20 / VGG-16 on CIFAR-10: SGD 0.1 momentum 0.9, wd 1e-4, batch 128, 160 epochs, ×0.1 at 80 and 120, crop + flip",
+        r#"batch_size = 128
+iterations = 62560
+optimizer = { kind = "sgd", lr = 0.1, momentum = 0.9, weight_decay = 1e-4 }
+schedule = { kind = "step", milestones = [31280, 46920], gamma = 0.1 }
+augment = { crop_padding = 4, horizontal_flip = true }"#,
+    ),
+    (
+        "ap-release",
+        "the AP release's ResNet-20 / CIFAR-10 phase: SGD momentum 0.9, wd 5e-4, batch 64, 50 epochs, linear warm-up to 0.1 over 20K iterations, ×0.1 at epochs 25 and 32, crop + flip",
+        r#"batch_size = 64
+iterations = 39100
+warmup_iterations = 20000
+optimizer = { kind = "sgd", lr = 0.1, momentum = 0.9, weight_decay = 5e-4 }
+schedule = { kind = "step", milestones = [19550, 25024], gamma = 0.1 }
+augment = { crop_padding = 4, horizontal_flip = true }"#,
+    ),
+    (
+        "granet-cifar",
+        "GraNet / RigL-style CIFAR training: SGD 0.1 momentum 0.9, wd 5e-4, batch 128, 160 epochs, ×0.1 at 50% and 75%, crop + flip",
+        r#"batch_size = 128
+iterations = 62560
+optimizer = { kind = "sgd", lr = 0.1, momentum = 0.9, weight_decay = 5e-4 }
+schedule = { kind = "step", milestones = [31280, 46920], gamma = 0.1 }
+augment = { crop_padding = 4, horizontal_flip = true }"#,
+    ),
+    (
+        "cosine-sgd",
+        "SGD 0.1 momentum 0.9 Nesterov, wd 5e-4, batch 128, cosine decay over 62,560 iterations with 1,000 warm-up, crop + flip",
+        r#"batch_size = 128
+iterations = 62560
+warmup_iterations = 1000
+optimizer = { kind = "sgd", lr = 0.1, momentum = 0.9, weight_decay = 5e-4, nesterov = true }
+schedule = { kind = "cosine" }
+augment = { crop_padding = 4, horizontal_flip = true }"#,
+    ),
+];
+
+/// The `[train]` table of a preset.
+pub fn recipe(name: &str) -> Result<toml::Value> {
+    match RECIPES.iter().find(|(n, _, _)| *n == name) {
+        Some((_, _, text)) => Ok(toml::from_str(text).expect("shipped recipes parse")),
+        None => bail!(
+            "train.recipe = {name:?} is unknown; recipes: {}",
+            RECIPES
+                .iter()
+                .map(|(n, _, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Replaces `train.recipe` in a spec (as a TOML value) by the preset, with the table's
+/// other fields merged over it.
+pub fn resolve(spec: &mut toml::Value) -> Result<()> {
+    let Some(train) = spec.get_mut("train").and_then(|t| t.as_table_mut()) else {
+        return Ok(());
+    };
+    let Some(name) = train.remove("recipe") else {
+        return Ok(());
+    };
+    let Some(name) = name.as_str() else {
+        bail!("train.recipe must be a string, e.g. \"openlth-cifar\"");
+    };
+    let mut resolved = recipe(name)?;
+    crate::spec::merge(&mut resolved, &toml::Value::Table(train.clone()));
+    spec.as_table_mut()
+        .expect("a spec with a train table is a table")
+        .insert("train".into(), resolved);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{parse_toml, RunSpec};
+
+    #[test]
+    fn every_recipe_is_a_valid_train_table() {
+        for (name, _, _) in RECIPES {
+            let t: ap_train::TrainConfig = recipe(name).unwrap().try_into().unwrap();
+            t.validate().unwrap();
+        }
+    }
+
+    /// A spec with a preset and the same spec written out have the same key.
+    #[test]
+    fn presets_resolve_before_hashing_and_fields_override() {
+        let head = "model = \"resnet20\"\ndataset = \"cifar10\"\nseed = 0\n[prune]\nmethod = \"imp\"\nrounds = 1\nrate = 0.2\n";
+        let preset: RunSpec = RunSpec::parse(
+            &format!("{head}[train]\nrecipe = \"openlth-cifar\"\n"),
+            "a.toml",
+        )
+        .unwrap();
+        let full: RunSpec =
+            parse_toml(&format!("{head}[train]\n{}\n", RECIPES[4].2), "b.toml").unwrap();
+        assert_eq!(preset.key(), full.key());
+        let over = RunSpec::parse(
+            &format!("{head}[train]\nrecipe = \"openlth-cifar\"\niterations = 100\n"),
+            "c.toml",
+        )
+        .unwrap();
+        assert_eq!(over.train.iterations, 100);
+        assert_eq!(over.train.batch_size, 128);
+        let err = RunSpec::parse(&format!("{head}[train]\nrecipe = \"nope\"\n"), "d.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("d.toml") && err.contains("openlth-cifar"),
+            "{err}"
+        );
+    }
+}
