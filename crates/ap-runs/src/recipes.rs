@@ -142,9 +142,9 @@ mod tests {
         .unwrap();
         assert_eq!(over.train.iterations, 100);
         assert_eq!(over.train.batch_size, 128);
-        let err = RunSpec::parse(&format!("{head}[train]\nrecipe = \"nope\"\n"), "d.toml")
-            .unwrap_err()
-            .to_string();
+        let err =
+            RunSpec::parse(&format!("{head}[train]\nrecipe = \"nope\"\n"), "d.toml").unwrap_err();
+        let err = format!("{err:#}");
         assert!(
             err.contains("d.toml") && err.contains("openlth-cifar"),
             "{err}"

@@ -558,10 +558,12 @@ fn a_killed_task_is_reported_and_resubmitting_completes_the_grid() {
             requeued = true;
         }
         let rounds = std::fs::read_to_string(victim.join("rounds.jsonl")).unwrap_or_default();
-        let pid = std::fs::read_to_string(victim.join("LOCK")).unwrap_or_default();
-        if rounds.lines().count() >= 1 && !pid.trim().is_empty() && !victim.join("DONE").exists() {
+        // LOCK holds `<pid> <host>`.
+        let lock = std::fs::read_to_string(victim.join("LOCK")).unwrap_or_default();
+        let pid = lock.split_whitespace().next().unwrap_or("").to_string();
+        if rounds.lines().count() >= 1 && !pid.is_empty() && !victim.join("DONE").exists() {
             let o = Command::new("kill")
-                .args(["-KILL", pid.trim()])
+                .args(["-KILL", pid.as_str()])
                 .output()
                 .unwrap();
             assert_ok(&o, "kill");
