@@ -1,6 +1,8 @@
 //! The `ap` program end to end: real MNIST runs, reuse of finished runs, determinism, and
 //! clear one-line errors for bad specs and bad data files.
 
+mod common;
+use common::data_dir as real_data_dir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -54,16 +56,6 @@ fn assert_clean_error(o: &Output, needles: &[&str]) {
     for n in needles {
         assert!(line.contains(n), "`{n}` missing from: {line}");
     }
-}
-
-fn real_data_dir() -> PathBuf {
-    let dir = ap_data::default_data_dir();
-    assert!(
-        dir.join("mnist").exists(),
-        "MNIST is not in {}: run `cargo xtask setup`",
-        dir.display()
-    );
-    dir
 }
 
 #[test]

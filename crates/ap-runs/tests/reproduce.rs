@@ -1,6 +1,8 @@
 //! `ap reproduce` under interruption, concurrency and damage, on the `smoke` profile with
 //! real MNIST: the final summary.json must be the same bytes as an uninterrupted run's.
 
+mod common;
+use common::data_dir;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -8,16 +10,6 @@ use std::time::{Duration, Instant};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn data_dir() -> PathBuf {
-    let dir = ap_data::default_data_dir();
-    assert!(
-        dir.join("mnist").exists(),
-        "MNIST is not in {}: run `cargo xtask setup`",
-        dir.display()
-    );
-    dir
 }
 
 /// `ap reproduce --profile smoke` on `store` (runs in `store/runs`, report in `store/out`).

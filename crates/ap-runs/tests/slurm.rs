@@ -11,6 +11,8 @@
 //! them); where they are missing the Slurm tests print why they are skipped. With
 //! `AP_REQUIRE_SLURM=1` (set by `.ci/run` when the install succeeded) a skip is a failure.
 
+mod common;
+use common::data_dir;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -22,16 +24,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn grid() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../grids/smoke.toml")
-}
-
-fn data_dir() -> PathBuf {
-    let dir = ap_data::default_data_dir();
-    assert!(
-        dir.join("mnist").exists(),
-        "MNIST is not in {}: run `cargo xtask setup`",
-        dir.display()
-    );
-    dir
 }
 
 /// Writes past the test harness's capture, so a skip is visible in `cargo test` output.
