@@ -72,11 +72,6 @@ fn default_cost(model: &str) -> (f64, f64) {
     }
 }
 
-/// Rounds (training phases, each followed by a test-set evaluation) of a run.
-fn rounds(spec: &RunSpec) -> u64 {
-    spec.prune.round_count() as u64
-}
-
 /// Work of a run in units of training iterations: iterations plus evaluations.
 fn work(spec: &RunSpec, iterations: u64, evaluations: u64) -> f64 {
     iterations as f64 + evaluations as f64 * default_cost(&spec.model).1
@@ -102,7 +97,7 @@ impl Estimator {
                 let secs: f64 = records.iter().map(|r| r.seconds).sum();
                 let entry = e.measured.entry(key(s)).or_default();
                 entry.0 += secs;
-                entry.1 += work(s, total_iterations(s), rounds(s));
+                entry.1 += work(s, total_iterations(s), s.prune.round_count() as u64);
             }
         }
         e
@@ -118,7 +113,7 @@ impl Estimator {
 
     /// Estimated seconds left for `spec` with `finished` rounds done.
     pub fn seconds_left(&self, spec: &RunSpec, finished: usize) -> f64 {
-        let evals = rounds(spec).saturating_sub(finished as u64);
+        let evals = spec.prune.round_count().saturating_sub(finished) as u64;
         work(spec, remaining_iterations(spec, finished), evals) * self.seconds_per_iteration(spec)
     }
 }

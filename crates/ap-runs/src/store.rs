@@ -270,7 +270,7 @@ impl RunDir {
         for round in self.checkpoint_rounds() {
             let path = self.checkpoint_path(round);
             match self.verify_checkpoint(round) {
-                Ok((_, records)) => {
+                Ok(records) => {
                     let tensors = load_safetensors(&path, tch::Device::Cpu)?;
                     return Ok(Some(Resume {
                         records,
@@ -287,22 +287,33 @@ impl RunDir {
         Ok(None)
     }
 
-    /// Rounds a resumed run would not redo (0 when it would start over); reads no tensors
-    /// into libtorch and sets nothing aside.
+    /// Rounds a resumed run would not redo (0 when it would start over), for estimates:
+    /// reads only the checkpoints' records, not their (possibly large) tensor files.
     pub fn resume_point_rounds(&self) -> Result<usize> {
         for round in self.checkpoint_rounds() {
-            if self.verify_checkpoint(round).is_ok() {
+            if self.checkpoint_records(round).is_ok() {
                 return Ok(round + 1);
             }
         }
         Ok(0)
     }
 
-    /// The checkpoint's record and its round records when the checkpoint and its record
-    /// match their checksums; otherwise an error naming the bad file.
-    fn verify_checkpoint(&self, round: usize) -> Result<(CheckpointMeta, Vec<RoundRecord>)> {
+    /// The round records of checkpoint `round` when its record file matches its checksum
+    /// and the tensor file matches the checksum recorded there; otherwise an error naming
+    /// the bad file.
+    fn verify_checkpoint(&self, round: usize) -> Result<Vec<RoundRecord>> {
         let path = self.checkpoint_path(round);
-        let meta_path = path.with_extension("json");
+        let (sha256, records) = self.checkpoint_records(round)?;
+        if sha256_file(&path)? != sha256 {
+            bail!("{}: checksum mismatch, the file is corrupt", path.display());
+        }
+        Ok(records)
+    }
+
+    /// From `checkpoint-<round>.json`: the tensor file's recorded SHA-256 and the round
+    /// records, when the file parses and matches its own checksum.
+    fn checkpoint_records(&self, round: usize) -> Result<(String, Vec<RoundRecord>)> {
+        let meta_path = self.checkpoint_path(round).with_extension("json");
         let meta: CheckpointMeta = fs::read_to_string(&meta_path)
             .map_err(anyhow::Error::from)
             .and_then(|t| Ok(serde_json::from_str(&t)?))
@@ -330,10 +341,7 @@ impl RunDir {
         if records.len() != round + 1 {
             return Err(corrupt());
         }
-        if sha256_file(&path)? != meta.sha256 {
-            bail!("{}: checksum mismatch, the file is corrupt", path.display());
-        }
-        Ok((meta, records))
+        Ok((meta.sha256, records))
     }
 
     /// Removes temporary files that killed processes left here.

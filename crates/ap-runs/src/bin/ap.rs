@@ -279,11 +279,6 @@ fn run_one(spec_path: &Path, progress_json: bool, common: &Common) -> Result<()>
     Ok(())
 }
 
-/// Finished rounds of a run (for estimates), counting only what verifies.
-fn finished_rounds(dir: &RunDir) -> usize {
-    dir.resume_point_rounds().unwrap_or(0)
-}
-
 fn reproduce(
     args: &GridArgs,
     jobs: usize,
@@ -321,7 +316,9 @@ fn reproduce(
         .zip(&states)
         .filter(|(_, &st)| st == RunState::Pending || st == RunState::Partial)
         .map(|(s, _)| {
-            let finished = finished_rounds(&RunDir::of(&common.runs_dir, s));
+            let finished = RunDir::of(&common.runs_dir, s)
+                .resume_point_rounds()
+                .unwrap_or(0);
             (s, estimator.seconds_left(s, finished))
         })
         .collect();
