@@ -2,7 +2,7 @@
 //! filter and the score.
 
 use ap_mask::Mask;
-use ap_tensor::{select_smallest, to_f64_vec, NamedParams, SelectError};
+use ap_tensor::{select_smallest, select_smallest_per_tensor, to_f64_vec, NamedParams, SelectError};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -57,6 +57,8 @@ pub struct ApSelection {
     pub removed: i64,
     /// Budget left unused because too few candidates were kept.
     pub shortfall: i64,
+    /// With a per-layer budget: each layer's shortfall, in mask order.
+    pub layer_shortfall: Option<Vec<i64>>,
 }
 
 /// Chooses up to `n` weights to remove the AP way: candidates are kept weights (in
@@ -85,7 +87,33 @@ pub fn ap_select_with(
     n: i64,
     opts: &ApOptions,
 ) -> Result<ApSelection, SelectError> {
-    if n < 0 {
+    ap_select_budget(current, phase_start, mask, ApBudget::Global(n), opts)
+}
+
+/// How many weights AP removes in one event: one global count, or one count per layer
+/// (when the host prunes layer-wise, AP keeps to the same per-layer rates).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApBudget {
+    /// Ranked across all layers.
+    Global(i64),
+    /// Ranked within each layer, counts in mask order.
+    PerLayer(Vec<i64>),
+}
+
+/// [`ap_select_with`] for either kind of budget. With a per-layer budget, each layer's
+/// shortfall is its own (`layer_shortfall`), so the host can make it up in that layer.
+pub fn ap_select_budget(
+    current: &NamedParams,
+    phase_start: &NamedParams,
+    mask: &Mask,
+    budget: ApBudget,
+    opts: &ApOptions,
+) -> Result<ApSelection, SelectError> {
+    let requested: Vec<i64> = match &budget {
+        ApBudget::Global(n) => vec![*n],
+        ApBudget::PerLayer(c) => c.clone(),
+    };
+    if let Some(&n) = requested.iter().find(|&&n| n < 0) {
         return Err(SelectError::TooFew {
             requested: n,
             eligible: 0,
@@ -98,19 +126,72 @@ pub fn ap_select_with(
             mask.tensors().len()
         )));
     }
-    let candidates: Vec<Tensor> = current
+    if matches!(&budget, ApBudget::PerLayer(c) if c.len() != current.len()) {
+        return Err(SelectError::ShapeMismatch(format!(
+            "{} per-layer AP counts for {} parameters",
+            requested.len(),
+            current.len()
+        )));
+    }
+    let candidates = ap_candidates(current, mask, opts.sign);
+    let scores = ap_scores(current, phase_start, opts.score)?;
+    // One host read for the candidate counts.
+    let counts = Tensor::stack(
+        &candidates
+            .iter()
+            .map(|c| c.sum(Kind::Int64))
+            .collect::<Vec<_>>(),
+        0,
+    );
+    let available: Vec<i64> = to_f64_vec(&counts).iter().map(|&c| c as i64).collect();
+    let scores: Vec<&Tensor> = scores.iter().collect();
+    let candidates: Vec<&Tensor> = candidates.iter().collect();
+    Ok(match budget {
+        ApBudget::Global(n) => {
+            let take = n.min(available.iter().sum());
+            ApSelection {
+                selected: select_smallest(&scores, &candidates, take)?,
+                removed: take,
+                shortfall: n - take,
+                layer_shortfall: None,
+            }
+        }
+        ApBudget::PerLayer(c) => {
+            let take: Vec<i64> = c.iter().zip(&available).map(|(n, a)| *n.min(a)).collect();
+            let short: Vec<i64> = c.iter().zip(&take).map(|(n, t)| n - t).collect();
+            ApSelection {
+                selected: select_smallest_per_tensor(&scores, &candidates, &take)?,
+                removed: take.iter().sum(),
+                shortfall: short.iter().sum(),
+                layer_shortfall: Some(short),
+            }
+        }
+    })
+}
+
+/// Kept weights that pass the sign filter (boolean tensors in mask order).
+fn ap_candidates(current: &NamedParams, mask: &Mask, sign: CandidateSign) -> Vec<Tensor> {
+    current
         .tensors()
         .iter()
         .zip(mask.tensors())
         .map(|(w, m)| {
             let kept = m.gt(0.5);
-            match opts.sign {
+            match sign {
                 CandidateSign::Negative => w.detach().lt(0.0).logical_and(&kept),
                 CandidateSign::Any => kept,
             }
         })
-        .collect();
-    let scores: Vec<Tensor> = match opts.score {
+        .collect()
+}
+
+/// AP's score per weight (smallest removed first).
+fn ap_scores(
+    current: &NamedParams,
+    phase_start: &NamedParams,
+    score: ApScore,
+) -> Result<Vec<Tensor>, SelectError> {
+    Ok(match score {
         ApScore::Movement => {
             if phase_start.len() != current.len() {
                 return Err(SelectError::ShapeMismatch(format!(
@@ -132,26 +213,6 @@ pub fn ap_select_with(
         }
         ApScore::Magnitude => current.tensors().iter().map(|w| w.detach().abs()).collect(),
         ApScore::Random { seed } => random_scores(current, seed),
-    };
-    // One host read for the candidate count.
-    let counts = Tensor::stack(
-        &candidates
-            .iter()
-            .map(|c| c.sum(Kind::Int64))
-            .collect::<Vec<_>>(),
-        0,
-    );
-    let available: i64 = to_f64_vec(&counts).iter().map(|&c| c as i64).sum();
-    let take = n.min(available);
-    let selected = select_smallest(
-        &scores.iter().collect::<Vec<_>>(),
-        &candidates.iter().collect::<Vec<_>>(),
-        take,
-    )?;
-    Ok(ApSelection {
-        selected,
-        removed: take,
-        shortfall: n - take,
     })
 }
 

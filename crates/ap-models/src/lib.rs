@@ -204,6 +204,20 @@ pub fn prunable_names(name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The layers RigL keeps dense in its published configuration of the model family: for
+/// an MLP (every prunable weight 2-D) the output layer (RigL's MNIST setting), for a CNN
+/// the first conv layer (its ImageNet setting). Empty for an unknown model.
+pub fn rigl_dense_layers(name: &str) -> Vec<String> {
+    let Ok(m) = build(name, &[3, 32, 32], 10, Device::Cpu) else {
+        return vec![];
+    };
+    let names = m.net.prunable();
+    let vars = m.vs.variables();
+    let mlp = names.iter().all(|n| vars[n].dim() == 2);
+    let pick = if mlp { names.last() } else { names.first() };
+    pick.cloned().into_iter().collect()
+}
+
 /// A fully connected ReLU network (LeNet-300-100 with hidden sizes 300, 100), as in the
 /// lottery-ticket paper: `fc1 → relu → fc2 → relu → fc3`.
 ///

@@ -13,7 +13,7 @@ use crate::event::{pruning_event, Budget, EventReport, HostContext};
 use crate::schedule::{cosine_decay, gmp_target_kept, is_event_step};
 use crate::{ApConfig, PruneError};
 
-/// Drop-and-grow settings.
+/// Drop-and-grow settings of a method.
 pub(crate) struct Regrow {
     /// Fraction of each layer's active weights at t = 0.
     pub initial: f64,
@@ -21,12 +21,16 @@ pub(crate) struct Regrow {
     pub decay_until: u64,
     /// Layers never dropped from or grown into.
     pub dense_layers: Vec<String>,
+    /// How the per-layer drop count is rounded.
+    pub rounding: DropRounding,
 }
 
 /// When events happen.
 pub(crate) enum Schedule {
-    /// GMP (and GraNet with `regrow`).
+    /// GMP (and GraNet with `regrow`: drop-and-grow from `begin` every `every` steps
+    /// until training ends, pruning only up to `end`).
     Gmp {
+        initial_sparsity: f64,
         sparsity: f64,
         begin: u64,
         end: u64,
@@ -94,9 +98,9 @@ impl<'a> Gradual<'a> {
 
     fn event(&mut self, iteration: u64, opt: &mut Optimizer) -> Result<(), PruneError> {
         let index = self.events.len();
-        let mut report = None;
-        let regrow = match &self.schedule {
+        let (prune, regrow) = match &self.schedule {
             Schedule::Gmp {
+                initial_sparsity,
                 sparsity,
                 begin,
                 end,
@@ -104,13 +108,40 @@ impl<'a> Gradual<'a> {
                 allocation,
                 regrow,
             } => {
-                if !is_event_step(iteration, *begin, *end, *every) {
-                    return Ok(());
-                }
-                let target = gmp_target_kept(iteration, *begin, *end, *sparsity, self.total);
-                let n = (self.mask.kept() - target).max(0);
-                let budget = Budget::from_count(n, self.ap, index);
-                let e = pruning_event(
+                let prune = is_event_step(iteration, *begin, *end, *every).then(|| {
+                    let target = gmp_target_kept(
+                        iteration,
+                        *begin,
+                        *end,
+                        *initial_sparsity,
+                        *sparsity,
+                        self.total,
+                    );
+                    (target, allocation)
+                });
+                let regrow = regrow
+                    .as_ref()
+                    .filter(|_| iteration >= *begin && (iteration - begin) % every == 0);
+                (prune, regrow)
+            }
+            Schedule::Rigl {
+                every,
+                stop,
+                regrow,
+            } => {
+                let due = iteration > 0 && iteration < *stop && iteration % every == 0;
+                (None, Some(regrow).filter(|_| due))
+            }
+        };
+        if prune.is_none() && regrow.is_none() {
+            return Ok(());
+        }
+        let mut e = match prune {
+            Some((target, allocation)) => {
+                let surviving = self.mask.kept();
+                let n = (surviving - target).max(0);
+                let budget = Budget::from_count(n, surviving, self.ap, index);
+                pruning_event(
                     self.params,
                     self.mask,
                     &self.phase_start,
@@ -121,45 +152,22 @@ impl<'a> Gradual<'a> {
                     self.ap,
                     index,
                     Some(iteration),
-                )?;
-                report = Some(e);
-                regrow.as_ref()
+                )?
             }
-            Schedule::Rigl {
-                every,
-                stop,
-                regrow,
-            } => {
-                if iteration == 0 || iteration >= *stop || iteration % every != 0 {
-                    return Ok(());
-                }
-                Some(regrow)
-            }
+            None => EventReport::none(index, Some(iteration), self.mask.kept()),
         };
-        let mut e = report.unwrap_or(EventReport {
-            index,
-            iteration: Some(iteration),
-            surviving: self.mask.kept(),
-            host_removed: 0,
-            ap_removed: 0,
-            ap_shortfall: 0,
-            regrown: 0,
-        });
         if let Some(r) = regrow {
-            let frac = cosine_decay(r.initial, iteration, r.decay_until);
-            let (host, ap, shortfall, grown) = drop_and_grow(
-                self.params,
-                self.mask,
-                &self.phase_start,
-                frac,
-                &r.dense_layers,
-                self.ap,
-                index,
-            )?;
-            e.host_removed += host;
-            e.ap_removed += ap;
-            e.ap_shortfall += shortfall;
-            e.regrown = grown;
+            let spec = DropGrow {
+                fraction: cosine_decay(r.initial, iteration, r.decay_until),
+                rounding: r.rounding,
+                dense_layers: &r.dense_layers,
+            };
+            let ap = self.ap.filter(|a| a.in_drop_and_grow && a.active(index));
+            let d = drop_and_grow(self.params, self.mask, &self.phase_start, &spec, ap)?;
+            e.dropped = d.host_dropped + d.ap_dropped;
+            e.ap_dropped = d.ap_dropped;
+            e.ap_shortfall += d.ap_shortfall;
+            e.regrown = d.regrown;
         }
         opt.mask_state();
         self.phase_start = self.params.snapshot();
@@ -178,37 +186,78 @@ impl StepHook for Gradual<'_> {
     }
 }
 
-/// Per layer: drop `floor(frac · active)` (AP takes its share of the drop globally from
-/// kept negatives), zero the dropped weights, then regrow as many per layer at inactive
-/// positions with the largest |gradient|. Regrown weights are 0. Returns
-/// (host dropped, AP dropped, AP shortfall, regrown).
-fn drop_and_grow(
+/// How a drop count `fraction · active` is made whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropRounding {
+    /// Up, as GraNet's `magnitude_death` (`math.ceil`).
+    Ceil,
+    /// Down, as RigL's `tf.cast(..., tf.int32)`.
+    Floor,
+}
+
+/// One drop-and-grow step.
+#[derive(Debug, Clone)]
+pub struct DropGrow<'a> {
+    /// Fraction of each layer's active weights to drop.
+    pub fraction: f64,
+    /// How the per-layer count is rounded.
+    pub rounding: DropRounding,
+    /// Layers left alone.
+    pub dense_layers: &'a [String],
+}
+
+/// What one drop-and-grow step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropGrowReport {
+    /// Dropped by magnitude.
+    pub host_dropped: i64,
+    /// Dropped by AP (only with `ap.in_drop_and_grow`).
+    pub ap_dropped: i64,
+    /// AP's drop budget left unused for lack of candidates.
+    pub ap_shortfall: i64,
+    /// Grown (= dropped, per layer).
+    pub regrown: i64,
+    /// Grown positions that were inactive before the step (they start at 0).
+    pub new_connections: i64,
+}
+
+/// Drop-and-grow as GraNet's `truncate_weights` and RigL's update do it. Per layer not in
+/// `dense_layers`: drop k = round(fraction · active) active weights with the smallest
+/// |w| (with `ap`, AP takes `share` of the drop from the kept negative weights that moved
+/// least, ranked globally), changing only the mask; then grow as many per layer at the
+/// positions inactive after the drop — the just-dropped ones included — with the largest
+/// |gradient| (ties by position). A weight active before and after keeps its value (and
+/// its optimizer state); a connection inactive before the step starts at 0. Reads each
+/// weight's `.grad()` (zeros where it has none).
+pub fn drop_and_grow(
     params: &NamedParams,
     mask: &mut Mask,
     phase_start: &NamedParams,
-    frac: f64,
-    dense_layers: &[String],
+    spec: &DropGrow<'_>,
     ap: Option<&ApConfig>,
-    index: usize,
-) -> Result<(i64, i64, i64, i64), PruneError> {
-    let before = mask.report();
+) -> Result<DropGrowReport, PruneError> {
+    let before = mask.copy();
+    let report = before.report();
     let names: Vec<&str> = params.names().collect();
-    let is_dense = |name: &str| dense_layers.iter().any(|d| d == name);
-    let counts: Vec<i64> = before
+    let is_dense = |name: &str| spec.dense_layers.iter().any(|d| d == name);
+    let counts: Vec<i64> = report
         .layers
         .iter()
         .map(|l| {
             if is_dense(&l.name) {
-                0
-            } else {
-                (frac * l.kept as f64).floor() as i64
+                return 0;
             }
+            let k = spec.fraction * l.kept as f64;
+            let k = match spec.rounding {
+                DropRounding::Ceil => k.ceil(),
+                DropRounding::Floor => k.floor(),
+            };
+            (k as i64).clamp(0, l.kept)
         })
         .collect();
-    let ap_on = ap.filter(|a| a.active(index));
     let ap_counts: Vec<i64> = counts
         .iter()
-        .map(|&k| ap_on.map_or(0, |a| (a.share * k as f64).floor() as i64))
+        .map(|&k| ap.map_or(0, |a| (a.share * k as f64).floor() as i64))
         .collect();
     let host_counts: Vec<i64> = counts.iter().zip(&ap_counts).map(|(k, a)| k - a).collect();
     let mags: Vec<Tensor> = params.tensors().iter().map(|w| w.detach().abs()).collect();
@@ -219,42 +268,37 @@ fn drop_and_grow(
     )?;
     mask.remove(&sel)?;
     let host_dropped: i64 = host_counts.iter().sum();
-    let (mut ap_dropped, mut shortfall) = (0, 0);
-    if let Some(a) = ap_on {
-        let n_ap: i64 = ap_counts.iter().sum();
-        if n_ap > 0 {
-            // AP never touches dense layers: hide them from its candidates.
-            let visible = Mask::from_entries(
-                names
-                    .iter()
-                    .zip(mask.tensors())
-                    .map(|(n, m)| {
-                        (
-                            n.to_string(),
-                            if is_dense(n) {
-                                m.zeros_like()
-                            } else {
-                                m.shallow_clone()
-                            },
-                        )
-                    })
-                    .collect(),
-            );
-            let s = ap_select_with(params, phase_start, &visible, n_ap, &a.options)?;
-            mask.remove(&s.selected)?;
-            ap_dropped = s.removed;
-            shortfall = s.shortfall;
-        }
+    let (mut ap_dropped, mut ap_shortfall) = (0, 0);
+    let n_ap: i64 = ap_counts.iter().sum();
+    if let (Some(a), true) = (ap, n_ap > 0) {
+        // AP never touches dense layers: hide them from its candidates.
+        let visible = Mask::from_entries(
+            names
+                .iter()
+                .zip(mask.tensors())
+                .map(|(n, m)| {
+                    let m = if is_dense(n) {
+                        m.zeros_like()
+                    } else {
+                        m.shallow_clone()
+                    };
+                    (n.to_string(), m)
+                })
+                .collect(),
+        );
+        let s = ap_select_with(params, phase_start, &visible, n_ap, &a.options)?;
+        mask.remove(&s.selected)?;
+        ap_dropped = s.removed;
+        ap_shortfall = s.shortfall;
     }
-    mask.apply(params)?;
-    let after = mask.report();
-    let regrow: Vec<i64> = before
+    let after_drop = mask.report();
+    let regrow: Vec<i64> = report
         .layers
         .iter()
-        .zip(&after.layers)
+        .zip(&after_drop.layers)
         .map(|(b, a)| b.kept - a.kept)
         .collect();
-    // Grow where inactive, by |gradient| (largest first = smallest of −|g|).
+    // Grow where inactive after the drop, by |gradient| (largest first = smallest of −|g|).
     let neg_grad: Vec<Tensor> = params
         .tensors()
         .iter()
@@ -274,12 +318,21 @@ fn drop_and_grow(
         &regrow,
     )?;
     mask.grow(&grow)?;
-    let grown: i64 = regrow.iter().sum();
-    debug_assert!(params.tensors().iter().zip(&grow).all(|(w, g)| w
-        .masked_select(g)
-        .abs()
-        .sum(Kind::Double)
-        .double_value(&[])
-        == 0.0));
-    Ok((host_dropped, ap_dropped, shortfall, grown))
+    // New connections start at 0; dropped ones that were not regrown become 0.
+    let mut new_connections = Tensor::zeros([], (Kind::Int64, mask.tensors()[0].device()));
+    tch::no_grad(|| {
+        for ((g, b), w) in grow.iter().zip(before.tensors()).zip(params.tensors()) {
+            let fresh = g.logical_and(&b.le(0.5));
+            new_connections += fresh.sum(Kind::Int64);
+            let _ = w.shallow_clone().masked_fill_(&fresh, 0.0);
+        }
+    });
+    mask.apply(params)?;
+    Ok(DropGrowReport {
+        host_dropped,
+        ap_dropped,
+        ap_shortfall,
+        regrown: regrow.iter().sum(),
+        new_connections: new_connections.int64_value(&[]),
+    })
 }

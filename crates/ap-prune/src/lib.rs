@@ -26,6 +26,7 @@ use ap_train::{train_phase, EpochStats, NoHook, Optimizer, StepHook, TrainConfig
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+pub use dynamic::{drop_and_grow, DropGrow, DropGrowReport, DropRounding};
 pub use event::{host_select, pruning_event, Budget, EventReport, HostContext};
 
 /// AP's settings.
@@ -34,10 +35,18 @@ pub use event::{host_select, pruning_event, Budget, EventReport, HostContext};
 pub struct ApConfig {
     /// p_AP: AP's share of each round-based event, as a fraction of surviving weights.
     pub rate: f64,
-    /// AP's fraction of an event whose size a schedule sets (one-shot, GMP, GraNet, RigL);
-    /// 0.1 matches the released code's 2 of 20 points.
+    /// For events whose size a schedule sets (one-shot, pruning at init, GMP, GraNet): AP
+    /// takes at most this fraction of the event; 0.1 is the released code's 2 of 20 points.
     #[serde(default = "default_share")]
     pub share: f64,
+    /// ... and at most this fraction of the weights that survive the event; 0.025 is the
+    /// released code's 2% of S while 80% of S survives ([`Budget::from_count`]).
+    #[serde(default = "default_survivor_share")]
+    pub survivor_share: f64,
+    /// Whether AP takes `share` of the drop of GraNet's and RigL's drop-and-grow. The drop
+    /// keeps the density, so it is no pruning event in the paper's sense; off by default.
+    #[serde(default)]
+    pub in_drop_and_grow: bool,
     /// Candidate sign and score (the ablations of the paper's components).
     #[serde(default)]
     pub options: ApOptions,
@@ -53,12 +62,18 @@ fn default_share() -> f64 {
     0.1
 }
 
+fn default_survivor_share() -> f64 {
+    0.025
+}
+
 impl ApConfig {
     /// AP with p_AP = `rate` and every other setting at its default.
     pub fn with_rate(rate: f64) -> ApConfig {
         ApConfig {
             rate,
             share: default_share(),
+            survivor_share: default_survivor_share(),
+            in_drop_and_grow: false,
             options: ApOptions::default(),
             from_event: 0,
             until_event: None,
@@ -71,6 +86,9 @@ impl ApConfig {
     }
 }
 
+fn one() -> f64 {
+    1.0
+}
 fn half() -> f64 {
     0.5
 }
@@ -162,12 +180,19 @@ pub enum Method {
         #[serde(default)]
         allocation: Allocation,
     },
-    /// GraNet (Liu et al. 2021): GMP, and at each event per layer drop a fraction
-    /// (cosine-decayed from `drop_fraction`) of the active weights by magnitude and
-    /// regrow as many at inactive positions with the largest |gradient|, starting at 0.
+    /// GraNet (Liu et al. 2021): GMP from `initial_density` to `final_density`, and every
+    /// `every` steps from `begin` to the end of training (not only until `end`, as in
+    /// GraNet's code) per layer drop a fraction (cosine-decayed from `drop_fraction` to 0
+    /// at the end of training) of the active weights by magnitude and regrow as many at
+    /// the inactive positions with the largest |gradient|. A weight dropped and regrown in
+    /// the same event keeps its value; newly active ones start at 0.
     Granet {
         /// Density at `end`.
         final_density: f64,
+        /// Density at the start: 1 = dense-to-sparse (the default); below 1, the
+        /// sparse-to-sparse variant starts from an ERK mask at random positions.
+        #[serde(default = "one")]
+        initial_density: f64,
         /// First pruning step.
         begin: u64,
         /// Last pruning step.
@@ -196,7 +221,10 @@ pub enum Method {
         /// Fraction of training after which the mask is frozen.
         #[serde(default = "rigl_end")]
         end_fraction: f64,
-        /// Layers kept dense (e.g. the first conv layer).
+        /// Layers kept dense and left out of drop-and-grow. Specs read by `ap-runs` fill in
+        /// the RigL configuration of the model family when absent (docs/decisions.md): the
+        /// first conv layer of a CNN (RigL's ImageNet/CIFAR setting), the output layer of
+        /// an MLP (RigL's MNIST setting).
         #[serde(default)]
         dense_layers: Vec<String>,
     },
@@ -260,6 +288,16 @@ impl Method {
             Method::Gmp { .. } => "gmp".into(),
             Method::Granet { .. } => "granet".into(),
             Method::Rigl { .. } => "rigl".into(),
+        }
+    }
+
+    /// The host criterion, for methods that have one.
+    pub fn criterion(&self) -> Option<Criterion> {
+        match self {
+            Method::Imp { criterion, .. }
+            | Method::Lrr { criterion, .. }
+            | Method::OneShot { criterion, .. } => Some(*criterion),
+            _ => None,
         }
     }
 
@@ -338,6 +376,7 @@ impl Method {
             }
             Method::Granet {
                 final_density,
+                initial_density,
                 begin,
                 end,
                 every,
@@ -345,6 +384,11 @@ impl Method {
                 ..
             } => {
                 density("final_density", *final_density)?;
+                if !(*initial_density > *final_density && *initial_density <= 1.0) {
+                    return Err(PruneError::Config(format!(
+                        "prune.initial_density = {initial_density} must be in (final_density = {final_density}, 1]"
+                    )));
+                }
                 window(*begin, *end, *every)?;
                 density("drop_fraction", *drop_fraction)?;
             }
@@ -365,11 +409,19 @@ impl Method {
             }
         }
         if let Some(a) = ap {
-            if !(a.share >= 0.0 && a.share < 1.0) {
-                return Err(PruneError::Config(format!(
-                    "ap.share = {} must be in [0, 1)",
-                    a.share
-                )));
+            for (name, v) in [("share", a.share), ("survivor_share", a.survivor_share)] {
+                if !(0.0..1.0).contains(&v) {
+                    return Err(PruneError::Config(format!(
+                        "ap.{name} = {v} must be in [0, 1)"
+                    )));
+                }
+            }
+        }
+        if let Some(Criterion::Synflow) = self.criterion() {
+            if self.allocation().is_some_and(|a| *a != Allocation::Global) {
+                return Err(PruneError::Config(
+                    "criterion = \"synflow\" prunes globally: use allocation = \"global\"".into(),
+                ));
             }
         }
         Ok(())
@@ -807,7 +859,7 @@ pub fn run_method_from(
                     &ctx.prunable,
                     mask,
                     &theta0,
-                    Budget::from_count(n, ap, 0),
+                    Budget::from_count(n, surviving, ap, 0),
                     *criterion,
                     allocation,
                     &host,
@@ -842,6 +894,19 @@ pub fn run_method_from(
         }
         Method::Gmp { .. } | Method::Granet { .. } | Method::Rigl { .. } => {
             let t0 = Instant::now();
+            // Sparse from the start (RigL, sparse-to-sparse GraNet): ERK densities at
+            // random positions.
+            let mut sparse_start = |density: f64, dense_layers: &[String]| {
+                let shapes: Vec<(String, Vec<i64>)> = ctx
+                    .prunable
+                    .iter()
+                    .map(|(n, t)| (n.to_string(), t.size()))
+                    .collect();
+                let densities = ap_criteria::erk_densities(&shapes, density, dense_layers);
+                let seed = ap_tensor::derive_seed(seeds.prune, "rigl-init");
+                mask = ap_criteria::random_mask_with_densities(&ctx.prunable, &densities, seed);
+                mask.apply(&ctx.prunable)
+            };
             let schedule = match method {
                 Method::Gmp {
                     final_density,
@@ -850,6 +915,7 @@ pub fn run_method_from(
                     every,
                     allocation,
                 } => dynamic::Schedule::Gmp {
+                    initial_sparsity: 0.0,
                     sparsity: 1.0 - final_density,
                     begin: *begin,
                     end: *end,
@@ -859,23 +925,31 @@ pub fn run_method_from(
                 },
                 Method::Granet {
                     final_density,
+                    initial_density,
                     begin,
                     end,
                     every,
                     drop_fraction,
                     allocation,
-                } => dynamic::Schedule::Gmp {
-                    sparsity: 1.0 - final_density,
-                    begin: *begin,
-                    end: *end,
-                    every: *every,
-                    allocation: allocation.clone(),
-                    regrow: Some(dynamic::Regrow {
-                        initial: *drop_fraction,
-                        decay_until: train.iterations,
-                        dense_layers: vec![],
-                    }),
-                },
+                } => {
+                    if *initial_density < 1.0 {
+                        sparse_start(*initial_density, &[])?;
+                    }
+                    dynamic::Schedule::Gmp {
+                        initial_sparsity: 1.0 - initial_density,
+                        sparsity: 1.0 - final_density,
+                        begin: *begin,
+                        end: *end,
+                        every: *every,
+                        allocation: allocation.clone(),
+                        regrow: Some(dynamic::Regrow {
+                            initial: *drop_fraction,
+                            decay_until: train.iterations,
+                            dense_layers: vec![],
+                            rounding: DropRounding::Ceil,
+                        }),
+                    }
+                }
                 Method::Rigl {
                     density,
                     every,
@@ -883,21 +957,13 @@ pub fn run_method_from(
                     end_fraction,
                     dense_layers,
                 } => {
-                    // Sparse from the start: ERK densities at random positions.
-                    let shapes: Vec<(String, Vec<i64>)> = ctx
-                        .prunable
-                        .iter()
-                        .map(|(n, t)| (n.to_string(), t.size()))
-                        .collect();
-                    let densities = ap_criteria::erk_densities(&shapes, *density, dense_layers);
-                    let seed = ap_tensor::derive_seed(seeds.prune, "rigl-init");
-                    mask = ap_criteria::random_mask_with_densities(&ctx.prunable, &densities, seed);
-                    mask.apply(&ctx.prunable)?;
+                    sparse_start(*density, dense_layers)?;
                     let stop = (*end_fraction * train.iterations as f64) as u64;
                     let regrow = dynamic::Regrow {
                         initial: *drop_fraction,
                         decay_until: stop,
                         dense_layers: dense_layers.clone(),
+                        rounding: DropRounding::Floor,
                     };
                     dynamic::Schedule::Rigl {
                         every: *every,

@@ -13,9 +13,10 @@ pub fn gmp_sparsity(t: u64, t0: u64, t_end: u64, s_i: f64, s_f: f64) -> f64 {
     s_f + (s_i - s_f) * (1.0 - frac).powi(3)
 }
 
-/// Kept weights GMP targets at step t: total − round(s_t · total).
-pub fn gmp_target_kept(t: u64, t0: u64, t_end: u64, s_f: f64, total: i64) -> i64 {
-    total - (gmp_sparsity(t, t0, t_end, 0.0, s_f) * total as f64).round() as i64
+/// Kept weights GMP targets at step t when pruning from sparsity `s_i` to `s_f`:
+/// total − round(s_t · total).
+pub fn gmp_target_kept(t: u64, t0: u64, t_end: u64, s_i: f64, s_f: f64, total: i64) -> i64 {
+    total - (gmp_sparsity(t, t0, t_end, s_i, s_f) * total as f64).round() as i64
 }
 
 /// Cosine decay from `initial` at t = 0 to 0 at t = t_end (RigL's α_t, GraNet's drop rate).
@@ -42,12 +43,12 @@ mod tests {
         #[test]
         fn gmp_targets_follow_the_cubic(total in 1i64..1_000_000, s_f in 0.0f64..0.99, t0 in 0u64..100, len in 1u64..1000, t in 0u64..1200) {
             let t_end = t0 + len;
-            let kept = gmp_target_kept(t, t0, t_end, s_f, total);
+            let kept = gmp_target_kept(t, t0, t_end, 0.0, s_f, total);
             let exact = total as f64 * (1.0 - gmp_sparsity(t, t0, t_end, 0.0, s_f));
             prop_assert!((kept as f64 - exact).abs() <= 1.0);
-            prop_assert!(gmp_target_kept(t + 1, t0, t_end, s_f, total) <= kept);
-            prop_assert_eq!(gmp_target_kept(t0, t0, t_end, s_f, total), total);
-            prop_assert_eq!(gmp_target_kept(t_end, t0, t_end, s_f, total), total - (s_f * total as f64).round() as i64);
+            prop_assert!(gmp_target_kept(t + 1, t0, t_end, 0.0, s_f, total) <= kept);
+            prop_assert_eq!(gmp_target_kept(t0, t0, t_end, 0.0, s_f, total), total);
+            prop_assert_eq!(gmp_target_kept(t_end, t0, t_end, 0.0, s_f, total), total - (s_f * total as f64).round() as i64);
         }
     }
 

@@ -8,6 +8,14 @@ use ap_train::{LrSchedule, OptimizerSpec};
 use proptest::prelude::*;
 use tch::{Device, Kind};
 
+/// Serialises the tests that seed or read libtorch's global generator or thread count:
+/// cargo runs tests on parallel threads, and two tests reseeding the one generator
+/// between each other's draws would make "the same seed gives the same model" flaky.
+pub(crate) fn torch_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn toy(n: i64, seed: i64) -> Dataset {
     tch::manual_seed(seed);
     let split = |n: i64| {
@@ -87,6 +95,7 @@ proptest! {
     /// minus its shortfall, each mask is a subset of the previous one, pruned weights are 0.
     #[test]
     fn density_after_k_events(k in 1usize..7, p in 0.05f64..0.6, ap_share in 0.0f64..0.5, with_ap in any::<bool>(), criterion in prop_oneof![Just(Criterion::Magnitude), Just(Criterion::Random), Just(Criterion::Lamp)], seed in 0i64..50) {
+        let _g = torch_lock();
         let m = model(seed);
         let params = NamedParams::from_var_store(&m.vs, &m.net.prunable()).unwrap();
         let start = params.snapshot();
@@ -117,6 +126,7 @@ proptest! {
     /// GMP: after each event the kept count equals the cubic schedule's target exactly.
     #[test]
     fn gmp_follows_the_cubic_schedule(final_density in 0.05f64..0.9, every in 1u64..6, with_ap in any::<bool>()) {
+        let _g = torch_lock();
         let (begin, end) = (3u64, 27u64);
         let ap = with_ap.then(|| ApConfig::with_rate(0.0));
         let method = Method::Gmp { final_density, begin, end, every, allocation: Allocation::Global };
@@ -129,7 +139,7 @@ proptest! {
             prop_assert!(is_event(t, begin, end, every));
             prop_assert_eq!(e.surviving, kept);
             kept -= e.host_removed + e.ap_removed;
-            prop_assert_eq!(kept, gmp_target_kept(t, begin, end, 1.0 - final_density, total));
+            prop_assert_eq!(kept, gmp_target_kept(t, begin, end, 0.0, 1.0 - final_density, total));
         }
         if (end - begin) % every == 0 {
             prop_assert_eq!(r.density.kept, total - ((1.0 - final_density) * total as f64).round() as i64);
@@ -141,20 +151,30 @@ fn is_event(t: u64, begin: u64, end: u64, every: u64) -> bool {
     crate::schedule::is_event_step(t, begin, end, every)
 }
 
-/// GraNet and RigL: drop-and-grow keeps each layer's density, regrown weights start at
-/// 0, pruned weights stay 0, and RigL keeps its dense layers dense.
+/// RigL through the training hook: every event drops and regrows the same number per
+/// layer, the dense layer (fc3, never pruned here) stays fully dense, pruned weights
+/// stay 0, and with `ap.in_drop_and_grow` AP takes part of every drop.
 #[test]
-fn drop_and_grow_keeps_density_and_regrows_at_zero() {
+fn rigl_hook_keeps_density_and_dense_layers() {
+    let _g = torch_lock();
     let data = toy(64, 5);
     let m = model(6);
     let params = NamedParams::from_var_store(&m.vs, &m.net.prunable()).unwrap();
     for with_ap in [false, true] {
-        let ap = with_ap.then(|| ApConfig::with_rate(0.0));
+        let ap = with_ap.then(|| ApConfig {
+            in_drop_and_grow: true,
+            ..ApConfig::with_rate(0.0)
+        });
         let mut mask = Mask::dense(&params);
         let sel: Vec<Tensor> = params
-            .tensors()
             .iter()
-            .map(|t| Tensor::rand_like(t).lt(0.5))
+            .map(|(n, t)| {
+                if n == "fc3.weight" {
+                    t.zeros_like().to_kind(Kind::Bool)
+                } else {
+                    Tensor::rand_like(t).lt(0.5)
+                }
+            })
             .collect();
         mask.remove(&sel).unwrap();
         mask.apply(&params).unwrap();
@@ -171,13 +191,13 @@ fn drop_and_grow_keeps_density_and_regrows_at_zero() {
             initial: 0.3,
             decay_until: 40,
             dense_layers: vec!["fc3.weight".into()],
+            rounding: DropRounding::Floor,
         };
         let schedule = Schedule::Rigl {
             every: 5,
             stop: 30,
             regrow,
         };
-        // Record, at every event, the weights of positions that were just grown.
         let mut hook = Gradual::new(&params, &mut mask, ap.as_ref(), host, schedule);
         let phase = train_phase(
             &m,
@@ -193,28 +213,138 @@ fn drop_and_grow_keeps_density_and_regrows_at_zero() {
         let events = hook.finish(None).unwrap();
         assert_eq!(events.len(), 5, "events at 5, 10, 15, 20, 25");
         for e in &events {
-            assert_eq!(
-                e.regrown,
-                e.host_removed + e.ap_removed,
-                "as many grown as dropped"
-            );
+            assert_eq!(e.regrown, e.dropped, "as many grown as dropped");
+            assert_eq!(e.host_removed + e.ap_removed, 0, "RigL prunes nothing");
             assert!(e.regrown > 0);
-            if with_ap {
-                assert!(e.ap_removed > 0);
-            }
+            assert_eq!(with_ap, e.ap_dropped > 0, "AP in the drop only when asked");
         }
         let after = mask.report();
         for (b, a) in before.layers.iter().zip(&after.layers) {
             assert_eq!(b.kept, a.kept, "per-layer density unchanged in {}", b.name);
         }
+        let fc3 = after.layers.iter().find(|l| l.name == "fc3.weight").unwrap();
+        assert_eq!(fc3.kept, fc3.total, "the dense layer stays dense");
         assert!(zero_where_pruned(&params, &mask));
         assert!(!phase.epochs.is_empty());
+    }
+}
+
+/// Leaf tensors of the given sizes with `.grad()` set to `grads` (through a backward
+/// pass of Σ w·g).
+fn params_with_grads(values: &[Vec<f32>], grads: &[Vec<f32>]) -> NamedParams {
+    let params = NamedParams::from_entries(
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                (
+                    format!("l{i}.weight"),
+                    Tensor::from_slice(v).set_requires_grad(true),
+                )
+            })
+            .collect(),
+    );
+    let loss = params
+        .tensors()
+        .iter()
+        .zip(grads)
+        .map(|(w, g)| (*w * Tensor::from_slice(g)).sum(Kind::Float))
+        .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |a, b| a + b);
+    loss.backward();
+    params
+}
+
+fn values(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.detach().flatten(0, -1)).unwrap()
+}
+
+fn layer_strategy() -> impl Strategy<Value = Vec<(Vec<f32>, Vec<f32>, Vec<bool>)>> {
+    prop::collection::vec(
+        (1usize..40).prop_flat_map(|n| {
+            (
+                prop::collection::vec(-1.0f32..1.0, n),
+                prop::collection::vec(-1.0f32..1.0, n),
+                prop::collection::vec(prop::bool::weighted(0.6), n),
+            )
+        }),
+        1..4,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+    /// Drop-and-grow, for any weights, gradients and mask: each layer keeps its count;
+    /// a weight kept before and after has its old value; a newly grown connection is 0;
+    /// every inactive weight is 0; the dense layer is untouched; grown positions were
+    /// inactive after the drop and no inactive-after-drop position has a larger
+    /// |gradient| than a grown one.
+    #[test]
+    fn drop_and_grow_keeps_reselected_values(layers in layer_strategy(), fraction in 0.0f64..1.0, ceil in any::<bool>(), dense_first in any::<bool>()) {
+        let _g = torch_lock();
+        let vals: Vec<Vec<f32>> = layers.iter().map(|l| l.0.clone()).collect();
+        let grads: Vec<Vec<f32>> = layers.iter().map(|l| l.1.clone()).collect();
+        let params = params_with_grads(&vals, &grads);
+        let mut mask = Mask::from_entries(layers.iter().enumerate().map(|(i, l)| {
+            let m: Vec<f32> = l.2.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
+            (format!("l{i}.weight"), Tensor::from_slice(&m))
+        }).collect());
+        mask.apply(&params).unwrap();
+        let w_before: Vec<Vec<f32>> = params.tensors().iter().map(|t| values(t)).collect();
+        let m_before: Vec<Vec<f32>> = mask.tensors().iter().map(|t| values(t)).collect();
+        let dense = if dense_first { vec!["l0.weight".to_string()] } else { vec![] };
+        let spec = DropGrow { fraction, rounding: if ceil { DropRounding::Ceil } else { DropRounding::Floor }, dense_layers: &dense };
+        let r = drop_and_grow(&params, &mut mask, &params.snapshot(), &spec, None).unwrap();
+        prop_assert_eq!(r.regrown, r.host_dropped);
+        let mut expected_drop = 0;
+        let mut fresh = 0;
+        for (l, ((wb, mb), (w, m))) in w_before.iter().zip(&m_before).zip(params.tensors().iter().zip(mask.tensors())).enumerate() {
+            let (w, m) = (values(w), values(m));
+            let kept = mb.iter().filter(|&&x| x > 0.5).count() as i64;
+            prop_assert_eq!(m.iter().filter(|&&x| x > 0.5).count() as i64, kept, "layer {} keeps its count", l);
+            if dense_first && l == 0 {
+                prop_assert_eq!(&m, mb);
+                prop_assert_eq!(&w, wb);
+                continue;
+            }
+            let k = fraction * kept as f64;
+            expected_drop += if ceil { k.ceil() } else { k.floor() } as i64;
+            for i in 0..w.len() {
+                match (mb[i] > 0.5, m[i] > 0.5) {
+                    (true, true) => prop_assert_eq!(w[i], wb[i], "kept weight {} of layer {} changed", i, l),
+                    (false, true) => { fresh += 1; prop_assert_eq!(w[i], 0.0) }
+                    (_, false) => prop_assert_eq!(w[i], 0.0),
+                }
+            }
+        }
+        prop_assert_eq!(r.host_dropped, expected_drop);
+        prop_assert_eq!(r.new_connections, fresh);
+    }
+}
+
+/// GraNet's first event on a dense network: every layer drops ceil(½·n) and, since the
+/// dropped positions are the only inactive ones, regrows exactly them — the mask and
+/// every weight stay as they were (the defect this guards against reset them to 0).
+#[test]
+fn granet_first_event_on_a_dense_network_changes_nothing() {
+    let _g = torch_lock();
+    tch::manual_seed(3);
+    let vals: Vec<Vec<f32>> = [50, 7].iter().map(|&n| Vec::<f32>::try_from(Tensor::randn([n], (Kind::Float, Device::Cpu))).unwrap()).collect();
+    let grads: Vec<Vec<f32>> = [50, 7].iter().map(|&n| Vec::<f32>::try_from(Tensor::randn([n], (Kind::Float, Device::Cpu))).unwrap()).collect();
+    let params = params_with_grads(&vals, &grads);
+    let mut mask = Mask::dense(&params);
+    let spec = DropGrow { fraction: 0.5, rounding: DropRounding::Ceil, dense_layers: &[] };
+    let r = drop_and_grow(&params, &mut mask, &params.snapshot(), &spec, None).unwrap();
+    assert_eq!((r.host_dropped, r.regrown, r.new_connections), (25 + 4, 29, 0));
+    assert_eq!(mask.kept(), 57);
+    for (w, v) in params.tensors().iter().zip(&vals) {
+        assert_eq!(&values(w), v);
     }
 }
 
 /// The snapshot hook takes θ_k after exactly k steps: it equals a separate k-step run.
 #[test]
 fn weight_rewinding_snapshot_is_theta_k() {
+    let _g = torch_lock();
     tch::set_num_threads(1);
     let data = toy(64, 7);
     let k = 6;
@@ -239,6 +369,7 @@ fn weight_rewinding_snapshot_is_theta_k() {
 /// records its events.
 #[test]
 fn every_method_reaches_its_density() {
+    let _g = torch_lock();
     let methods = vec![
         (
             Method::Imp {
@@ -308,6 +439,7 @@ fn every_method_reaches_its_density() {
         (
             Method::Granet {
                 final_density: 0.1,
+                initial_density: 1.0,
                 begin: 2,
                 end: 18,
                 every: 4,
@@ -370,6 +502,7 @@ fn every_method_reaches_its_density() {
 
 #[test]
 fn invalid_settings_name_the_field() {
+    let _g = torch_lock();
     let t = recipe(10);
     let e = Method::Gmp {
         final_density: 0.1,
@@ -469,6 +602,7 @@ fn resumed_equals_uninterrupted(method: &Method, ap: Option<&ApConfig>, stop_aft
 
 #[test]
 fn imp_with_ap_resumes_exactly() {
+    let _g = torch_lock();
     let imp = Method::Imp {
         rounds: 3,
         rate: 0.3,
@@ -482,6 +616,7 @@ fn imp_with_ap_resumes_exactly() {
 
 #[test]
 fn lrr_and_one_shot_resume_exactly() {
+    let _g = torch_lock();
     let lrr = Method::Lrr {
         rounds: 2,
         rate: 0.4,

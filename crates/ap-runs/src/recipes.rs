@@ -93,6 +93,7 @@ pub fn recipe(name: &str) -> Result<toml::Value> {
 /// Replaces `train.recipe` in a spec (as a TOML value) by the preset, with the table's
 /// other fields merged over it.
 pub fn resolve(spec: &mut toml::Value) -> Result<()> {
+    rigl_dense_layers(spec);
     let Some(train) = spec.get_mut("train").and_then(|t| t.as_table_mut()) else {
         return Ok(());
     };
@@ -102,12 +103,52 @@ pub fn resolve(spec: &mut toml::Value) -> Result<()> {
     let Some(name) = name.as_str() else {
         bail!("train.recipe must be a string, e.g. \"openlth-cifar\"");
     };
-    let mut resolved = recipe(name)?;
+    let name = name.to_string();
+    let mut resolved = recipe(&name)?;
     crate::spec::merge(&mut resolved, &toml::Value::Table(train.clone()));
-    spec.as_table_mut()
-        .expect("a spec with a train table is a table")
-        .insert("train".into(), resolved);
+    let table = spec
+        .as_table_mut()
+        .expect("a spec with a train table is a table");
+    table.insert("train".into(), resolved);
+    if let Some(init) = recipe_init(&name) {
+        table
+            .entry("init")
+            .or_insert_with(|| toml::Value::String(init.into()));
+    }
     Ok(())
+}
+
+/// The initialisation of the paper a recipe comes from (ap-spec §5); none: PyTorch's
+/// defaults (`init = "pytorch"`, a spec's default).
+pub fn recipe_init(name: &str) -> Option<&'static str> {
+    match name {
+        "lth-lenet" | "lth-conv2" | "lth-conv4" | "lth-conv6" => Some("xavier_normal"),
+        "openlth-cifar" => Some("openlth"),
+        "ap-release" => Some("ap_release"),
+        _ => None,
+    }
+}
+
+/// RigL's dense layers, when a RigL spec names none: the configuration RigL published for
+/// the model family (docs/decisions.md) — an MLP keeps its output layer dense (RigL's
+/// MNIST setting), a CNN its first conv layer (its ImageNet setting). Written into the
+/// spec, so the resolved spec records it.
+fn rigl_dense_layers(spec: &mut toml::Value) {
+    let model = spec.get("model").and_then(|m| m.as_str()).map(str::to_string);
+    let Some(prune) = spec.get_mut("prune").and_then(|p| p.as_table_mut()) else {
+        return;
+    };
+    if prune.get("method").and_then(|m| m.as_str()) != Some("rigl")
+        || prune.contains_key("dense_layers")
+    {
+        return;
+    }
+    let Some(model) = model else { return };
+    let dense = ap_models::rigl_dense_layers(&model);
+    prune.insert(
+        "dense_layers".into(),
+        toml::Value::Array(dense.into_iter().map(toml::Value::String).collect()),
+    );
 }
 
 #[cfg(test)]

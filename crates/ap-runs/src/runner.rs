@@ -239,8 +239,47 @@ fn provenance(device: Device, deterministic: bool) -> serde_json::Value {
         "device": format!("{device:?}"),
         "deterministic": deterministic,
         "torch_threads": tch::get_num_threads(),
+        "cpu": cpu(),
+        "gpu": gpu(device),
         "started_unix_s": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
     })
+}
+
+/// The CPU model and the vector instruction sets that decide libtorch's kernels (results
+/// are bit-identical only on machines that agree here).
+fn cpu() -> serde_json::Value {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let flags = field("flags").unwrap_or_default();
+    let isa: Vec<&str> = ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile"]
+        .into_iter()
+        .filter(|f| flags.split_whitespace().any(|x| x == *f))
+        .collect();
+    serde_json::json!({
+        "model": field("model name"),
+        "isa": isa,
+        "arch": std::env::consts::ARCH,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    })
+}
+
+/// The GPU model on CUDA runs (from nvidia-smi), else null.
+fn gpu(device: Device) -> serde_json::Value {
+    let Device::Cuda(i) = device else {
+        return serde_json::Value::Null;
+    };
+    std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=name", "--format=csv,noheader", &format!("--id={i}")])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| serde_json::Value::String(String::from_utf8_lossy(&o.stdout).trim().to_string()))
+        .unwrap_or(serde_json::Value::Null)
 }
 
 /// The libtorch this process loaded (from /proc/self/maps) and its version (from the

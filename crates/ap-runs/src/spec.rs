@@ -21,9 +21,15 @@ pub struct ApSpec {
     /// p_AP, as a fraction of surviving weights (released code: 0.02).
     #[serde(default = "default_ap_rate")]
     pub rate: f64,
-    /// AP's fraction of events whose size a schedule sets (one-shot, GMP, GraNet, RigL).
+    /// For events whose size a schedule sets (one-shot, GMP, GraNet): AP's most of the event.
     #[serde(default = "default_ap_share")]
     pub share: f64,
+    /// ... and its most of the weights surviving the event (ap_prune::Budget::from_count).
+    #[serde(default = "default_ap_survivor_share")]
+    pub survivor_share: f64,
+    /// Whether AP takes `share` of GraNet's and RigL's drop (not a pruning event).
+    #[serde(default)]
+    pub in_drop_and_grow: bool,
     /// Candidate sign and score (ablations).
     #[serde(default)]
     pub options: ApOptions,
@@ -39,6 +45,10 @@ fn default_ap_share() -> f64 {
     0.1
 }
 
+fn default_ap_survivor_share() -> f64 {
+    0.025
+}
+
 fn default_ap_rate() -> f64 {
     0.02
 }
@@ -49,6 +59,8 @@ impl Default for ApSpec {
             enabled: false,
             rate: default_ap_rate(),
             share: default_ap_share(),
+            survivor_share: default_ap_survivor_share(),
+            in_drop_and_grow: false,
             options: ApOptions::default(),
             from_event: 0,
             until_event: None,
@@ -73,16 +85,13 @@ pub struct RunSpec {
     /// AP settings.
     #[serde(default)]
     pub ap: ApSpec,
-    /// Weight initialisation scheme (left out of the key while it is the default).
-    #[serde(default, skip_serializing_if = "is_default_init")]
+    /// Weight initialisation scheme (default: PyTorch's layer defaults; a recipe preset
+    /// sets its paper's). Always part of the key.
+    #[serde(default)]
     pub init: ap_models::InitScheme,
     /// Batch size for evaluation (does not change results, only memory).
     #[serde(default = "default_eval_batch")]
     pub eval_batch_size: i64,
-}
-
-fn is_default_init(i: &ap_models::InitScheme) -> bool {
-    *i == ap_models::InitScheme::Default
 }
 
 fn default_eval_batch() -> i64 {
@@ -157,6 +166,8 @@ impl RunSpec {
         self.ap.enabled.then_some(ApConfig {
             rate: self.ap.rate,
             share: self.ap.share,
+            survivor_share: self.ap.survivor_share,
+            in_drop_and_grow: self.ap.in_drop_and_grow,
             options: self.ap.options,
             from_event: self.ap.from_event,
             until_event: self.ap.until_event,
