@@ -635,3 +635,135 @@ fn lrr_and_one_shot_resume_exactly() {
     };
     resumed_equals_uninterrupted(&one_shot, Some(&ApConfig::with_rate(0.05)), 1);
 }
+
+/// AP's budget in an event a schedule sets, derived by hand from the documented rule
+/// min(floor(share · n), floor(survivor_share · (S − n))): a one-shot event to 5% of
+/// 10,000 weights removes n = 9,500, and AP takes floor(0.025 · 500) = 12 — not
+/// floor(0.1 · 9,500) = 950; a 20% event gives the released code's 2% of S.
+#[test]
+fn ap_budget_of_schedule_set_events() {
+    let ap = ApConfig::with_rate(0.02);
+    assert_eq!(Budget::from_count(9_500, 10_000, Some(&ap), 0).n_ap, 12);
+    assert_eq!(Budget::from_count(2_000, 10_000, Some(&ap), 0).n_ap, 200);
+    assert_eq!(Budget::from_count(100, 10_000, Some(&ap), 0).n_ap, 10);
+    assert_eq!(Budget::from_count(100, 10_000, None, 0).n_ap, 0);
+    let late = ApConfig {
+        from_event: 1,
+        ..ap.clone()
+    };
+    assert_eq!(Budget::from_count(2_000, 10_000, Some(&late), 0).n_ap, 0);
+    assert_eq!(Budget::from_count(2_000, 10_000, Some(&late), 1).n_ap, 200);
+}
+
+/// One-shot + AP to 5% density of LeNet-300-100 (235,200 + 30,000 + 1,000 weights):
+/// AP removes exactly floor(0.025 · kept after) — a small fraction of the kept negative
+/// weights — and both variants end at the same per-layer counts.
+#[test]
+fn one_shot_ap_takes_the_release_proportion_of_survivors() {
+    let _g = torch_lock();
+    tch::manual_seed(11);
+    let m = ap_models::build("lenet300-100", &[1, 28, 28], 10, Device::Cpu).unwrap();
+    let params = NamedParams::from_var_store(&m.vs, &m.net.prunable()).unwrap();
+    let theta0 = params.snapshot();
+    // "Training": move every weight a little, so movement differs from magnitude.
+    tch::no_grad(|| {
+        for w in params.tensors() {
+            let _ = w.shallow_clone().g_add_(&(Tensor::randn_like(w) * 0.01));
+        }
+    });
+    let host = HostContext {
+        model: &m,
+        batches: &[],
+        input_shape: &[1, 28, 28],
+        seed: 1,
+        synflow_iterations: 1,
+    };
+    let total = Mask::dense(&params).kept();
+    let n = total - (0.05 * total as f64).round() as i64;
+    let ap = ApConfig::with_rate(0.02);
+    let mut counts = vec![];
+    for with_ap in [false, true] {
+        let mut mask = Mask::dense(&params);
+        let a = with_ap.then_some(&ap);
+        let e = pruning_event(
+            &params.snapshot(),
+            &mut mask,
+            &theta0,
+            Budget::from_count(n, total, a, 0),
+            Criterion::Magnitude,
+            &Allocation::Global,
+            &host,
+            a,
+            0,
+            None,
+        )
+        .unwrap();
+        let survivors = total - n;
+        if with_ap {
+            assert_eq!(e.ap_removed, (0.025 * survivors as f64).floor() as i64);
+            assert_eq!(e.ap_shortfall, 0);
+            assert!(e.ap_removed * 10 < survivors / 2, "far fewer than the kept negatives");
+        }
+        assert_eq!(e.host_removed + e.ap_removed, n);
+        assert_eq!(mask.kept(), survivors);
+        counts.push(mask.report().kept);
+    }
+    assert_eq!(counts[0], counts[1]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// X and X+AP remove the same number in all (global allocation) or from every layer
+    /// (layer-wise allocations); the reported host and AP counts add up to what left the
+    /// mask.
+    #[test]
+    fn ap_keeps_the_allocation(seed in 0i64..1000, rate in 0.05f64..0.6, ap_frac in 0.0f64..1.0, alloc_kind in 0usize..3, pre in 0.0f64..0.7) {
+        let _g = torch_lock();
+        let m = model(seed);
+        let params = NamedParams::from_var_store(&m.vs, &m.net.prunable()).unwrap();
+        let theta0 = params.snapshot();
+        tch::no_grad(|| {
+            for w in params.tensors() {
+                let _ = w.shallow_clone().g_add_(&(Tensor::randn_like(w) * 0.05));
+            }
+        });
+        let mut start = Mask::dense(&params);
+        start.remove(&params.tensors().iter().map(|t| Tensor::rand_like(t).lt(pre)).collect::<Vec<_>>()).unwrap();
+        let alloc = match alloc_kind {
+            0 => Allocation::Global,
+            1 => Allocation::Uniform,
+            _ => Allocation::PerLayer { overrides: [("fc3.weight".to_string(), 0.5)].into() },
+        };
+        let host = HostContext { model: &m, batches: &[], input_shape: &[1, 2, 2], seed: 1, synflow_iterations: 1 };
+        let ap = ApConfig::with_rate(rate * ap_frac * 0.99);
+        let mut per_layer = vec![];
+        for with_ap in [false, true] {
+            let mut mask = start.copy();
+            let a = with_ap.then_some(&ap);
+            let s = mask.kept();
+            let budget = Budget::from_rates(s, rate, a, 0);
+            let e = pruning_event(&params.snapshot(), &mut mask, &theta0, budget, Criterion::Magnitude, &alloc, &host, a, 0, None).unwrap();
+            prop_assert_eq!(e.host_removed + e.ap_removed, s - mask.kept());
+            prop_assert!(e.ap_removed <= budget.n_ap);
+            // AP's budget: n_AP in all, or per layer floor(n_AP/S · multiplier · S_l).
+            let ap_budget: i64 = if alloc == Allocation::Global {
+                budget.n_ap
+            } else {
+                start.report().layers.iter().map(|l| {
+                    let m = if alloc_kind == 2 && l.name == "fc3.weight" { 0.5 } else { 1.0 };
+                    ((budget.n_ap as f64 / s as f64 * m).min(1.0) * l.kept as f64).floor() as i64
+                }).sum()
+            };
+            prop_assert_eq!(e.ap_removed + e.ap_shortfall, ap_budget);
+            if alloc == Allocation::Global {
+                prop_assert_eq!(s - mask.kept(), budget.n);
+            }
+            per_layer.push(mask.report().layers.iter().map(|l| l.kept).collect::<Vec<_>>());
+        }
+        if alloc == Allocation::Global {
+            prop_assert_eq!(per_layer[0].iter().sum::<i64>(), per_layer[1].iter().sum::<i64>());
+        } else {
+            prop_assert_eq!(&per_layer[0], &per_layer[1]);
+        }
+    }
+}
