@@ -97,6 +97,7 @@ fn every_method_reaches_its_density_on_mnist() {
         (
             Method::Granet {
                 final_density: 0.05,
+                initial_density: 1.0,
                 begin: 20,
                 end: 160,
                 every: 20,
@@ -136,6 +137,7 @@ fn every_method_reaches_its_density_on_mnist() {
         drop_fraction: 0.3,
         end_fraction: 0.75,
         dense_layers: vec![],
+        dense_in_budget: false,
     };
     for ap in [None, Some(ApConfig::with_rate(0.0))] {
         let r = run(&rigl, ap.as_ref(), &data);

@@ -94,25 +94,26 @@ impl Allocation {
         }
     }
 
-    /// Per-layer counts for a non-global allocation: `floor(min(1, rate · multiplier_l) ·
-    /// kept_l)` with `rate = n / Σ kept`. `None` for `Global`.
+    /// Per-layer counts for a non-global allocation: `floor(min(kept_l, n · multiplier_l ·
+    /// kept_l / Σ kept))`, i.e. rate n/S scaled per layer; computed as one product over
+    /// one division, so a whole-number result is exact (not 14.999… → 14). `None` for
+    /// `Global`.
     pub fn layer_counts(&self, mask: &Mask, n: i64) -> Option<Vec<i64>> {
         if *self == Allocation::Global {
             return None;
         }
         let report = mask.report();
-        let rate = if report.kept == 0 {
-            0.0
-        } else {
-            n as f64 / report.kept as f64
-        };
         Some(
             report
                 .layers
                 .iter()
                 .map(|l| {
-                    let r = (rate * self.multiplier(&l.name)).min(1.0);
-                    (r * l.kept as f64).floor() as i64
+                    if report.kept == 0 {
+                        return 0;
+                    }
+                    let c = n as f64 * self.multiplier(&l.name) * l.kept as f64
+                        / report.kept as f64;
+                    (c.floor() as i64).min(l.kept)
                 })
                 .collect(),
         )
@@ -222,10 +223,15 @@ mod tests {
                 None => prop_assert_eq!(removed.iter().sum::<i64>(), n),
                 Some(c) => {
                     prop_assert_eq!(&removed, &c);
-                    let rate = if report.kept == 0 { 0.0 } else { n as f64 / report.kept as f64 };
                     for (l, (r, ld)) in removed.iter().zip(&report.layers).enumerate() {
+                        // Exact integer arithmetic where the multiplier is 1 or a half.
                         let m = if l == 0 && alloc_kind == 2 { mult } else { 1.0 };
-                        prop_assert_eq!(*r, ((rate * m).min(1.0) * ld.kept as f64).floor() as i64);
+                        let expected = if m == 1.0 {
+                            (n * ld.kept / report.kept.max(1)).min(ld.kept)
+                        } else {
+                            ((n as f64 * m * ld.kept as f64 / report.kept as f64).floor() as i64).min(ld.kept)
+                        };
+                        prop_assert_eq!(*r, expected);
                     }
                 }
             }

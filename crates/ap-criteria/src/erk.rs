@@ -11,14 +11,23 @@ use crate::random_scores;
 /// Layer l (shape `[out, in, kh, kw]` for conv, `[out, in]` for linear; any shape works)
 /// gets density `ε · Σ dims / Π dims`, ε chosen so that `Σ d_l · numel_l = density ·
 /// Σ numel_l` (the kept count, up to floating-point rounding). Layers named in `dense`
-/// are always 1.0 and their weights count towards the budget. Where ε would push a
+/// are always 1.0; with `dense_in_budget` false (RigL's `get_sparsities_erdos_renyi`,
+/// which ignores its custom-sparsity layers) the other layers alone meet `density` over
+/// their own weights, so the network as a whole is denser than `density`; with it true
+/// the dense layers' weights count towards the budget, so the whole network is at
+/// `density` and the other layers are sparser. Where ε would push a
 /// layer above 1, the layers with the largest raw ratio are made dense and ε is solved
 /// again (the iterative procedure of the RigL code, `get_sparsities_erdos_renyi`), so no
 /// density exceeds 1. If the `dense` layers alone exceed the budget, the others get 0
 /// and the total is above target. `density` outside (0, 1) gives all 0 (≤ 0, NaN) or
 /// all 1 (≥ 1) for the non-`dense` layers. Names in `dense` that match no layer are
 /// ignored (check them against the model's prunable names when validating settings).
-pub fn erk_densities(shapes: &[(String, Vec<i64>)], density: f64, dense: &[String]) -> Vec<f64> {
+pub fn erk_densities(
+    shapes: &[(String, Vec<i64>)],
+    density: f64,
+    dense: &[String],
+    dense_in_budget: bool,
+) -> Vec<f64> {
     let numel: Vec<f64> = shapes
         .iter()
         .map(|(_, s)| s.iter().map(|&d| d as f64).product())
@@ -34,6 +43,11 @@ pub fn erk_densities(shapes: &[(String, Vec<i64>)], density: f64, dense: &[Strin
         .zip(&numel)
         .map(|((name, _), &n)| n <= 0.0 || dense.contains(name))
         .collect();
+    // Layers outside the budget: RigL's custom-sparsity layers (and empty ones).
+    let outside: Vec<bool> = shapes
+        .iter()
+        .map(|(name, _)| !dense_in_budget && dense.contains(name))
+        .collect();
     if density.is_nan() || density <= 0.0 {
         return is_dense
             .iter()
@@ -46,6 +60,9 @@ pub fn erk_densities(shapes: &[(String, Vec<i64>)], density: f64, dense: &[Strin
     let eps = loop {
         let (mut rhs, mut divisor) = (0.0, 0.0);
         for l in 0..shapes.len() {
+            if outside[l] {
+                continue;
+            }
             if is_dense[l] {
                 rhs -= (1.0 - density) * numel[l];
             } else {
@@ -132,14 +149,16 @@ mod tests {
         /// Total kept within one weight of the target (when reachable), every density in
         /// [0, 1], `dense` layers at 1, and a smaller Σ/Π ratio never gets a higher density.
         #[test]
-        fn erk_invariants(dims in prop::collection::vec(layer_shape(), 1..6), density in 0.01f64..0.99, first_dense in any::<bool>()) {
+        fn erk_invariants(dims in prop::collection::vec(layer_shape(), 1..6), density in 0.01f64..0.99, first_dense in any::<bool>(), in_budget in any::<bool>()) {
             let sh = shapes(&dims);
             let dense: Vec<String> = if first_dense { vec!["l0".into()] } else { vec![] };
-            let d = erk_densities(&sh, density, &dense);
+            let d = erk_densities(&sh, density, &dense, in_budget);
             let numel: Vec<f64> = dims.iter().map(|s| s.iter().product::<i64>() as f64).collect();
-            let total: f64 = numel.iter().sum();
-            let kept: f64 = d.iter().zip(&numel).map(|(a, b)| a * b).sum();
-            let dense_numel: f64 = if first_dense { numel[0] } else { 0.0 };
+            let outside = if first_dense && !in_budget { numel[0] } else { 0.0 };
+            // The budget is over the layers inside it (RigL: all but its dense layers).
+            let total: f64 = numel.iter().sum::<f64>() - outside;
+            let kept: f64 = d.iter().zip(&numel).map(|(a, b)| a * b).sum::<f64>() - outside;
+            let dense_numel: f64 = if first_dense && in_budget { numel[0] } else { 0.0 };
             if dense_numel <= density * total {
                 prop_assert!((kept - density * total).abs() <= 1.0, "{kept} vs {}", density * total);
             }
@@ -174,13 +193,13 @@ mod tests {
     fn erk_makes_the_small_dense_layers_dense_first() {
         // LeNet-300-100: the 10-class output layer has the largest Σ/Π and saturates.
         let sh = shapes(&[vec![300, 784], vec![100, 300], vec![10, 100]]);
-        let d = erk_densities(&sh, 0.2, &[]);
+        let d = erk_densities(&sh, 0.2, &[], false);
         assert_eq!(d[2], 1.0);
         assert!(d[0] < d[1] && d[1] < 1.0, "{d:?}");
         let kept = d[0] * 235_200.0 + d[1] * 30_000.0 + d[2] * 1_000.0;
         assert!((kept - 0.2 * 266_200.0).abs() <= 1.0);
-        assert_eq!(erk_densities(&sh, 1.0, &[]), vec![1.0; 3]);
-        assert_eq!(erk_densities(&sh, 0.0, &["l1".into()]), vec![0.0, 1.0, 0.0]);
+        assert_eq!(erk_densities(&sh, 1.0, &[], false), vec![1.0; 3]);
+        assert_eq!(erk_densities(&sh, 0.0, &["l1".into()], false), vec![0.0, 1.0, 0.0]);
     }
 
     #[test]

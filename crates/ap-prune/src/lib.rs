@@ -227,6 +227,11 @@ pub enum Method {
         /// an MLP (RigL's MNIST setting).
         #[serde(default)]
         dense_layers: Vec<String>,
+        /// Whether the dense layers count towards `density`. RigL's ERK leaves them out
+        /// (the other layers meet `density` over their own weights, so the network is
+        /// denser than `density`); true holds the whole network at `density`.
+        #[serde(default)]
+        dense_in_budget: bool,
     },
 }
 
@@ -896,13 +901,13 @@ pub fn run_method_from(
             let t0 = Instant::now();
             // Sparse from the start (RigL, sparse-to-sparse GraNet): ERK densities at
             // random positions.
-            let mut sparse_start = |density: f64, dense_layers: &[String]| {
+            let mut sparse_start = |density: f64, dense_layers: &[String], in_budget: bool| {
                 let shapes: Vec<(String, Vec<i64>)> = ctx
                     .prunable
                     .iter()
                     .map(|(n, t)| (n.to_string(), t.size()))
                     .collect();
-                let densities = ap_criteria::erk_densities(&shapes, density, dense_layers);
+                let densities = ap_criteria::erk_densities(&shapes, density, dense_layers, in_budget);
                 let seed = ap_tensor::derive_seed(seeds.prune, "rigl-init");
                 mask = ap_criteria::random_mask_with_densities(&ctx.prunable, &densities, seed);
                 mask.apply(&ctx.prunable)
@@ -933,7 +938,7 @@ pub fn run_method_from(
                     allocation,
                 } => {
                     if *initial_density < 1.0 {
-                        sparse_start(*initial_density, &[])?;
+                        sparse_start(*initial_density, &[], false)?;
                     }
                     dynamic::Schedule::Gmp {
                         initial_sparsity: 1.0 - initial_density,
@@ -956,8 +961,9 @@ pub fn run_method_from(
                     drop_fraction,
                     end_fraction,
                     dense_layers,
+                    dense_in_budget,
                 } => {
-                    sparse_start(*density, dense_layers)?;
+                    sparse_start(*density, dense_layers, *dense_in_budget)?;
                     let stop = (*end_fraction * train.iterations as f64) as u64;
                     let regrow = dynamic::Regrow {
                         initial: *drop_fraction,

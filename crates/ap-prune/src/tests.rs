@@ -455,6 +455,7 @@ fn every_method_reaches_its_density() {
                 drop_fraction: 0.3,
                 end_fraction: 0.75,
                 dense_layers: vec![],
+                dense_in_budget: false,
             },
             0.1,
         ),
