@@ -173,9 +173,18 @@ mod tests {
             "a.toml",
         )
         .unwrap();
+        // The preset also sets its paper's initialisation (OpenLTH's).
+        assert_eq!(preset.init, ap_models::InitScheme::Openlth);
+        let with_init = head.replace("seed = 0\n", "seed = 0\ninit = \"openlth\"\n");
         let full: RunSpec =
-            parse_toml(&format!("{head}[train]\n{}\n", RECIPES[4].2), "b.toml").unwrap();
+            parse_toml(&format!("{with_init}[train]\n{}\n", RECIPES[4].2), "b.toml").unwrap();
         assert_eq!(preset.key(), full.key());
+        let own: RunSpec = RunSpec::parse(
+            &format!("{}[train]\nrecipe = \"openlth-cifar\"\n", head.replace("seed = 0\n", "seed = 0\ninit = \"pytorch\"\n")),
+            "d.toml",
+        )
+        .unwrap();
+        assert_eq!(own.init, ap_models::InitScheme::Pytorch, "a spec's own init wins");
         let over = RunSpec::parse(
             &format!("{head}[train]\nrecipe = \"openlth-cifar\"\niterations = 100\n"),
             "c.toml",
