@@ -33,6 +33,17 @@ pub struct SummaryRecord {
     pub dataset: String,
     /// Model name.
     pub model: String,
+    /// AP's settings where they differ from the defaults (an ablation), e.g.
+    /// `in_drop_and_grow` or `survivor_share=0.1`; empty for the default AP and without AP.
+    #[serde(default)]
+    pub ap_variant: String,
+    /// Weights AP removed in the round's events.
+    #[serde(default)]
+    pub ap_removed: i64,
+    /// AP's budget left unused for lack of candidates in the round's events (the host
+    /// removed these instead).
+    #[serde(default)]
+    pub ap_shortfall: i64,
     /// Run seed.
     pub seed: u64,
     /// Run key (hash of the resolved spec).
@@ -68,6 +79,9 @@ pub fn summarise(runs: &[(RunSpec, Vec<RoundRecord>)]) -> Vec<SummaryRecord> {
                 prune_rate: spec.prune_rate().unwrap_or(f64::NAN),
                 dataset: spec.dataset.clone(),
                 model: spec.model.clone(),
+                ap_variant: ap_variant(spec),
+                ap_removed: r.events.iter().map(|e| e.ap_removed + e.ap_dropped).sum(),
+                ap_shortfall: r.events.iter().map(|e| e.ap_shortfall).sum(),
                 seed: spec.seed,
                 run_key: spec.key(),
                 round: r.round,
@@ -82,6 +96,47 @@ pub fn summarise(runs: &[(RunSpec, Vec<RoundRecord>)]) -> Vec<SummaryRecord> {
         }
     }
     out
+}
+
+/// AP's settings that differ from the defaults, as `name=value` joined by `, ` (empty
+/// when AP is off or at its defaults); rate and share are shown in the table headers.
+fn ap_variant(spec: &RunSpec) -> String {
+    if !spec.ap.enabled {
+        return String::new();
+    }
+    let d = crate::spec::ApSpec::default();
+    let mut v = vec![];
+    if spec.ap.in_drop_and_grow {
+        v.push("in_drop_and_grow".to_string());
+    }
+    if spec.ap.survivor_share != d.survivor_share {
+        v.push(format!("survivor_share={}", spec.ap.survivor_share));
+    }
+    if spec.ap.share != d.share && spec.prune_rate().is_none() {
+        v.push(format!("share={}", spec.ap.share));
+    }
+    if spec.ap.options != d.options {
+        v.push(format!("options={}", serde_json::to_string(&spec.ap.options).unwrap_or_default()));
+    }
+    if spec.ap.from_event != 0 || spec.ap.until_event.is_some() {
+        v.push(format!("events={}..{:?}", spec.ap.from_event, spec.ap.until_event));
+    }
+    v.join(", ")
+}
+
+/// Mean ± sample std of the paired differences (AP − no AP, same seed and round) and
+/// whether their 95% t-interval excludes 0. None without a pair.
+pub fn paired_gain(pairs: &[(f64, f64)]) -> Option<(f64, f64, bool)> {
+    if pairs.is_empty() {
+        return None;
+    }
+    let d: Vec<f64> = pairs.iter().map(|(off, on)| on - off).collect();
+    let (m, sd) = mean_std(&d);
+    // Two-sided 97.5% quantiles of Student's t for 1..=10 degrees of freedom.
+    const T: [f64; 10] = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228];
+    let n = d.len();
+    let clear = n > 1 && m.abs() > T[(n - 2).min(9)] * sd / (n as f64).sqrt();
+    Some((m, sd, clear))
 }
 
 fn mean_std(xs: &[f64]) -> (f64, f64) {
@@ -141,12 +196,27 @@ pub fn markdown_with_plots(records: &[SummaryRecord], title: &str, plots: &[Path
             );
         }
         for (method, rs) in methods {
-            method_table(&mut s, model, dataset, method, &rs);
+            // One table per AP variant, each against the same runs without AP.
+            let variants: BTreeSet<&str> = rs
+                .iter()
+                .filter(|r| r.ap)
+                .map(|r| r.ap_variant.as_str())
+                .collect();
+            let variants: Vec<&str> = if variants.is_empty() { vec![""] } else { variants.into_iter().collect() };
+            for v in variants {
+                let these: Vec<&SummaryRecord> = rs
+                    .iter()
+                    .copied()
+                    .filter(|r| !r.ap || r.ap_variant == v)
+                    .collect();
+                method_table(&mut s, model, dataset, method, v, &these);
+            }
         }
     }
     let _ = writeln!(
         s,
-        "Accuracy: final-phase test accuracy in %, mean ± sample std over seeds. DNR: dead neuron rate on the test set in eval mode (ap-spec §2). \
+        "Accuracy: final-phase test accuracy in %, mean ± sample std over seeds. AP gain: mean ± sample std of the \
+         paired difference (the same seed with and without AP), \"(within noise)\" where its 95% t-interval contains 0. DNR: dead neuron rate on the test set in eval mode (ap-spec §2). \
          Paper reference: the papers' number for that model, dataset and method (without AP) at the row's density — \
          placed in the nearest row within a factor {} of the paper's density, \"—\" elsewhere; \
          \"dense +x\" is the paper's gain over its own dense network.",
@@ -156,7 +226,14 @@ pub fn markdown_with_plots(records: &[SummaryRecord], title: &str, plots: &[Path
 }
 
 /// One method's table (rows by round) and the notes under it.
-fn method_table(s: &mut String, model: &str, dataset: &str, method: &str, rs: &[&SummaryRecord]) {
+fn method_table(
+    s: &mut String,
+    model: &str,
+    dataset: &str,
+    method: &str,
+    variant: &str,
+    rs: &[&SummaryRecord],
+) {
     let seeds: BTreeSet<u64> = rs.iter().map(|r| r.seed).collect();
     let ap_budget = rs.iter().find(|r| r.ap).map(|r| {
         if r.prune_rate.is_finite() {
@@ -166,17 +243,25 @@ fn method_table(s: &mut String, model: &str, dataset: &str, method: &str, rs: &[
                 100.0 * r.ap_rate
             )
         } else {
-            format!(" (AP takes {:.0}% of each event)", 100.0 * r.ap_share)
+            format!(
+                " (AP takes at most {:.0}% of each pruning event and 2.5% of its survivors)",
+                100.0 * r.ap_share
+            )
         }
     });
+    let variant_label = if variant.is_empty() {
+        String::new()
+    } else {
+        format!(" [ablation: {variant}]")
+    };
     let _ = writeln!(
         s,
-        "### {model} / {dataset} — {method} vs {method}+AP{} ({} seed{})\n",
+        "### {model} / {dataset} — {method} vs {method}+AP{variant_label}{} ({} seed{})\n",
         ap_budget.unwrap_or_default(),
         seeds.len(),
         if seeds.len() == 1 { "" } else { "s" }
     );
-    s.push_str("| round | density | test acc | test acc +AP | AP gain (pt) | paper reference | dynamic DNR | dynamic DNR +AP | static DNR | static DNR +AP |\n");
+    s.push_str("| round | density | test acc | test acc +AP | AP gain (pt, paired) | paper reference | dynamic DNR | dynamic DNR +AP | static DNR | static DNR +AP |\n");
     s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     type Split<'a> = (Vec<&'a SummaryRecord>, Vec<&'a SummaryRecord>);
     let mut by_round: BTreeMap<usize, Split> = BTreeMap::new();
@@ -202,9 +287,20 @@ fn method_table(s: &mut String, model: &str, dataset: &str, method: &str, rs: &[
     let fmt = |x: Option<(f64, f64)>| x.map_or("—".into(), |(m, _)| format!("{m:.3}"));
     for (((round, (off, on)), density), reference) in by_round.iter().zip(&densities).zip(refs) {
         let (a0, a1) = (acc(off), acc(on));
-        let gain = match (a0, a1) {
-            (Some((m0, _)), Some((m1, _))) => format!("{:+.2}", m1 - m0),
-            _ => "—".into(),
+        let pairs: Vec<(f64, f64)> = off
+            .iter()
+            .filter_map(|o| {
+                on.iter()
+                    .find(|a| a.seed == o.seed)
+                    .map(|a| (100.0 * o.test_accuracy, 100.0 * a.test_accuracy))
+            })
+            .collect();
+        let gain = match paired_gain(&pairs) {
+            Some((m, _, _)) if pairs.len() == 1 => format!("{m:+.2}"),
+            Some((m, sd, clear)) => {
+                format!("{m:+.2} ± {sd:.2}{}", if clear { "" } else { " (within noise)" })
+            }
+            None => "—".into(),
         };
         let _ = writeln!(
             s,
@@ -220,6 +316,27 @@ fn method_table(s: &mut String, model: &str, dataset: &str, method: &str, rs: &[
         );
     }
     s.push('\n');
+    let short: Vec<String> = by_round
+        .iter()
+        .filter_map(|(round, (_, on))| {
+            let total: i64 = on.iter().map(|r| r.ap_shortfall).sum();
+            (total > 0).then(|| {
+                let removed: i64 = on.iter().map(|r| r.ap_removed).sum();
+                format!(
+                    "round {round}: {:.0} of {:.0} (mean over seeds)",
+                    total as f64 / on.len() as f64,
+                    (total + removed) as f64 / on.len() as f64
+                )
+            })
+        })
+        .collect();
+    if !short.is_empty() {
+        let _ = writeln!(
+            s,
+            "AP shortfall (AP's budget that found no kept negative weight; the host removed it instead): {}.\n",
+            short.join("; ")
+        );
+    }
     for note in reference::notes_for(model, dataset, method) {
         let _ = writeln!(
             s,
@@ -279,11 +396,11 @@ pub fn write_report(
         &out.join("summary.json"),
         serde_json::to_string_pretty(&records)?.as_bytes(),
     )?;
-    let mut csv = String::from("method,ap,ap_rate,ap_share,prune_rate,dataset,model,seed,run_key,round,density,test_accuracy,test_loss,dynamic_dnr,static_dnr,train_dynamic_dnr,train_static_dnr\n");
+    let mut csv = String::from("method,ap,ap_rate,ap_share,prune_rate,dataset,model,ap_variant,ap_removed,ap_shortfall,seed,run_key,round,density,test_accuracy,test_loss,dynamic_dnr,static_dnr,train_dynamic_dnr,train_static_dnr\n");
     for r in &records {
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{},{},{},{},{},{:.6},{:.4},{:.5},{:.5},{:.5},{:.5},{:.5}",
+            "{},{},{},{},{},{},{},\"{}\",{},{},{},{},{},{:.6},{:.4},{:.5},{:.5},{:.5},{:.5},{:.5}",
             r.method,
             r.ap,
             r.ap_rate,
@@ -291,6 +408,9 @@ pub fn write_report(
             r.prune_rate,
             r.dataset,
             r.model,
+            r.ap_variant,
+            r.ap_removed,
+            r.ap_shortfall,
             r.seed,
             r.run_key,
             r.round,
@@ -304,7 +424,13 @@ pub fn write_report(
         );
     }
     write_atomic(&out.join("summary.csv"), csv.as_bytes())?;
-    let plots = plot::write_plots(&records, out)?;
+    // Plots show each method with and without its default AP; ablations are in the tables.
+    let main: Vec<SummaryRecord> = records
+        .iter()
+        .filter(|r| r.ap_variant.is_empty())
+        .cloned()
+        .collect();
+    let plots = plot::write_plots(&main, out)?;
     let md = markdown_with_plots(&records, title, &plots);
     write_atomic(&out.join("report.md"), md.as_bytes())?;
     Ok(md)
@@ -323,6 +449,9 @@ mod tests {
             prune_rate: 0.2,
             dataset: "mnist".into(),
             model: "lenet300-100".into(),
+            ap_variant: String::new(),
+            ap_removed: 0,
+            ap_shortfall: 0,
             seed,
             run_key: "k".into(),
             round,
@@ -346,7 +475,7 @@ mod tests {
         ];
         let md = markdown(&rs, "t");
         assert!(
-            md.contains("| 1 | 80.00% | 98.00 ± 1.41 | 99.00 ± 0.00 | +1.00 | — | 0.600 | 0.400 |"),
+            md.contains("| 1 | 80.00% | 98.00 ± 1.41 | 99.00 ± 0.00 | +1.00 ± 1.41 (within noise) | — | 0.600 | 0.400 |"),
             "{md}"
         );
         assert!(md.contains("Frankle & Carbin"));
@@ -354,6 +483,31 @@ mod tests {
             !md.contains("!["),
             "no plots were written, so none are linked"
         );
+    }
+
+    /// Paired differences by hand: +1, +2, +3 points → mean 2, sd 1; the 95% t-interval
+    /// 2 ± 4.303 · 1/√3 = 2 ± 2.48 contains 0. Five pairs +1.9..+2.1 → clearly positive.
+    #[test]
+    fn paired_gain_and_its_noise_mark() {
+        let (m, sd, clear) = paired_gain(&[(90.0, 91.0), (90.0, 92.0), (90.0, 93.0)]).unwrap();
+        assert!((m - 2.0).abs() < 1e-12 && (sd - 1.0).abs() < 1e-12 && !clear);
+        let tight = [(1.0, 2.9), (1.0, 3.0), (1.0, 3.1), (1.0, 3.0), (1.0, 3.0)];
+        assert!(paired_gain(&tight).unwrap().2);
+        assert!(!paired_gain(&[(1.0, 5.0)]).unwrap().2, "one pair is never clear");
+        assert!(paired_gain(&[]).is_none());
+        // Ablation variants get their own table against the same runs without AP, and a
+        // shortfall is reported.
+        let mut rs = vec![rec(false, 0, 1, 0.97, 0.5), rec(true, 0, 1, 0.98, 0.4)];
+        let mut v = rec(true, 0, 1, 0.96, 0.4);
+        v.ap_variant = "in_drop_and_grow".into();
+        v.ap_shortfall = 7;
+        v.ap_removed = 3;
+        rs.push(v);
+        let md = markdown(&rs, "t");
+        assert_eq!(md.matches("### lenet300-100 / mnist — imp vs imp+AP").count(), 2, "{md}");
+        assert!(md.contains("[ablation: in_drop_and_grow]"), "{md}");
+        assert!(md.contains("| +1.00 |") && md.contains("| -1.00 |"), "{md}");
+        assert!(md.contains("round 1: 7 of 10"), "{md}");
     }
 
     #[test]
@@ -381,7 +535,7 @@ mod tests {
         assert_eq!(row(9), "dense +0.3");
         assert_eq!(row(15), "≥ dense");
         assert!(md.contains(
-            "| round | density | test acc | test acc +AP | AP gain (pt) | paper reference |"
+            "| round | density | test acc | test acc +AP | AP gain (pt, paired) | paper reference |"
         ));
         assert!(
             md.contains("Reference column entries: ≈ 98.0 at 100% density (Frankle & Carbin 2019)")
