@@ -85,8 +85,8 @@ enum Cmd {
 /// Which grid, which slice of it, and where its report goes.
 #[derive(Args, Clone)]
 struct GridArgs {
-    /// A profile: `smoke` (tests, < 2 min), `quick` (MNIST and Fashion-MNIST, 5 methods
-    /// ± AP, 2 seeds, < 30 min on 2 cores), `paper` (CIFAR; needs --data-dir and a GPU in
+    /// A profile: `smoke` (tests, < 2 min), `quick` (LeNet-300-100 on MNIST, 5 methods
+    /// ± AP, 3 seeds, ≈ 20 min on 2 cores), `paper` (CIFAR; needs --data-dir and a GPU in
     /// practice). Reads grids/<profile>.toml.
     #[arg(long, conflicts_with = "grid")]
     profile: Option<String>,
