@@ -139,7 +139,11 @@ fn every_method_reaches_its_density_on_mnist() {
         dense_layers: vec![],
         dense_in_budget: false,
     };
-    for ap in [None, Some(ApConfig::with_rate(0.0))] {
+    let in_drop = ApConfig {
+        in_drop_and_grow: true,
+        ..ApConfig::with_rate(0.0)
+    };
+    for ap in [None, Some(in_drop)] {
         let r = run(&rigl, ap.as_ref(), &data);
         let kept = r[0].density.kept;
         assert!(
@@ -149,6 +153,9 @@ fn every_method_reaches_its_density_on_mnist() {
         assert!(r[0]
             .events
             .iter()
-            .all(|e| e.regrown == e.host_removed + e.ap_removed));
+            .all(|e| e.regrown == e.dropped && e.host_removed + e.ap_removed == 0));
+        if ap.is_some() {
+            assert!(r[0].events.iter().any(|e| e.ap_dropped > 0), "AP took part in the drop");
+        }
     }
 }
