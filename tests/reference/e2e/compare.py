@@ -103,7 +103,7 @@ def rust_settings(spec):
         "lr": opt.get("lr"),
         "eps": opt.get("eps"),
         "schedule": (tr.get("schedule") or {}).get("kind", "constant"),
-        "init": spec.get("init", "default"),
+        "init": spec.get("init", "pytorch"),
     }
     method = pr.get("method")
     if method in ("imp", "lrr"):
@@ -134,7 +134,7 @@ def pytorch_settings(method, cfg, ap):
         "lr": cfg.get("lr"),
         "eps": 1e-8,
         "schedule": "constant",
-        "init": "default",
+        "init": "pytorch",  # nn.Linear's own defaults
     }
     if method == "imp":
         if cfg.get("allocation") == "layerwise":
