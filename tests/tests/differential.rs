@@ -468,7 +468,10 @@ fn shapes_of(model: &str, input: &[i64]) -> Vec<(String, Vec<i64>)> {
     p.iter().map(|(n, t)| (n.to_string(), t.size())).collect()
 }
 
-fn erk_problems(problems: &[(Vec<(String, Vec<i64>)>, f64, Vec<String>)]) {
+/// Layer shapes, overall density, dense layers.
+type ErkProblem = (Vec<(String, Vec<i64>)>, f64, Vec<String>);
+
+fn erk_problems(problems: &[ErkProblem]) {
     let cfg: Vec<Value> = problems
         .iter()
         .map(|(s, d, dense)| json!({ "shapes": s, "density": d, "dense": dense }))
@@ -830,11 +833,21 @@ fn drop_and_grow_reference_on_a_hand_example() {
 /// connections start at 0). GraNet: ceil, every layer; RigL: floor, the output layer dense.
 #[test]
 fn drop_and_grow_matches_reference() {
-    let layers: [(&str, &[i64]); 3] = [("fc1.weight", &[40, 30]), ("fc2.weight", &[20, 40]), ("fc3.weight", &[5, 20])];
+    let layers: [(&str, &[i64]); 3] = [
+        ("fc1.weight", &[40, 30]),
+        ("fc2.weight", &[20, 40]),
+        ("fc3.weight", &[5, 20]),
+    ];
     for (seed, rounding, fraction, dense, pruned) in [
         (31, ap_prune::DropRounding::Ceil, 0.5, vec![], 0.0),
         (32, ap_prune::DropRounding::Ceil, 0.37, vec![], 0.6),
-        (33, ap_prune::DropRounding::Floor, 0.3, vec!["fc3.weight".to_string()], 0.8),
+        (
+            33,
+            ap_prune::DropRounding::Floor,
+            0.3,
+            vec!["fc3.weight".to_string()],
+            0.8,
+        ),
     ] {
         let values = random_params(&layers, seed);
         let grads = random_params(&layers, seed + 100);
@@ -843,13 +856,25 @@ fn drop_and_grow_matches_reference() {
             // A dense layer is dense.
             mask = Mask::from_entries(
                 mask.iter()
-                    .map(|(n, m)| (n.to_string(), if dense.iter().any(|d| d == n) { m.ones_like() } else { m.shallow_clone() }))
+                    .map(|(n, m)| {
+                        (
+                            n.to_string(),
+                            if dense.iter().any(|d| d == n) {
+                                m.ones_like()
+                            } else {
+                                m.shallow_clone()
+                            },
+                        )
+                    })
                     .collect(),
             );
         }
         // Leaf weights whose .grad() is `grads`, masked as after any training step.
         let params = NamedParams::from_entries(
-            values.iter().map(|(n, w)| (n.to_string(), w.copy().set_requires_grad(true))).collect(),
+            values
+                .iter()
+                .map(|(n, w)| (n.to_string(), w.copy().set_requires_grad(true)))
+                .collect(),
         );
         mask.apply(&params).unwrap();
         let loss = params
@@ -876,10 +901,19 @@ fn drop_and_grow_matches_reference() {
                 "dense_layers": dense,
             }),
         );
-        let spec = ap_prune::DropGrow { fraction, rounding, dense_layers: &dense };
-        let report = ap_prune::drop_and_grow(&params, &mut mask, &params.snapshot(), &spec, None).unwrap();
+        let spec = ap_prune::DropGrow {
+            fraction,
+            rounding,
+            dense_layers: &dense,
+        };
+        let report =
+            ap_prune::drop_and_grow(&params, &mut mask, &params.snapshot(), &spec, None).unwrap();
         let counts = i64s(get(&out, "counts"));
-        assert_eq!(report.host_dropped, counts.iter().sum::<i64>(), "seed {seed}: drop count");
+        assert_eq!(
+            report.host_dropped,
+            counts.iter().sum::<i64>(),
+            "seed {seed}: drop count"
+        );
         assert_eq!(report.regrown, report.host_dropped);
         for (n, w) in params.iter() {
             assert_eq!(

@@ -155,7 +155,10 @@ fn every_method_reaches_its_density_on_mnist() {
             .iter()
             .all(|e| e.regrown == e.dropped && e.host_removed + e.ap_removed == 0));
         if ap.is_some() {
-            assert!(r[0].events.iter().any(|e| e.ap_dropped > 0), "AP took part in the drop");
+            assert!(
+                r[0].events.iter().any(|e| e.ap_dropped > 0),
+                "AP took part in the drop"
+            );
         }
     }
 }

@@ -111,8 +111,8 @@ impl Allocation {
                     if report.kept == 0 {
                         return 0;
                     }
-                    let c = n as f64 * self.multiplier(&l.name) * l.kept as f64
-                        / report.kept as f64;
+                    let c =
+                        n as f64 * self.multiplier(&l.name) * l.kept as f64 / report.kept as f64;
                     (c.floor() as i64).min(l.kept)
                 })
                 .collect(),

@@ -2,7 +2,9 @@
 //! filter and the score.
 
 use ap_mask::Mask;
-use ap_tensor::{select_smallest, select_smallest_per_tensor, to_f64_vec, NamedParams, SelectError};
+use ap_tensor::{
+    select_smallest, select_smallest_per_tensor, to_f64_vec, NamedParams, SelectError,
+};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 

@@ -199,7 +199,10 @@ mod tests {
         let kept = d[0] * 235_200.0 + d[1] * 30_000.0 + d[2] * 1_000.0;
         assert!((kept - 0.2 * 266_200.0).abs() <= 1.0);
         assert_eq!(erk_densities(&sh, 1.0, &[], false), vec![1.0; 3]);
-        assert_eq!(erk_densities(&sh, 0.0, &["l1".into()], false), vec![0.0, 1.0, 0.0]);
+        assert_eq!(
+            erk_densities(&sh, 0.0, &["l1".into()], false),
+            vec![0.0, 1.0, 0.0]
+        );
     }
 
     #[test]

@@ -23,7 +23,10 @@ mod saliency;
 mod scores;
 
 pub use allocation::{select_by_scores, Allocation, AllocationError};
-pub use ap::{ap_select, ap_select_budget, ap_select_with, ApBudget, ApOptions, ApScore, ApSelection, CandidateSign};
+pub use ap::{
+    ap_select, ap_select_budget, ap_select_with, ApBudget, ApOptions, ApScore, ApSelection,
+    CandidateSign,
+};
 pub use criterion::{Criterion, UnknownCriterion};
 pub use erk::{erk_densities, random_mask_with_densities};
 pub use saliency::{

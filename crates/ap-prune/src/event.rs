@@ -211,10 +211,23 @@ pub fn pruning_event(
             (0, 0)
         }
         (None, Some(a)) => {
-            let host =
-                host_select(criterion, alloc, ctx, params, mask, budget.n - budget.n_ap, index)?;
+            let host = host_select(
+                criterion,
+                alloc,
+                ctx,
+                params,
+                mask,
+                budget.n - budget.n_ap,
+                index,
+            )?;
             mask.remove(&host)?;
-            let s = ap_select_budget(params, phase_start, mask, ApBudget::Global(budget.n_ap), &a.options)?;
+            let s = ap_select_budget(
+                params,
+                phase_start,
+                mask,
+                ApBudget::Global(budget.n_ap),
+                &a.options,
+            )?;
             mask.remove(&s.selected)?;
             if s.shortfall > 0 {
                 let extra = host_select(criterion, alloc, ctx, params, mask, s.shortfall, index)?;
@@ -245,7 +258,8 @@ pub fn pruning_event(
                     mask.remove(&s.selected)?;
                     if s.shortfall > 0 {
                         let short = s.layer_shortfall.clone().expect("per-layer budget");
-                        let extra = host_select_per_layer(criterion, ctx, params, mask, &short, index)?;
+                        let extra =
+                            host_select_per_layer(criterion, ctx, params, mask, &short, index)?;
                         mask.remove(&extra)?;
                     }
                     (s.removed, s.shortfall)

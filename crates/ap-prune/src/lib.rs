@@ -907,7 +907,8 @@ pub fn run_method_from(
                     .iter()
                     .map(|(n, t)| (n.to_string(), t.size()))
                     .collect();
-                let densities = ap_criteria::erk_densities(&shapes, density, dense_layers, in_budget);
+                let densities =
+                    ap_criteria::erk_densities(&shapes, density, dense_layers, in_budget);
                 let seed = ap_tensor::derive_seed(seeds.prune, "rigl-init");
                 mask = ap_criteria::random_mask_with_densities(&ctx.prunable, &densities, seed);
                 mask.apply(&ctx.prunable)

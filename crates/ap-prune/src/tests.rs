@@ -222,7 +222,11 @@ fn rigl_hook_keeps_density_and_dense_layers() {
         for (b, a) in before.layers.iter().zip(&after.layers) {
             assert_eq!(b.kept, a.kept, "per-layer density unchanged in {}", b.name);
         }
-        let fc3 = after.layers.iter().find(|l| l.name == "fc3.weight").unwrap();
+        let fc3 = after
+            .layers
+            .iter()
+            .find(|l| l.name == "fc3.weight")
+            .unwrap();
         assert_eq!(fc3.kept, fc3.total, "the dense layer stays dense");
         assert!(zero_where_pruned(&params, &mask));
         assert!(!phase.epochs.is_empty());
@@ -328,13 +332,26 @@ proptest! {
 fn granet_first_event_on_a_dense_network_changes_nothing() {
     let _g = torch_lock();
     tch::manual_seed(3);
-    let vals: Vec<Vec<f32>> = [50, 7].iter().map(|&n| Vec::<f32>::try_from(Tensor::randn([n], (Kind::Float, Device::Cpu))).unwrap()).collect();
-    let grads: Vec<Vec<f32>> = [50, 7].iter().map(|&n| Vec::<f32>::try_from(Tensor::randn([n], (Kind::Float, Device::Cpu))).unwrap()).collect();
+    let vals: Vec<Vec<f32>> = [50, 7]
+        .iter()
+        .map(|&n| Vec::<f32>::try_from(Tensor::randn([n], (Kind::Float, Device::Cpu))).unwrap())
+        .collect();
+    let grads: Vec<Vec<f32>> = [50, 7]
+        .iter()
+        .map(|&n| Vec::<f32>::try_from(Tensor::randn([n], (Kind::Float, Device::Cpu))).unwrap())
+        .collect();
     let params = params_with_grads(&vals, &grads);
     let mut mask = Mask::dense(&params);
-    let spec = DropGrow { fraction: 0.5, rounding: DropRounding::Ceil, dense_layers: &[] };
+    let spec = DropGrow {
+        fraction: 0.5,
+        rounding: DropRounding::Ceil,
+        dense_layers: &[],
+    };
     let r = drop_and_grow(&params, &mut mask, &params.snapshot(), &spec, None).unwrap();
-    assert_eq!((r.host_dropped, r.regrown, r.new_connections), (25 + 4, 29, 0));
+    assert_eq!(
+        (r.host_dropped, r.regrown, r.new_connections),
+        (25 + 4, 29, 0)
+    );
     assert_eq!(mask.kept(), 57);
     for (w, v) in params.tensors().iter().zip(&vals) {
         assert_eq!(&values(w), v);
@@ -703,7 +720,10 @@ fn one_shot_ap_takes_the_release_proportion_of_survivors() {
         if with_ap {
             assert_eq!(e.ap_removed, (0.025 * survivors as f64).floor() as i64);
             assert_eq!(e.ap_shortfall, 0);
-            assert!(e.ap_removed * 10 < survivors / 2, "far fewer than the kept negatives");
+            assert!(
+                e.ap_removed * 10 < survivors / 2,
+                "far fewer than the kept negatives"
+            );
         }
         assert_eq!(e.host_removed + e.ap_removed, n);
         assert_eq!(mask.kept(), survivors);

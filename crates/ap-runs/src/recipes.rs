@@ -134,7 +134,10 @@ pub fn recipe_init(name: &str) -> Option<&'static str> {
 /// MNIST setting), a CNN its first conv layer (its ImageNet setting). Written into the
 /// spec, so the resolved spec records it.
 fn rigl_dense_layers(spec: &mut toml::Value) {
-    let model = spec.get("model").and_then(|m| m.as_str()).map(str::to_string);
+    let model = spec
+        .get("model")
+        .and_then(|m| m.as_str())
+        .map(str::to_string);
     let Some(prune) = spec.get_mut("prune").and_then(|p| p.as_table_mut()) else {
         return;
     };
@@ -180,11 +183,18 @@ mod tests {
             parse_toml(&format!("{with_init}[train]\n{}\n", RECIPES[4].2), "b.toml").unwrap();
         assert_eq!(preset.key(), full.key());
         let own: RunSpec = RunSpec::parse(
-            &format!("{}[train]\nrecipe = \"openlth-cifar\"\n", head.replace("seed = 0\n", "seed = 0\ninit = \"pytorch\"\n")),
+            &format!(
+                "{}[train]\nrecipe = \"openlth-cifar\"\n",
+                head.replace("seed = 0\n", "seed = 0\ninit = \"pytorch\"\n")
+            ),
             "d.toml",
         )
         .unwrap();
-        assert_eq!(own.init, ap_models::InitScheme::Pytorch, "a spec's own init wins");
+        assert_eq!(
+            own.init,
+            ap_models::InitScheme::Pytorch,
+            "a spec's own init wins"
+        );
         let over = RunSpec::parse(
             &format!("{head}[train]\nrecipe = \"openlth-cifar\"\niterations = 100\n"),
             "c.toml",

@@ -116,10 +116,16 @@ fn ap_variant(spec: &RunSpec) -> String {
         v.push(format!("share={}", spec.ap.share));
     }
     if spec.ap.options != d.options {
-        v.push(format!("options={}", serde_json::to_string(&spec.ap.options).unwrap_or_default()));
+        v.push(format!(
+            "options={}",
+            serde_json::to_string(&spec.ap.options).unwrap_or_default()
+        ));
     }
     if spec.ap.from_event != 0 || spec.ap.until_event.is_some() {
-        v.push(format!("events={}..{:?}", spec.ap.from_event, spec.ap.until_event));
+        v.push(format!(
+            "events={}..{:?}",
+            spec.ap.from_event, spec.ap.until_event
+        ));
     }
     v.join(", ")
 }
@@ -133,7 +139,9 @@ pub fn paired_gain(pairs: &[(f64, f64)]) -> Option<(f64, f64, bool)> {
     let d: Vec<f64> = pairs.iter().map(|(off, on)| on - off).collect();
     let (m, sd) = mean_std(&d);
     // Two-sided 97.5% quantiles of Student's t for 1..=10 degrees of freedom.
-    const T: [f64; 10] = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228];
+    const T: [f64; 10] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    ];
     let n = d.len();
     let clear = n > 1 && m.abs() > T[(n - 2).min(9)] * sd / (n as f64).sqrt();
     Some((m, sd, clear))
@@ -202,7 +210,11 @@ pub fn markdown_with_plots(records: &[SummaryRecord], title: &str, plots: &[Path
                 .filter(|r| r.ap)
                 .map(|r| r.ap_variant.as_str())
                 .collect();
-            let variants: Vec<&str> = if variants.is_empty() { vec![""] } else { variants.into_iter().collect() };
+            let variants: Vec<&str> = if variants.is_empty() {
+                vec![""]
+            } else {
+                variants.into_iter().collect()
+            };
             for v in variants {
                 let these: Vec<&SummaryRecord> = rs
                     .iter()
@@ -298,7 +310,10 @@ fn method_table(
         let gain = match paired_gain(&pairs) {
             Some((m, _, _)) if pairs.len() == 1 => format!("{m:+.2}"),
             Some((m, sd, clear)) => {
-                format!("{m:+.2} ± {sd:.2}{}", if clear { "" } else { " (within noise)" })
+                format!(
+                    "{m:+.2} ± {sd:.2}{}",
+                    if clear { "" } else { " (within noise)" }
+                )
             }
             None => "—".into(),
         };
@@ -493,7 +508,10 @@ mod tests {
         assert!((m - 2.0).abs() < 1e-12 && (sd - 1.0).abs() < 1e-12 && !clear);
         let tight = [(1.0, 2.9), (1.0, 3.0), (1.0, 3.1), (1.0, 3.0), (1.0, 3.0)];
         assert!(paired_gain(&tight).unwrap().2);
-        assert!(!paired_gain(&[(1.0, 5.0)]).unwrap().2, "one pair is never clear");
+        assert!(
+            !paired_gain(&[(1.0, 5.0)]).unwrap().2,
+            "one pair is never clear"
+        );
         assert!(paired_gain(&[]).is_none());
         // Ablation variants get their own table against the same runs without AP, and a
         // shortfall is reported.
@@ -504,7 +522,12 @@ mod tests {
         v.ap_removed = 3;
         rs.push(v);
         let md = markdown(&rs, "t");
-        assert_eq!(md.matches("### lenet300-100 / mnist — imp vs imp+AP").count(), 2, "{md}");
+        assert_eq!(
+            md.matches("### lenet300-100 / mnist — imp vs imp+AP")
+                .count(),
+            2,
+            "{md}"
+        );
         assert!(md.contains("[ablation: in_drop_and_grow]"), "{md}");
         assert!(md.contains("| +1.00 |") && md.contains("| -1.00 |"), "{md}");
         assert!(md.contains("round 1: 7 of 10"), "{md}");

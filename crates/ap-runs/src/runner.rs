@@ -256,10 +256,18 @@ fn cpu() -> serde_json::Value {
             .map(|(_, v)| v.trim().to_string())
     };
     let flags = field("flags").unwrap_or_default();
-    let isa: Vec<&str> = ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile"]
-        .into_iter()
-        .filter(|f| flags.split_whitespace().any(|x| x == *f))
-        .collect();
+    let isa: Vec<&str> = [
+        "sse4_2",
+        "avx",
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512_bf16",
+        "amx_tile",
+    ]
+    .into_iter()
+    .filter(|f| flags.split_whitespace().any(|x| x == *f))
+    .collect();
     serde_json::json!({
         "model": field("model name"),
         "isa": isa,
@@ -274,7 +282,11 @@ fn gpu(device: Device) -> serde_json::Value {
         return serde_json::Value::Null;
     };
     std::process::Command::new("nvidia-smi")
-        .args(["--query-gpu=name", "--format=csv,noheader", &format!("--id={i}")])
+        .args([
+            "--query-gpu=name",
+            "--format=csv,noheader",
+            &format!("--id={i}"),
+        ])
         .output()
         .ok()
         .filter(|o| o.status.success())
