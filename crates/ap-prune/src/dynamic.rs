@@ -156,6 +156,10 @@ impl<'a> Gradual<'a> {
             }
             None => EventReport::none(index, Some(iteration), self.mask.kept()),
         };
+        // Pruned weights lose their optimizer state before drop-and-grow, so one that is
+        // pruned and regrown in the same event starts afresh, at 0 with zero state, like
+        // every new connection (GraNet applies its mask, momentum included, after pruning).
+        opt.mask_state();
         if let Some(r) = regrow {
             let spec = DropGrow {
                 fraction: cosine_decay(r.initial, iteration, r.decay_until),

@@ -788,3 +788,75 @@ proptest! {
         }
     }
 }
+
+/// Probes the optimizer right after every GraNet event: a connection grown at this event
+/// (kept, value exactly 0) has zero Adam state — also one the GMP step pruned and
+/// drop-and-grow regrew in the same event (its state was stale before the fix).
+#[test]
+fn granet_grown_connections_start_with_zero_state() {
+    struct Probe<'a> {
+        inner: Gradual<'a>,
+        worst: f64,
+    }
+    impl StepHook for Probe<'_> {
+        fn after_backward(&mut self, it: u64, opt: &mut Optimizer) -> Result<(), TrainError> {
+            self.inner.after_backward(it, opt)?;
+            self.worst = self.worst.max(opt.state_at_kept_zeros());
+            Ok(())
+        }
+    }
+    let _g = torch_lock();
+    let data = toy(64, 9);
+    let m = model(10);
+    let params = NamedParams::from_var_store(&m.vs, &m.net.prunable()).unwrap();
+    let mut mask = Mask::dense(&params);
+    let shared = mask.shallow_clone();
+    let host = HostContext {
+        model: &m,
+        batches: &[],
+        input_shape: &[1, 2, 2],
+        seed: 1,
+        synflow_iterations: 1,
+    };
+    let schedule = Schedule::Gmp {
+        initial_sparsity: 0.0,
+        sparsity: 0.9,
+        begin: 2,
+        end: 30,
+        every: 2,
+        allocation: Allocation::Global,
+        regrow: Some(Regrow {
+            initial: 0.5,
+            decay_until: 40,
+            dense_layers: vec![],
+            rounding: DropRounding::Ceil,
+        }),
+    };
+    let mut probe = Probe {
+        inner: Gradual::new(&params, &mut mask, None, host, schedule),
+        worst: 0.0,
+    };
+    let adam = TrainConfig {
+        optimizer: OptimizerSpec::Adam {
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
+        ..recipe(40)
+    };
+    train_phase(
+        &m,
+        &data.train,
+        Some(&shared),
+        &adam,
+        1,
+        0,
+        &mut probe,
+        |_| {},
+    )
+    .unwrap();
+    assert!(probe.inner.finish(None).unwrap().len() > 10);
+    assert_eq!(probe.worst, 0.0, "a grown connection kept optimizer state");
+}

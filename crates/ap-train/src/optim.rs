@@ -293,6 +293,25 @@ impl Optimizer {
         }
         total
     }
+
+    /// Sum over masked parameters of |state| at kept positions whose weight is exactly 0
+    /// — connections just grown, which must start with zero state (a test probe).
+    pub fn state_at_kept_zeros(&self) -> f64 {
+        let mut total = 0.0;
+        for s in &self.slots {
+            if let Some(mask) = &s.mask {
+                let fresh = mask.gt(0.5).logical_and(&s.param.detach().eq(0.0));
+                for buf in [&s.m, &s.v].into_iter().flatten() {
+                    total += buf
+                        .abs()
+                        .masked_select(&fresh)
+                        .sum(tch::Kind::Double)
+                        .double_value(&[]);
+                }
+            }
+        }
+        total
+    }
 }
 
 /// Learning-rate schedule over iterations.
