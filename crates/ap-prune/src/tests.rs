@@ -16,6 +16,17 @@ pub(crate) fn torch_lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What a magnitude event needs of its host: the model, and nothing else (toy input shape).
+fn host_of(m: &Model) -> HostContext<'_> {
+    HostContext {
+        model: m,
+        batches: &[],
+        input_shape: &[1, 2, 2],
+        seed: 1,
+        synflow_iterations: 1,
+    }
+}
+
 fn toy(n: i64, seed: i64) -> Dataset {
     tch::manual_seed(seed);
     let split = |n: i64| {
@@ -180,13 +191,7 @@ fn rigl_hook_keeps_density_and_dense_layers() {
         mask.apply(&params).unwrap();
         let before = mask.report();
         let shared = mask.shallow_clone();
-        let host = HostContext {
-            model: &m,
-            batches: &[],
-            input_shape: &[1, 2, 2],
-            seed: 1,
-            synflow_iterations: 1,
-        };
+        let host = host_of(&m);
         let regrow = Regrow {
             initial: 0.3,
             decay_until: 40,
@@ -755,7 +760,7 @@ proptest! {
             1 => Allocation::Uniform,
             _ => Allocation::PerLayer { overrides: [("fc3.weight".to_string(), 0.5)].into() },
         };
-        let host = HostContext { model: &m, batches: &[], input_shape: &[1, 2, 2], seed: 1, synflow_iterations: 1 };
+        let host = host_of(&m);
         let ap = ApConfig::with_rate(rate * ap_frac * 0.99);
         let mut per_layer = vec![];
         for with_ap in [false, true] {
@@ -811,13 +816,7 @@ fn granet_grown_connections_start_with_zero_state() {
     let params = NamedParams::from_var_store(&m.vs, &m.net.prunable()).unwrap();
     let mut mask = Mask::dense(&params);
     let shared = mask.shallow_clone();
-    let host = HostContext {
-        model: &m,
-        batches: &[],
-        input_shape: &[1, 2, 2],
-        seed: 1,
-        synflow_iterations: 1,
-    };
+    let host = host_of(&m);
     let schedule = Schedule::Gmp {
         initial_sparsity: 0.0,
         sparsity: 0.9,

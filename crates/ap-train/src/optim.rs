@@ -278,33 +278,25 @@ impl Optimizer {
 
     /// Sum over masked parameters of |state| at pruned positions (0 when masking holds).
     pub fn state_at_pruned(&self) -> f64 {
-        let mut total = 0.0;
-        for s in &self.slots {
-            if let Some(mask) = &s.mask {
-                let pruned = mask.eq(0.0);
-                for buf in [&s.m, &s.v].into_iter().flatten() {
-                    total += buf
-                        .abs()
-                        .masked_select(&pruned)
-                        .sum(tch::Kind::Double)
-                        .double_value(&[]);
-                }
-            }
-        }
-        total
+        self.state_sum_where(|_, mask| mask.eq(0.0))
     }
 
     /// Sum over masked parameters of |state| at kept positions whose weight is exactly 0
     /// — connections just grown, which must start with zero state (a test probe).
     pub fn state_at_kept_zeros(&self) -> f64 {
+        self.state_sum_where(|s, mask| mask.gt(0.5).logical_and(&s.param.detach().eq(0.0)))
+    }
+
+    /// Sum of |m| and |v| over the positions `select` picks in each masked parameter.
+    fn state_sum_where(&self, select: impl Fn(&Slot, &Tensor) -> Tensor) -> f64 {
         let mut total = 0.0;
         for s in &self.slots {
             if let Some(mask) = &s.mask {
-                let fresh = mask.gt(0.5).logical_and(&s.param.detach().eq(0.0));
+                let at = select(s, mask);
                 for buf in [&s.m, &s.v].into_iter().flatten() {
                     total += buf
                         .abs()
-                        .masked_select(&fresh)
+                        .masked_select(&at)
                         .sum(tch::Kind::Double)
                         .double_value(&[]);
                 }
