@@ -226,7 +226,7 @@ pub struct DropGrowReport {
 }
 
 /// Drop-and-grow as GraNet's `truncate_weights` and RigL's update do it. Per layer not in
-/// `dense_layers`: drop k = round(fraction · active) active weights with the smallest
+/// `dense_layers`: drop k = fraction · active (rounded by `rounding`) active weights with the smallest
 /// |w| (with `ap`, AP takes `share` of the drop from the kept negative weights that moved
 /// least, ranked globally), changing only the mask; then grow as many per layer at the
 /// positions inactive after the drop — the just-dropped ones included — with the largest

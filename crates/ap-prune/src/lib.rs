@@ -58,11 +58,13 @@ pub struct ApConfig {
     pub until_event: Option<usize>,
 }
 
-fn default_share() -> f64 {
+/// Default of [`ApConfig::share`]: the released code's 2 of 20 points.
+pub fn default_share() -> f64 {
     0.1
 }
 
-fn default_survivor_share() -> f64 {
+/// Default of [`ApConfig::survivor_share`]: the released code's 2% of S while 80% survive.
+pub fn default_survivor_share() -> f64 {
     0.025
 }
 

@@ -22,10 +22,10 @@ pub struct ApSpec {
     #[serde(default = "default_ap_rate")]
     pub rate: f64,
     /// For events whose size a schedule sets (one-shot, GMP, GraNet): AP's most of the event.
-    #[serde(default = "default_ap_share")]
+    #[serde(default = "ap_prune::default_share")]
     pub share: f64,
     /// ... and its most of the weights surviving the event (ap_prune::Budget::from_count).
-    #[serde(default = "default_ap_survivor_share")]
+    #[serde(default = "ap_prune::default_survivor_share")]
     pub survivor_share: f64,
     /// Whether AP takes `share` of GraNet's and RigL's drop (not a pruning event).
     #[serde(default)]
@@ -41,14 +41,6 @@ pub struct ApSpec {
     pub until_event: Option<usize>,
 }
 
-fn default_ap_share() -> f64 {
-    0.1
-}
-
-fn default_ap_survivor_share() -> f64 {
-    0.025
-}
-
 fn default_ap_rate() -> f64 {
     0.02
 }
@@ -58,8 +50,8 @@ impl Default for ApSpec {
         ApSpec {
             enabled: false,
             rate: default_ap_rate(),
-            share: default_ap_share(),
-            survivor_share: default_ap_survivor_share(),
+            share: ap_prune::default_share(),
+            survivor_share: ap_prune::default_survivor_share(),
             in_drop_and_grow: false,
             options: ApOptions::default(),
             from_event: 0,
