@@ -8,13 +8,7 @@ use ap_train::{LrSchedule, OptimizerSpec};
 use proptest::prelude::*;
 use tch::{Device, Kind};
 
-/// Serialises the tests that seed or read libtorch's global generator or thread count:
-/// cargo runs tests on parallel threads, and two tests reseeding the one generator
-/// between each other's draws would make "the same seed gives the same model" flaky.
-pub(crate) fn torch_lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub(crate) use ap_testkit::torch_lock;
 
 /// What a magnitude event needs of its host: the model, and nothing else (toy input shape).
 fn host_of(m: &Model) -> HostContext<'_> {
