@@ -52,6 +52,24 @@ mod tests {
         }
     }
 
+    /// GMP's targets worked out by hand from s_t = s_f + (s_i − s_f)(1 − (t − t0)/(t_end − t0))³
+    /// on 1,000 weights (no value lands on a rounding tie).
+    #[test]
+    fn gmp_targets_by_hand() {
+        // Dense start, s_f = 0.8, t0 = 0, t_end = 10.
+        // t = 1: 0.8·(1 − 0.9³) = 0.8·0.271 = 0.2168 → 217 pruned, 783 kept.
+        // t = 3: 0.8·(1 − 0.343) = 0.5256 → 526 pruned; t = 5: 0.8·0.875 = 0.7 → 700;
+        // t = 7: 0.8·0.973 = 0.7784 → 778; t ≥ 10: 0.8 → 800.
+        for (t, kept) in [(0, 1000), (1, 783), (3, 474), (5, 300), (7, 222), (10, 200), (12, 200)] {
+            assert_eq!(gmp_target_kept(t, 0, 10, 0.0, 0.8, 1000), kept, "t = {t}");
+        }
+        // Sparse start s_i = 0.5 (GraNet's sparse-to-sparse), s_f = 0.9, t0 = 2, t_end = 12.
+        // t = 4: 0.9 − 0.4·0.8³ = 0.6952 → 695 pruned; t = 7: 0.9 − 0.4·0.125 = 0.85 → 850.
+        for (t, kept) in [(0, 500), (2, 500), (4, 305), (7, 150), (12, 100)] {
+            assert_eq!(gmp_target_kept(t, 2, 12, 0.5, 0.9, 1000), kept, "t = {t}");
+        }
+    }
+
     #[test]
     fn cosine_decay_ends() {
         assert_eq!(cosine_decay(0.5, 0, 100), 0.5);

@@ -22,9 +22,16 @@ fn host_of(m: &Model) -> HostContext<'_> {
 }
 
 fn toy(n: i64, seed: i64) -> Dataset {
+    toy_for("lenet300-100", n, seed)
+}
+
+/// Toy data of the input side `arch` needs: 1×2×2, or 1×4×4 for a ResNet (two stride-2
+/// stages).
+fn toy_for(arch: &str, n: i64, seed: i64) -> Dataset {
+    let side = side_of(arch);
     tch::manual_seed(seed);
     let split = |n: i64| {
-        let images = Tensor::randn([n, 1, 2, 2], (Kind::Float, Device::Cpu));
+        let images = Tensor::randn([n, 1, side, side], (Kind::Float, Device::Cpu));
         let labels = images
             .flatten(1, -1)
             .sum_dim_intlist(1, false, Kind::Float)
@@ -40,8 +47,22 @@ fn toy(n: i64, seed: i64) -> Dataset {
 }
 
 fn model(seed: i64) -> Model {
+    model_of("lenet300-100", seed)
+}
+
+/// A registered model for [`toy_for`]'s inputs (a ResNet brings BatchNorm).
+fn model_of(arch: &str, seed: i64) -> Model {
+    let side = side_of(arch);
     tch::manual_seed(seed);
-    ap_models::build("lenet300-100", &[1, 2, 2], 2, Device::Cpu).unwrap()
+    ap_models::build(arch, &[1, side, side], 2, Device::Cpu).unwrap()
+}
+
+fn side_of(arch: &str) -> i64 {
+    if arch.starts_with("resnet") {
+        4
+    } else {
+        2
+    }
 }
 
 fn recipe(iterations: u64) -> TrainConfig {
@@ -71,8 +92,17 @@ fn zero_where_pruned(params: &NamedParams, mask: &Mask) -> bool {
 }
 
 fn run(method: &Method, ap: Option<&ApConfig>, iterations: u64) -> (Vec<RoundRecord>, Vec<Mask>) {
-    let data = toy(64, 1);
-    let m = model(2);
+    run_arch("lenet300-100", method, ap, iterations)
+}
+
+fn run_arch(
+    arch: &str,
+    method: &Method,
+    ap: Option<&ApConfig>,
+    iterations: u64,
+) -> (Vec<RoundRecord>, Vec<Mask>) {
+    let data = toy_for(arch, 64, 1);
+    let m = model_of(arch, 2);
     let mut masks = vec![];
     let records = run_method(
         &m,
@@ -113,10 +143,13 @@ proptest! {
             let prev = mask.copy();
             let budget = Budget::from_rates(mask.kept(), p, ap.as_ref(), i);
             let e = pruning_event(&params, &mut mask, &start, budget, criterion, &Allocation::Global, &host, ap.as_ref(), i, None).unwrap();
+            // The release's budget, computed here: n = floor(p·S), n_AP = floor(p_AP·S).
+            let n = (p * expected as f64).floor() as i64;
+            let n_ap = if with_ap { ((p * ap_share) * expected as f64).floor() as i64 } else { 0 };
             prop_assert_eq!(e.surviving, expected);
-            prop_assert_eq!(e.host_removed, budget.n - budget.n_ap + e.ap_shortfall);
-            prop_assert_eq!(budget.n, (p * expected as f64).floor() as i64);
-            prop_assert_eq!(e.ap_removed + e.ap_shortfall, budget.n_ap);
+            prop_assert_eq!(budget.n, n);
+            prop_assert_eq!(e.host_removed, n - n_ap + e.ap_shortfall);
+            prop_assert_eq!(e.ap_removed + e.ap_shortfall, n_ap);
             expected -= e.host_removed + e.ap_removed;
             prop_assert_eq!(mask.kept(), expected);
             prop_assert!(mask.is_subset_of(&prev));
@@ -555,11 +588,20 @@ fn invalid_settings_name_the_field() {
 /// a second model (initialised differently, so only the checkpoint can make it agree) from
 /// deep copies of the checkpoint: the records must equal an uninterrupted run's.
 fn resumed_equals_uninterrupted(method: &Method, ap: Option<&ApConfig>, stop_after: usize) {
-    let data = toy(64, 1);
+    resumed_equals_uninterrupted_on("lenet300-100", method, ap, stop_after)
+}
+
+fn resumed_equals_uninterrupted_on(
+    arch: &str,
+    method: &Method,
+    ap: Option<&ApConfig>,
+    stop_after: usize,
+) {
+    let data = toy_for(arch, 64, 1);
     let cfg = recipe(12);
     let seeds = RunSeeds { data: 3, prune: 4 };
-    let whole = run(method, ap, 12).0;
-    let m = model(2);
+    let whole = run_arch(arch, method, ap, 12).0;
+    let m = model_of(arch, 2);
     type Saved = (Vec<RoundRecord>, Vec<(String, Tensor)>);
     let mut saved: Option<Saved> = None;
     let mut seen = vec![];
@@ -590,7 +632,7 @@ fn resumed_equals_uninterrupted(method: &Method, ap: Option<&ApConfig>, stop_aft
     .unwrap_err();
     assert!(err.to_string().contains("interrupted"));
     let (records, tensors) = saved.expect("stopped after a round");
-    let other = model(77);
+    let other = model_of(arch, 77);
     let resumed = run_method_from(
         &other,
         &data,
@@ -852,4 +894,196 @@ fn granet_grown_connections_start_with_zero_state() {
     .unwrap();
     assert!(probe.inner.finish(None).unwrap().len() > 10);
     assert_eq!(probe.worst, 0.0, "a grown connection kept optimizer state");
+}
+
+/// AP acts only inside its window of events [from_event, until_event): IMP's events 0 and
+/// 3 are the host's alone, events 1 and 2 give AP exactly floor(p_AP·S) (computed here);
+/// the same window holds for a schedule-set method (GMP).
+#[test]
+fn ap_acts_only_inside_its_window() {
+    let _g = torch_lock();
+    let window = |from, until| ApConfig {
+        from_event: from,
+        until_event: until,
+        ..ApConfig::with_rate(0.05)
+    };
+    let ap = window(1, Some(3));
+    assert!(!ap.active(0) && ap.active(1) && ap.active(2) && !ap.active(3));
+    assert!(window(2, None).active(1000) && !window(2, None).active(1));
+    let imp = Method::Imp {
+        rounds: 4,
+        rate: 0.3,
+        criterion: Criterion::Magnitude,
+        allocation: Allocation::Global,
+        rewind_iteration: 0,
+    };
+    let (records, _) = run(&imp, Some(&ap), 8);
+    let events: Vec<&EventReport> = records.iter().flat_map(|r| &r.events).collect();
+    assert_eq!(events.len(), 4);
+    for e in events {
+        let inside = (1..3).contains(&e.index);
+        let n_ap = if inside {
+            (0.05 * e.surviving as f64).floor() as i64
+        } else {
+            0
+        };
+        assert_eq!(e.ap_removed + e.ap_shortfall, n_ap, "event {}", e.index);
+        assert_eq!(inside, e.ap_removed > 0, "event {}", e.index);
+        assert_eq!(
+            e.host_removed + e.ap_removed,
+            (0.3 * e.surviving as f64).floor() as i64
+        );
+    }
+    let gmp = Method::Gmp {
+        final_density: 0.1,
+        begin: 2,
+        end: 18,
+        every: 4,
+        allocation: Allocation::Global,
+    };
+    let (records, _) = run(&gmp, Some(&window(2, Some(4))), 20);
+    let events = &records[0].events;
+    assert_eq!(events.len(), 5, "events at 2, 6, 10, 14, 18");
+    for e in events {
+        assert_eq!((2..4).contains(&e.index), e.ap_removed > 0, "event {}", e.index);
+    }
+}
+
+/// A layer with no negative weights leaves AP's per-layer budget unmet: the shortfall is
+/// made up by the host in that layer, the counts add up, and X and X+AP keep the same
+/// number in every layer. Every expected mask is worked out by hand in the comments.
+#[test]
+fn per_layer_shortfall_is_made_up_in_its_layer() {
+    let _g = torch_lock();
+    let m = model(0);
+    let host = host_of(&m);
+    // l0: 0.1 … 1.0, all positive. l1: alternating signs, |w| falling.
+    let l0: Vec<f32> = (1..=10).map(|i| i as f32 / 10.0).collect();
+    let l1: Vec<f32> = vec![-0.9, 0.8, -0.7, 0.6, -0.5, 0.4, -0.3, 0.2, -0.1, 0.05];
+    // Movement since w_0 of l1's negatives: idx 0: 0.3, 2: 0.01, 4: 0.2, 6: 0.05.
+    let moved: Vec<f32> = vec![0.3, 0.0, 0.01, 0.0, 0.2, 0.0, 0.05, 0.0, 0.0, 0.0];
+    let w0_l1: Vec<f32> = l1.iter().zip(&moved).map(|(w, d)| w + d).collect();
+    let params = || {
+        NamedParams::from_entries(vec![
+            ("l0.weight".into(), Tensor::from_slice(&l0)),
+            ("l1.weight".into(), Tensor::from_slice(&l1)),
+        ])
+    };
+    let w0 = NamedParams::from_entries(vec![
+        ("l0.weight".into(), Tensor::from_slice(&l0)),
+        ("l1.weight".into(), Tensor::from_slice(&w0_l1)),
+    ]);
+    let ap = ApConfig::with_rate(0.2);
+    // S = 20, p = 0.5: n = 10, n_AP = 4; uniform: 5 per layer, AP's 2 per layer.
+    let kept_after = |with_ap: bool| {
+        let p = params();
+        let mut mask = Mask::dense(&p);
+        let a = with_ap.then_some(&ap);
+        let budget = Budget::from_rates(20, 0.5, a, 0);
+        assert_eq!((budget.n, budget.n_ap), (10, if with_ap { 4 } else { 0 }));
+        let e = pruning_event(
+            &p,
+            &mut mask,
+            &w0,
+            budget,
+            Criterion::Magnitude,
+            &Allocation::Uniform,
+            &host,
+            a,
+            0,
+            None,
+        )
+        .unwrap();
+        let kept: Vec<Vec<f32>> = mask.tensors().iter().map(|t| values(t)).collect();
+        (e, kept)
+    };
+    let one = |idx: &[usize]| {
+        let mut v = vec![0.0f32; 10];
+        for &i in idx {
+            v[i] = 1.0;
+        }
+        v
+    };
+    // Without AP: each layer drops its 5 smallest |w| (l1: 0.05, −0.1, 0.2, −0.3, 0.4).
+    let (e, kept) = kept_after(false);
+    assert_eq!((e.host_removed, e.ap_removed, e.ap_shortfall), (10, 0, 0));
+    assert_eq!(kept, vec![one(&[5, 6, 7, 8, 9]), one(&[0, 1, 2, 3, 4])]);
+    // With AP: the host drops 3 per layer (l0: 0.1–0.3; l1: 0.05, −0.1, 0.2); AP finds no
+    // negative in l0 (shortfall 2, made up by the host there: 0.4, 0.5) and drops l1's two
+    // least-moved negatives (idx 2 and 6).
+    let (e, kept) = kept_after(true);
+    assert_eq!((e.host_removed, e.ap_removed, e.ap_shortfall), (8, 2, 2));
+    assert_eq!(kept, vec![one(&[5, 6, 7, 8, 9]), one(&[0, 1, 3, 4, 5])]);
+}
+
+/// θ_k holds the BatchNorm buffers too: IMP's rewind point in the round-0 checkpoint
+/// equals, variable for variable (running mean and variance included), a model trained
+/// for exactly k steps — so a rewind resets the buffers with the weights.
+#[test]
+fn theta_k_includes_batchnorm_buffers() {
+    let _g = torch_lock();
+    tch::set_num_threads(1);
+    let k = 5;
+    let data = toy_for("resnet20", 64, 1);
+    let imp = Method::Imp {
+        rounds: 1,
+        rate: 0.3,
+        criterion: Criterion::Magnitude,
+        allocation: Allocation::Global,
+        rewind_iteration: k,
+    };
+    let m = model_of("resnet20", 2);
+    let mut rewind: Vec<(String, Tensor)> = vec![];
+    run_method_from(
+        &m,
+        &data,
+        &recipe(12),
+        &imp,
+        None,
+        RunSeeds { data: 3, prune: 4 },
+        32,
+        None,
+        |r, _, ckpt| {
+            if r.round == 0 {
+                rewind = ckpt
+                    .tensors
+                    .iter()
+                    .filter_map(|(n, t)| Some((n.strip_prefix("rewind/")?.to_string(), t.copy())))
+                    .collect();
+            }
+            Ok(())
+        },
+        |_, _| {},
+    )
+    .unwrap();
+    let b = model_of("resnet20", 2);
+    train_phase(&b, &data.train, None, &recipe(k), 3, 0, &mut NoHook, |_| {}).unwrap();
+    let vars = b.vs.variables();
+    let buffers: Vec<&String> = vars.keys().filter(|n| n.contains("running_")).collect();
+    assert!(buffers.len() >= 2, "resnet20 has BatchNorm buffers");
+    assert_eq!(rewind.len(), vars.len(), "θ_k holds every variable");
+    for (name, t) in &rewind {
+        assert!(t.equal(&vars[name]), "{name} differs from the k-step model's");
+    }
+    let init = model_of("resnet20", 2).vs.variables();
+    assert!(
+        buffers.iter().any(|n| !init[*n].equal(&vars[*n])),
+        "k steps move the running statistics (else this test proves nothing)"
+    );
+}
+
+/// A resumed IMP run of a BatchNorm network equals the uninterrupted one: the checkpoint
+/// restores the running statistics (evaluation uses them) as well as the weights.
+#[test]
+fn batchnorm_model_resumes_exactly() {
+    let _g = torch_lock();
+    tch::set_num_threads(1);
+    let imp = Method::Imp {
+        rounds: 2,
+        rate: 0.3,
+        criterion: Criterion::Magnitude,
+        allocation: Allocation::Global,
+        rewind_iteration: 4,
+    };
+    resumed_equals_uninterrupted_on("resnet20", &imp, Some(&ApConfig::with_rate(0.05)), 1);
 }

@@ -393,6 +393,7 @@ enabled = true
 
     #[test]
     fn spec_round_trips_and_defaults_are_filled() {
+        let _g = ap_testkit::torch_lock();
         let s: RunSpec = parse_toml(SPEC, "spec.toml").unwrap();
         s.validate().unwrap();
         assert_eq!(s.ap.rate, 0.02);
@@ -436,6 +437,7 @@ enabled = true
 
     #[test]
     fn grid_expands_the_product_of_axes() {
+        let _g = ap_testkit::torch_lock();
         let grid = format!(
             "name = \"g\"\n[axes]\nseed = [0, 1]\n\"ap.enabled\" = [false, true]\n[base]\n{}",
             SPEC.replace("[train]", "[base.train]")
@@ -461,6 +463,7 @@ enabled = true
     /// layer-wise with 3 seeds — results of the old code must not be reused.
     #[test]
     fn golden_run_keys_do_not_change() {
+        let _g = ap_testkit::torch_lock();
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let path = root.join("grids/default.toml");
         let grid: GridSpec = read_toml(&path).unwrap();
@@ -503,8 +506,170 @@ enabled = true
         assert_eq!(parted_names, sorted);
     }
 
+    /// Keys of every method kind, both optimizers, every LR schedule, warm-up,
+    /// augmentation, the three allocations, AP's options and window, a non-default init
+    /// and eval batch, and RigL's filled-in dense layer. Each expected name was derived by
+    /// hand: `tests/reference/run_key.py` hashes the canonical JSON written out from the
+    /// documented fields and defaults, not by this code. Each TOML below names only what
+    /// differs from the defaults, so the defaults' serialisation is pinned too.
+    #[test]
+    fn golden_run_keys_of_every_method_kind() {
+        let _g = ap_testkit::torch_lock();
+        let cases = [
+            (
+                r#"model = "conv2"
+dataset = "fashion-mnist"
+seed = 1
+[train]
+batch_size = 128
+iterations = 300
+warmup_iterations = 50
+optimizer = { kind = "sgd", lr = 0.1, momentum = 0.9, weight_decay = 5e-4 }
+schedule = { kind = "step", milestones = [100, 200], gamma = 0.1 }
+[prune]
+method = "lrr"
+rounds = 3
+rate = 0.2
+criterion = "random"
+allocation = "uniform"
+[ap]
+enabled = true
+"#,
+                "lrr-random+ap-conv2-fashion-mnist-s1-2f0f26a30950dc61",
+            ),
+            (
+                r#"model = "resnet20"
+dataset = "fashion-mnist"
+seed = 0
+init = "openlth"
+eval_batch_size = 500
+[train]
+batch_size = 128
+iterations = 1000
+optimizer = { kind = "sgd", lr = 0.1, momentum = 0.9, weight_decay = 1e-4, nesterov = true }
+schedule = { kind = "cosine" }
+augment = { crop_padding = 4, horizontal_flip = true }
+[prune]
+method = "imp"
+rounds = 5
+rate = 0.2
+criterion = "lamp"
+rewind_iteration = 200
+"#,
+                "imp-rewind-lamp-resnet20-fashion-mnist-s0-ffe654907e978873",
+            ),
+            (
+                r#"model = "lenet300-100"
+dataset = "mnist"
+seed = 2
+[train]
+batch_size = 60
+iterations = 2000
+optimizer = { kind = "adam", lr = 1.2e-3 }
+[prune]
+method = "one_shot"
+density = 0.05
+criterion = "snip"
+at_init = true
+[ap]
+enabled = true
+"#,
+                "pai-snip+ap-lenet300-100-mnist-s2-dccacd56f6ab37ff",
+            ),
+            (
+                r#"model = "lenet300-100"
+dataset = "mnist"
+seed = 0
+init = "xavier_normal"
+[train]
+batch_size = 60
+iterations = 2000
+optimizer = { kind = "adam", lr = 1e-3, beta1 = 0.8, beta2 = 0.99 }
+[prune]
+method = "one_shot"
+density = 0.1
+criterion = "lamp"
+fine_tune_iterations = 500
+snip_batches = 4
+allocation = { per_layer = { overrides = { "fc3.weight" = 0.5 } } }
+"#,
+                "one-shot-lamp-lenet300-100-mnist-s0-f2a2096c5fe69858",
+            ),
+            (
+                r#"model = "lenet300-100"
+dataset = "mnist"
+seed = 0
+[train]
+batch_size = 60
+iterations = 6000
+optimizer = { kind = "adam", lr = 1.2e-3, weight_decay = 1e-4 }
+schedule = { kind = "cosine" }
+[prune]
+method = "gmp"
+final_density = 0.03125
+begin = 500
+end = 4500
+every = 100
+[ap]
+enabled = true
+"#,
+                "gmp+ap-lenet300-100-mnist-s0-766caa5cc626029d",
+            ),
+            (
+                r#"model = "conv2"
+dataset = "fashion-mnist"
+seed = 0
+[train]
+batch_size = 64
+iterations = 3000
+optimizer = { kind = "sgd", lr = 0.05 }
+[prune]
+method = "granet"
+final_density = 0.02
+initial_density = 0.5
+begin = 100
+end = 2000
+every = 100
+drop_fraction = 0.3
+[ap]
+enabled = true
+share = 0.2
+in_drop_and_grow = true
+options = { sign = "any", score = "magnitude" }
+from_event = 2
+until_event = 10
+"#,
+                "granet+ap-conv2-fashion-mnist-s0-39ff2d97dae329f2",
+            ),
+            (
+                r#"model = "lenet300-100"
+dataset = "mnist"
+seed = 3
+[train]
+batch_size = 60
+iterations = 6000
+optimizer = { kind = "adam", lr = 1.2e-3 }
+[prune]
+method = "rigl"
+density = 0.03125
+[ap]
+enabled = true
+in_drop_and_grow = true
+options = { score = { random = { seed = 7 } } }
+"#,
+                "rigl+ap-lenet300-100-mnist-s3-6411e93057a2babc",
+            ),
+        ];
+        for (toml, expected) in cases {
+            let spec = RunSpec::parse(toml, "case.toml").unwrap();
+            spec.validate().unwrap();
+            assert_eq!(spec.dir_name(), expected, "{}", spec.canonical_json());
+        }
+    }
+
     #[test]
     fn parts_merge_over_the_base_and_duplicates_are_errors() {
+        let _g = ap_testkit::torch_lock();
         let text = |parts: &str| {
             format!(
                 "name = \"g\"\n[base]\nmodel = \"lenet300-100\"\ndataset = \"mnist\"\nseed = 0\n[base.train]\nbatch_size = 60\niterations = 100\noptimizer = {{ kind = \"adam\", lr = 1e-3 }}\n[base.prune]\nmethod = \"imp\"\nrounds = 1\nrate = 0.2\n{parts}"
