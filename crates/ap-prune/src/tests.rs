@@ -805,20 +805,23 @@ proptest! {
             let s = mask.kept();
             let budget = Budget::from_rates(s, rate, a, 0);
             let e = pruning_event(&params.snapshot(), &mut mask, &theta0, budget, Criterion::Magnitude, &alloc, &host, a, 0, None).unwrap();
+            // The release's budget, computed here: n = floor(p·S), n_AP = floor(p_AP·S).
+            let n = (rate * s as f64).floor() as i64;
+            let n_ap = if with_ap { (ap.rate * s as f64).floor() as i64 } else { 0 };
             prop_assert_eq!(e.host_removed + e.ap_removed, s - mask.kept());
-            prop_assert!(e.ap_removed <= budget.n_ap);
+            prop_assert!(e.ap_removed <= n_ap);
             // AP's budget: n_AP in all, or per layer floor(n_AP/S · multiplier · S_l).
             let ap_budget: i64 = if alloc == Allocation::Global {
-                budget.n_ap
+                n_ap
             } else {
                 start.report().layers.iter().map(|l| {
                     let m = if alloc_kind == 2 && l.name == "fc3.weight" { 0.5 } else { 1.0 };
-                    ((budget.n_ap as f64 / s as f64 * m).min(1.0) * l.kept as f64).floor() as i64
+                    ((n_ap as f64 / s as f64 * m).min(1.0) * l.kept as f64).floor() as i64
                 }).sum()
             };
             prop_assert_eq!(e.ap_removed + e.ap_shortfall, ap_budget);
             if alloc == Allocation::Global {
-                prop_assert_eq!(s - mask.kept(), budget.n);
+                prop_assert_eq!(s - mask.kept(), n);
             }
             per_layer.push(mask.report().layers.iter().map(|l| l.kept).collect::<Vec<_>>());
         }
