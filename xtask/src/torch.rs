@@ -112,10 +112,12 @@ impl Lock {
     /// Takes the lock at `path`, waiting while a live process holds it and removing stale
     /// locks (dead owner).
     pub fn acquire(path: &Path) -> Result<Lock> {
-        Lock::acquire_with(path, Duration::from_secs(2))
+        Lock::acquire_with(path, Duration::from_secs(2), &mut || {})
     }
 
-    fn acquire_with(path: &Path, poll: Duration) -> Result<Lock> {
+    /// [`Lock::acquire`], checking every `poll`; `on_wait` runs each time a live owner
+    /// makes it wait (tests observe the waiting through it).
+    fn acquire_with(path: &Path, poll: Duration, on_wait: &mut dyn FnMut()) -> Result<Lock> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
@@ -163,6 +165,7 @@ impl Lock {
                 );
                 last_msg = Some(Instant::now());
             }
+            on_wait();
             std::thread::sleep(poll);
         }
     }
@@ -220,30 +223,65 @@ mod tests {
         let dead = child.id();
         child.wait().unwrap();
         std::fs::write(&path, format!("{dead}\n")).unwrap();
-        let _l = Lock::acquire_with(&path, Duration::from_millis(10)).unwrap();
+        let _l = Lock::acquire_with(&path, Duration::from_millis(10), &mut || {
+            panic!("a dead owner's lock is taken over, not waited for")
+        })
+        .unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap().trim(),
             std::process::id().to_string()
         );
     }
 
+    /// A live owner's lock is waited for, and taken only once the owner is gone. Proven
+    /// by order, not by time: the waiter reports that it waits while the owner lives, and
+    /// takes the lock only after the test has ended the owner.
     #[test]
     fn live_lock_is_waited_for() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{mpsc, Arc};
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("venv.lock");
-        let mut child = Command::new("sleep").arg("1").spawn().unwrap();
-        std::fs::write(&path, format!("{}\n", child.id())).unwrap();
-        let p2 = path.clone();
+        let mut owner = Command::new("sleep").arg("1000").spawn().unwrap();
+        std::fs::write(&path, format!("{}\n", owner.id())).unwrap();
+        let owner_gone = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let (p2, gone) = (path.clone(), owner_gone.clone());
         let t = std::thread::spawn(move || {
-            let start = Instant::now();
-            let _l = Lock::acquire_with(&p2, Duration::from_millis(20)).unwrap();
-            start.elapsed()
+            let waiting = tx.clone();
+            let mut told = false;
+            let _l = Lock::acquire_with(&p2, Duration::from_millis(10), &mut || {
+                if !told {
+                    waiting.send("waiting").unwrap();
+                    told = true;
+                }
+            })
+            .unwrap();
+            tx.send(if gone.load(Ordering::SeqCst) {
+                "taken after the owner ended"
+            } else {
+                "taken while the owner lived"
+            })
+            .unwrap();
         });
-        // The holder exits, leaving its lock file behind: it becomes stale and is taken over.
-        child.wait().unwrap();
-        std::thread::sleep(Duration::from_millis(100));
-        let waited = t.join().unwrap();
-        assert!(waited >= Duration::from_millis(500), "waited {waited:?}");
+        // Generous limits: reached only when the waiter is stuck, never on a slow machine.
+        let next = || {
+            rx.recv_timeout(Duration::from_secs(120))
+                .expect("the waiter is stuck")
+        };
+        assert_eq!(next(), "waiting");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap().trim(),
+            owner.id().to_string(),
+            "the owner's lock file is untouched while it lives"
+        );
+        // The owner ends, leaving its lock file behind: it becomes stale and is taken over.
+        owner_gone.store(true, Ordering::SeqCst);
+        owner.kill().unwrap();
+        owner.wait().unwrap();
+        assert_eq!(next(), "taken after the owner ended");
+        t.join().unwrap();
+        assert!(!path.exists(), "released when dropped");
     }
 
     #[test]

@@ -1,22 +1,25 @@
-//! Loads the real data sets from the default data dir, if `cargo xtask setup` has run.
+//! Loads the real data sets from the default data dir. MNIST and Fashion-MNIST come with
+//! `cargo xtask setup`: missing, they fail (`AP_REQUIRE_DATA=0` makes that a skip). CIFAR
+//! is in no registry: missing, it is a skip that says so on stderr (`AP_REQUIRE_CIFAR=1`
+//! makes it a failure). See `ap_testkit::prereq`.
 
 use ap_data::{default_data_dir, Dataset, DatasetKind};
+use ap_testkit::{missing_prerequisite, WhenUnset};
 use tch::{Device, Kind};
 
 fn check_real(kind: DatasetKind) {
     let dir = default_data_dir();
     if !dir.join(kind.subdir()).is_dir() {
-        if std::env::var("AP_SKIP_REAL_DATA").as_deref() == Ok("1") {
-            eprintln!(
-                "skipped: no {kind} under {} (AP_SKIP_REAL_DATA=1)",
+        missing_prerequisite(
+            &format!("real_data {kind}"),
+            &format!(
+                "no {kind} data under {}: run `cargo xtask setup` first",
                 dir.display()
-            );
-            return;
-        }
-        panic!(
-            "no {kind} data under {}: run `cargo xtask setup` first (or set AP_SKIP_REAL_DATA=1 to skip)",
-            dir.display()
+            ),
+            "AP_REQUIRE_DATA",
+            WhenUnset::Fail,
         );
+        return;
     }
     let ds = Dataset::load(kind, &dir, Device::Cpu).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ds.train.images.size(), vec![60_000, 1, 28, 28]);
@@ -56,8 +59,13 @@ fn check_real_cifar(kind: DatasetKind) {
         .unwrap_or_else(default_data_dir);
     let ds = match Dataset::load(kind, &dir, Device::Cpu) {
         Ok(ds) => ds,
-        Err(ap_data::DataError::MissingCifarFile { .. }) => {
-            eprintln!("skipped: no {kind} under {}", dir.display());
+        Err(e @ ap_data::DataError::MissingCifarFile { .. }) => {
+            missing_prerequisite(
+                &format!("real_data {kind}"),
+                &format!("{e} (these tests read $AP_CIFAR_DIR, else the data directory)"),
+                "AP_REQUIRE_CIFAR",
+                WhenUnset::Skip,
+            );
             return;
         }
         Err(e) => panic!("{e}"),

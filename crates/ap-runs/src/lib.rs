@@ -16,6 +16,7 @@ pub mod slurm;
 pub mod spec;
 pub mod status;
 pub mod store;
+pub mod testpoint;
 
 pub use report::{summarise, write_report, SummaryRecord};
 pub use runner::{execute, RunOptions};

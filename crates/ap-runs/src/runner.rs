@@ -11,6 +11,7 @@ use tch::Device;
 
 use crate::spec::RunSpec;
 use crate::store::{write_atomic, RunDir, RunState};
+use crate::testpoint;
 
 /// Where a run reads its data and how it reports.
 #[derive(Clone)]
@@ -156,6 +157,7 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
                 "cannot write run files: {e:#}"
             )));
         }
+        testpoint::reached(&label, testpoint::Point::AfterCheckpoint(r.round));
         let line = format!(
             "round {:>2} density {:>6.2}% test acc {:>6.2}% dyn DNR {:.3} static DNR {:.3} ({:.1}s)",
             r.round,
@@ -187,6 +189,13 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
         if opts.verbose {
             eprintln!("[{label}] {line}");
         }
+        testpoint::reached(
+            &label,
+            testpoint::Point::AfterEpoch {
+                round,
+                epoch: e.epoch,
+            },
+        );
         if let Some(report) = &opts.report {
             report(&Progress::Epoch {
                 round,
@@ -218,6 +227,7 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
     }
     result?;
     dir.mark_done()?;
+    testpoint::reached(&label, testpoint::Point::AfterDone);
     // The newest checkpoint stays: it is the final pruned network and its mask.
     dir.keep_checkpoints(1);
     tracing::info!("{label} done");

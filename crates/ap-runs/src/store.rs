@@ -42,6 +42,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .with_context(|| format!("cannot write {}", tmp.display()))?;
+    fn name(p: Option<&Path>) -> &str {
+        p.and_then(|p| p.file_name()?.to_str()).unwrap_or("")
+    }
+    crate::testpoint::reached(
+        name(path.parent()),
+        crate::testpoint::Point::Writing(name(Some(path))),
+    );
     fs::rename(&tmp, path)
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }

@@ -1,12 +1,16 @@
 //! `ap reproduce` under interruption, concurrency and damage, on the `smoke` profile with
 //! real MNIST: the final summary.json must be the same bytes as an uninterrupted run's.
+//!
+//! Interruptions are not timed: the run kills itself at a named point
+//! (`AP_TEST_ABORT_AT`, see `ap_runs::testpoint`), so every kill lands at the same place
+//! on a fast or a loaded machine, and each test can say exactly what the resume must do.
 
 mod common;
+use ap_runs::testpoint::{ABORT_VAR, PAUSE_VAR};
 use common::data_dir;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -39,6 +43,8 @@ fn reproduce_into(runs: &Path, out: &Path, jobs: usize) -> Command {
         .arg(out)
         .arg("--data-dir")
         .arg(data_dir())
+        .env_remove(ABORT_VAR)
+        .env_remove(PAUSE_VAR)
         .stdout(Stdio::null());
     cmd
 }
@@ -70,36 +76,82 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn any_file(store: &Path, name: &str) -> bool {
-    files(store).iter().any(|p| p.ends_with(name))
+/// `ap reproduce --jobs 1` with `AP_TEST_ABORT_AT=<at>`, in its own process group: the
+/// run that reaches the point SIGKILLs the group (the reproduce and its run, as a crash or
+/// a lost machine would). One run at a time, so nothing else is caught half-way. Asserts
+/// that it was killed there; returns its stderr.
+fn reproduce_killed_at(store: &Path, at: &str) -> String {
+    let o = reproduce_cmd(store, 1)
+        .env(ABORT_VAR, at)
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .output()
+        .expect("ap runs");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let (point, run) = at.split_once('@').unwrap();
+    assert_eq!(
+        o.status.signal(),
+        Some(9),
+        "not killed at {at} ({}); stderr:\n{err}",
+        o.status
+    );
+    assert!(
+        err.contains(&format!("{ABORT_VAR}: killing the process group (pid "))
+            && err.contains(&format!(") at {point} in {run}")),
+        "killed elsewhere than {at}; stderr:\n{err}"
+    );
+    err
 }
 
-/// Starts a reproduce in its own process group, waits until `ready` holds (or the
-/// process ends), then SIGKILLs the whole group: the parent and its `ap run` children,
-/// as a crash or a lost machine would.
-fn start_and_kill(store: &Path, ready: impl Fn() -> bool) -> bool {
-    let mut child: Child = reproduce_cmd(store, 2)
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    loop {
-        if let Some(_status) = child.try_wait().unwrap() {
-            return false; // finished before the kill point
-        }
-        if ready() || t0.elapsed() > Duration::from_secs(300) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pgid = child.id() as i32;
-    Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pgid}")])
-        .status()
-        .unwrap();
-    child.wait().unwrap();
-    true
+/// The run directory whose name starts with `prefix` (`imp-`: without AP, `imp+ap-`: with).
+fn run_dir(store: &Path, prefix: &str) -> PathBuf {
+    let found: Vec<PathBuf> = run_dirs(store)
+        .into_iter()
+        .filter(|d| d.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .collect();
+    assert_eq!(found.len(), 1, "{prefix}: {found:?}");
+    found[0].clone()
+}
+
+/// Names of the files in `dir` (not recursive), sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut n: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    n.sort();
+    n
+}
+
+/// The checkpoint records (`checkpoint-<r>.json`) in `dir`, as their rounds.
+fn checkpoints(dir: &Path) -> Vec<usize> {
+    names(dir)
+        .iter()
+        .filter_map(|n| {
+            n.strip_prefix("checkpoint-")?
+                .strip_suffix(".json")?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+fn count_lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+fn log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("log.txt")).unwrap_or_default()
+}
+
+/// metrics.csv without its wall-clock column: what a resumed run must repeat exactly.
+fn metrics(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+        .collect()
 }
 
 fn uninterrupted() -> (tempfile::TempDir, Vec<u8>) {
@@ -109,46 +161,94 @@ fn uninterrupted() -> (tempfile::TempDir, Vec<u8>) {
     (tmp, s)
 }
 
-/// The acceptance test of resumability: kill a reproduce at several points (inside the
-/// first phase, right after a checkpoint, in a later round, after a run finished), restart
-/// it, and compare with an uninterrupted run: the same summary.json bit for bit, and no
-/// temporary files or locks left.
+/// The acceptance test of resumability. The `smoke` grid (two runs of rounds 0..=3) is
+/// killed at five named points in turn — inside round 0, right after checkpoint 1, right
+/// after checkpoint 2, right after DONE, and in the other run while checkpoint-1.json is
+/// still a temporary file — and each restart must continue from exactly the checkpoint the
+/// last kill left. The end result equals an uninterrupted run: the same summary.json bit
+/// for bit, the same per-round metrics, and no temporary files or locks left.
 #[test]
 fn killed_and_resumed_reproduce_equals_an_uninterrupted_one() {
-    let (_a, want) = uninterrupted();
+    let (clean, want) = uninterrupted();
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path();
-    let runs = store.join("runs");
-    let kill_points: Vec<Box<dyn Fn() -> bool>> = vec![
-        // while training round 0 (log.txt exists, no checkpoint yet)
-        Box::new(|| any_file(&runs, "log.txt")),
-        // just after a checkpoint was written
-        Box::new(|| any_file(&runs, "checkpoint-1.json")),
-        // in a later round
-        Box::new(|| any_file(&runs, "checkpoint-2.json")),
-        // after a run finished
-        Box::new(|| any_file(&runs, "DONE")),
-    ];
-    let mut kills = 0;
-    for ready in &kill_points {
-        kills += usize::from(start_and_kill(store, ready));
-    }
-    assert!(kills >= 2, "the grid finished before it could be killed");
+    let resumed_after = |dir: &Path, round: usize| {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        log(dir).contains(&format!(
+            "resuming {name} after round {round} from its checkpoint"
+        ))
+    };
+
+    // 1. Inside round 0 of the run without AP: nothing of the round is saved.
+    reproduce_killed_at(store, "after-epoch:0:0@imp-");
+    let a = run_dir(store, "imp-");
+    assert!(checkpoints(&a).is_empty(), "{:?}", names(&a));
+    assert!(!a.join("rounds.jsonl").exists(), "{:?}", names(&a));
+    assert!(
+        a.join("LOCK").exists(),
+        "a kill leaves the lock: {:?}",
+        names(&a)
+    );
+    assert_eq!(
+        run_dirs(store),
+        vec![a.clone()],
+        "the run with AP has not started"
+    );
+
+    // 2. Right after checkpoint 1: the restart had nothing to resume from (round 0 again).
+    reproduce_killed_at(store, "after-checkpoint:1@imp-");
+    assert!(!log(&a).contains("resuming"), "{}", log(&a));
+    assert_eq!(log(&a).matches("started by process").count(), 2);
+    assert_eq!(checkpoints(&a), vec![0, 1]);
+    assert_eq!(count_lines(&a.join("rounds.jsonl")), 2);
+
+    // 3. Right after checkpoint 2: the restart continued after round 1, not from scratch.
+    reproduce_killed_at(store, "after-checkpoint:2@imp-");
+    assert!(resumed_after(&a, 1), "{}", log(&a));
+    assert!(!resumed_after(&a, 0), "{}", log(&a));
+    assert_eq!(checkpoints(&a), vec![1, 2]);
+    assert_eq!(count_lines(&a.join("rounds.jsonl")), 3);
+
+    // 4. Right after DONE, before the older checkpoint is dropped.
+    reproduce_killed_at(store, "after-done@imp-");
+    assert!(resumed_after(&a, 2), "{}", log(&a));
+    assert!(a.join("DONE").exists());
+    assert_eq!(checkpoints(&a), vec![2, 3]);
+
+    // 5. The run with AP, while checkpoint-1.json is written but not renamed: the run
+    // without AP is done and not touched; the other leaves a temporary file and a
+    // checkpoint tensor file without its record.
+    let a_log = log(&a);
+    reproduce_killed_at(store, "writing:checkpoint-1.json@imp+ap-");
+    assert_eq!(log(&a), a_log, "a finished run was run again");
+    let b = run_dir(store, "imp+ap-");
+    assert!(
+        names(&b)
+            .iter()
+            .any(|n| n.starts_with("checkpoint-1.json.tmp-")),
+        "{:?}",
+        names(&b)
+    );
+    assert_eq!(checkpoints(&b), vec![0]);
+    assert!(b.join("checkpoint-1.safetensors").exists());
+
+    // 6. Finish: the run with AP continues after round 0 (checkpoint 1 has no record).
     let resumed = reproduce(store);
     let err = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed_after(&b, 0), "{}\n{err}", log(&b));
+    assert_eq!(log(&a), a_log, "a finished run was run again");
     assert_eq!(
         summary(store),
         want,
         "resumed summary differs; stderr: {err}"
     );
-    let resumed_from_checkpoint = files(&runs)
-        .into_iter()
-        .filter(|p| p.ends_with("log.txt"))
-        .any(|p| std::fs::read_to_string(p).unwrap().contains("resuming"));
-    assert!(
-        resumed_from_checkpoint,
-        "no run continued from a checkpoint: the kills never hit a partial run"
-    );
+    for prefix in ["imp-", "imp+ap-"] {
+        assert_eq!(
+            metrics(&run_dir(store, prefix)),
+            metrics(&run_dir(clean.path(), prefix)),
+            "{prefix}: the resumed run's rounds differ from the uninterrupted run's"
+        );
+    }
     let left: Vec<_> = files(store)
         .into_iter()
         .filter(|p| {
@@ -251,10 +351,7 @@ fn corrupt_files_are_reported_and_runs_continue_from_their_last_good_stage() {
     let tmp2 = tempfile::tempdir().unwrap();
     let store2 = tmp2.path();
     let runs2 = store2.join("runs");
-    assert!(start_and_kill(store2, || any_file(
-        &runs2,
-        "checkpoint-2.json"
-    )));
+    reproduce_killed_at(store2, "after-checkpoint:2@imp-");
     let newest = files(&runs2)
         .into_iter()
         .find(|p| p.ends_with("checkpoint-2.safetensors"))

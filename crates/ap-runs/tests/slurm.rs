@@ -7,11 +7,18 @@
 //! its log, and resubmitting completes the grid with nothing lost; a requeued task
 //! (preemption) resumes by itself; a missing `sbatch` is a clear error.
 //!
+//! Nothing here depends on how fast the machine is: kills and pauses happen at named
+//! points of the run (`AP_TEST_ABORT_AT`, `AP_TEST_PAUSE_AT`, see `ap_runs::testpoint`,
+//! passed to the tasks through sbatch's environment), and the test waits for states
+//! (task states in squeue, lines in the task logs), each wait with a generous limit that
+//! fails naming what it waited for.
+//!
 //! Needs root and Debian's `slurmctld slurmd slurm-client munge` (`.ci/run` installs
 //! them); where they are missing the Slurm tests print why they are skipped. With
 //! `AP_REQUIRE_SLURM=1` (set by `.ci/run` when the install succeeded) a skip is a failure.
 
 mod common;
+use ap_runs::testpoint::{ABORT_VAR, PAUSE_VAR, RELEASE_VAR};
 use common::data_dir;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -71,10 +78,12 @@ fn slurm_available(test: &str) -> bool {
     match cannot_run() {
         None => true,
         Some(why) => {
-            if std::env::var_os("AP_REQUIRE_SLURM").is_some_and(|v| v == "1") {
-                panic!("{test}: AP_REQUIRE_SLURM=1 but {why}");
-            }
-            say(&format!("SKIPPED {test}: {why}"));
+            ap_testkit::missing_prerequisite(
+                test,
+                &why,
+                "AP_REQUIRE_SLURM",
+                ap_testkit::WhenUnset::Skip,
+            );
             false
         }
     }
@@ -137,7 +146,7 @@ impl Cluster {
                     root.join("log/munged.log").display()
                 )),
         );
-        wait_for(Duration::from_secs(10), "munged's socket", || {
+        wait_for(Duration::from_secs(120), "munged's socket", || {
             socket.exists()
         });
         let host = String::from_utf8(Command::new("hostname").arg("-s").output().unwrap().stdout)
@@ -182,7 +191,7 @@ impl Cluster {
         let slurmd = find("slurmd").unwrap();
         cluster.spawn("slurmctld", Command::new(ctld).args(["-D", "-i"]));
         let conf = cluster.conf.clone();
-        wait_for(Duration::from_secs(30), "slurmctld to answer", || {
+        wait_for(Duration::from_secs(120), "slurmctld to answer", || {
             Command::new("scontrol")
                 .arg("ping")
                 .env("SLURM_CONF", &conf)
@@ -190,7 +199,7 @@ impl Cluster {
                 .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("is UP"))
         });
         cluster.spawn("slurmd", Command::new(slurmd).arg("-D"));
-        wait_for(Duration::from_secs(30), "the node to be idle", || {
+        wait_for(Duration::from_secs(120), "the node to be idle", || {
             Command::new("sinfo")
                 .args(["-h", "-o", "%T"])
                 .env("SLURM_CONF", &conf)
@@ -256,6 +265,14 @@ impl Cluster {
                 Some((f[1].parse().ok()?, f[2].to_string()))
             })
             .collect()
+    }
+
+    /// The state of task `task` of `job` (None once Slurm forgot it).
+    fn task_state(&self, job: &str, task: usize) -> Option<String> {
+        self.tasks(job)
+            .into_iter()
+            .find(|(t, _)| *t == task)
+            .map(|(_, s)| s)
     }
 
     /// Waits until no task of `job` is pending or running.
@@ -332,10 +349,22 @@ fn wait_for(timeout: Duration, what: &str, mut ready: impl FnMut() -> bool) {
 }
 
 fn ap(args: &[&str], slurm_conf: Option<&Path>) -> Output {
+    ap_env(args, slurm_conf, &[])
+}
+
+/// `ap` with these variables set (and no test point unless given here): sbatch passes
+/// them on to the job's tasks.
+fn ap_env(args: &[&str], slurm_conf: Option<&Path>, env: &[(&str, String)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ap"));
-    cmd.args(args);
+    cmd.args(args)
+        .env_remove(ABORT_VAR)
+        .env_remove(PAUSE_VAR)
+        .env_remove(RELEASE_VAR);
     if let Some(c) = slurm_conf {
         cmd.env("SLURM_CONF", c);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
     }
     cmd.output().expect("the ap binary runs")
 }
@@ -356,6 +385,16 @@ fn assert_ok(o: &Output, what: &str) {
 
 /// `ap reproduce` of the smoke grid with the same thread count as the Slurm tasks.
 fn reproduce(runs: &Path, out: &Path, extra: &[&str], conf: Option<&Path>) -> Output {
+    reproduce_env(runs, out, extra, conf, &[])
+}
+
+fn reproduce_env(
+    runs: &Path,
+    out: &Path,
+    extra: &[&str],
+    conf: Option<&Path>,
+    env: &[(&str, String)],
+) -> Output {
     let (data, grid) = (data_dir(), grid());
     let mut args = vec![
         "reproduce",
@@ -373,7 +412,7 @@ fn reproduce(runs: &Path, out: &Path, extra: &[&str], conf: Option<&Path>) -> Ou
         "1",
     ];
     args.extend_from_slice(extra);
-    ap(&args, conf)
+    ap_env(&args, conf, env)
 }
 
 /// summary.json of the smoke grid run locally (computed once per test binary).
@@ -392,7 +431,12 @@ fn local_summary() -> String {
 
 /// Submits the grid's remaining runs; returns the job id printed on stdout.
 fn submit(cluster: &Cluster, runs: &Path, out: &Path) -> String {
-    let o = reproduce(runs, out, &["--backend", "slurm"], Some(&cluster.conf));
+    submit_env(cluster, runs, out, &[])
+}
+
+/// [`submit`] with these variables passed to the tasks (test points).
+fn submit_env(cluster: &Cluster, runs: &Path, out: &Path, env: &[(&str, String)]) -> String {
+    let o = reproduce_env(runs, out, &["--backend", "slurm"], Some(&cluster.conf), env);
     assert_ok(&o, "ap reproduce --backend slurm");
     let id = text(&o.stdout).trim().to_string();
     assert!(
@@ -462,7 +506,18 @@ fn smoke_grid_through_a_slurm_job_array_matches_the_local_backend() {
     let tmp = tempfile::tempdir().unwrap();
     let (runs, out) = (tmp.path().join("runs"), tmp.path().join("out"));
     let started = Instant::now();
-    let id = submit(&cluster, &runs, &out);
+    // Every task stops at the end of its round 0 training until `release` exists, so the
+    // second submission below surely finds them queued or running.
+    let release = tmp.path().join("release");
+    let id = submit_env(
+        &cluster,
+        &runs,
+        &out,
+        &[
+            (PAUSE_VAR, "after-epoch:0:0".to_string()),
+            (RELEASE_VAR, release.display().to_string()),
+        ],
+    );
     let record = job_record(&runs, &id);
     assert_eq!(record["runs"].as_array().unwrap().len(), 2, "{record}");
     let script = std::fs::read_to_string(record["script"].as_str().unwrap()).unwrap();
@@ -470,8 +525,8 @@ fn smoke_grid_through_a_slurm_job_array_matches_the_local_backend() {
         script.contains("--threads 1") && script.contains("#SBATCH --array=0-1\n"),
         "{script}"
     );
-    // Submitting again while the tasks are queued or running (a run takes ~10 s) submits
-    // nothing: the runs would otherwise run twice.
+    // Submitting again while the tasks are queued or running (held at their pause point)
+    // submits nothing: the runs would otherwise run twice.
     let again = reproduce(&runs, &out, &["--backend", "slurm"], Some(&cluster.conf));
     assert_ok(&again, "second submission");
     let err = text(&again.stderr);
@@ -494,7 +549,20 @@ fn smoke_grid_through_a_slurm_job_array_matches_the_local_backend() {
             .count(),
         1
     );
+    std::fs::write(&release, "").unwrap();
     cluster.wait_job(&id, Duration::from_secs(600));
+    for task in 0..2 {
+        let log = std::fs::read_to_string(
+            runs.join("slurm/logs")
+                .join(format!("slurm-{id}_{task}.err")),
+        )
+        .unwrap();
+        assert!(
+            log.contains(&format!("{PAUSE_VAR}: paused at after-epoch:0:0 in "))
+                && log.contains(&format!("{PAUSE_VAR}: released at after-epoch:0:0 in ")),
+            "task {task} did not pause and go on: {log}"
+        );
+    }
     say(&format!(
         "slurm smoke grid: job {id} done in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -519,7 +587,18 @@ fn a_killed_task_is_reported_and_resubmitting_completes_the_grid() {
     let cluster = Cluster::start();
     let tmp = tempfile::tempdir().unwrap();
     let (runs, out) = (tmp.path().join("runs"), tmp.path().join("out"));
-    let id = submit(&cluster, &runs, &out);
+    // The run without AP SIGKILLs itself right after its checkpoint of round 1 (no chance
+    // to clean up, like a node crash). The run with AP stops right after its checkpoint of
+    // round 1 and waits there until the test requeues its task, as preemption does.
+    let id = submit_env(
+        &cluster,
+        &runs,
+        &out,
+        &[
+            (ABORT_VAR, "after-checkpoint:1@imp-".to_string()),
+            (PAUSE_VAR, "after-checkpoint:1@imp+ap-".to_string()),
+        ],
+    );
     let record = job_record(&runs, &id);
     let names: Vec<String> = record["runs"]
         .as_array()
@@ -527,82 +606,119 @@ fn a_killed_task_is_reported_and_resubmitting_completes_the_grid() {
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
-    // Task 0: kill its `ap run` process once it has finished a round (SIGKILL: no chance
-    // to clean up, like a node crash). Task 1: requeue it mid-run, as preemption does.
-    let victim = runs.join(&names[0]);
-    let preempted = runs.join(&names[1]);
-    let mut requeued = false;
-    let mut killed = None;
-    wait_for(Duration::from_secs(300), "task 0 to finish a round", || {
-        if !requeued && preempted.join("LOCK").exists() {
-            let o = cluster
-                .cmd("scontrol")
-                .arg("requeue")
-                .arg(format!("{id}_1"))
-                .output()
-                .unwrap();
-            assert_ok(&o, "scontrol requeue");
-            // A requeued job waits (BeginTime) before it may start again; let it start now.
+    let task_of = |prefix: &str| names.iter().position(|n| n.starts_with(prefix)).unwrap();
+    let (killed, preempted) = (task_of("imp-"), task_of("imp+ap-"));
+    let victim = runs.join(&names[killed]);
+    let paused = runs.join(&names[preempted]);
+    let task_log = |job: &str, task: usize| {
+        std::fs::read_to_string(
+            runs.join("slurm/logs")
+                .join(format!("slurm-{job}_{task}.err")),
+        )
+        .unwrap_or_default()
+    };
+    wait_for(
+        Duration::from_secs(600),
+        "the run with AP to pause after its checkpoint 1",
+        || {
+            task_log(&id, preempted).contains(&format!(
+                "{PAUSE_VAR}: paused at after-checkpoint:1 in {}",
+                names[preempted]
+            ))
+        },
+    );
+    let o = cluster
+        .cmd("scontrol")
+        .arg("requeue")
+        .arg(format!("{id}_{preempted}"))
+        .output()
+        .unwrap();
+    assert_ok(&o, "scontrol requeue");
+    // A requeued task waits (BeginTime) before it may start again: let it start now. It
+    // has started again when its log says so.
+    wait_for(
+        Duration::from_secs(600),
+        "the requeued task to start again",
+        || {
+            // Unconditionally: the state squeue shows on the way (REQUEUED, COMPLETING,
+            // PENDING) varies; the update fails harmlessly while the task is not pending.
             let _ = cluster
                 .cmd("scontrol")
-                .args(["update", &format!("JobId={id}_1"), "StartTime=now"])
+                .args([
+                    "update",
+                    &format!("JobId={id}_{preempted}"),
+                    "StartTime=now",
+                ])
                 .output();
-            requeued = true;
-        }
-        let rounds = std::fs::read_to_string(victim.join("rounds.jsonl")).unwrap_or_default();
-        // LOCK holds `<pid> <host>`.
-        let lock = std::fs::read_to_string(victim.join("LOCK")).unwrap_or_default();
-        let pid = lock.split_whitespace().next().unwrap_or("").to_string();
-        if rounds.lines().count() >= 1 && !pid.is_empty() && !victim.join("DONE").exists() {
-            let o = Command::new("kill")
-                .args(["-KILL", pid.as_str()])
-                .output()
-                .unwrap();
-            assert_ok(&o, "kill");
-            killed = Some(rounds.lines().count());
-            return true;
-        }
-        false
+            task_log(&id, preempted).contains("(restart 1)")
+        },
+    );
+    // Restarted, it must continue after round 1: pausing at checkpoint 1 a second time
+    // would mean it started over.
+    wait_for(Duration::from_secs(600), "the requeued task to end", || {
+        let log = task_log(&id, preempted);
+        assert_eq!(
+            log.matches(&format!("{PAUSE_VAR}: paused at ")).count(),
+            1,
+            "the requeued task wrote its checkpoint 1 again instead of resuming:\n{log}"
+        );
+        !matches!(
+            cluster.task_state(&id, preempted).as_deref(),
+            Some("PENDING" | "RUNNING" | "COMPLETING" | "CONFIGURING" | "REQUEUED")
+        )
     });
-    say(&format!(
-        "killed task {id}_0 after {} round(s)",
-        killed.unwrap()
-    ));
-    // The requeued task may be waiting on its BeginTime: release it again if needed.
-    let _ = cluster
-        .cmd("scontrol")
-        .args(["update", &format!("JobId={id}_1"), "StartTime=now"])
-        .output();
     cluster.wait_job(&id, Duration::from_secs(600));
+    let tasks = cluster.tasks(&id);
+    assert!(
+        tasks.contains(&(killed, "FAILED".to_string())),
+        "{tasks:?}\n{}",
+        task_log(&id, killed)
+    );
+    assert!(
+        tasks.contains(&(preempted, "COMPLETED".to_string())),
+        "the requeued task did not finish: {tasks:?}\n{}",
+        cluster.logs()
+    );
+    // The killed run died exactly after its checkpoint 1: rounds 0 and 1 saved, no DONE.
+    assert!(
+        task_log(&id, killed).contains(&format!("{ABORT_VAR}: killing this process (pid "))
+            && task_log(&id, killed)
+                .contains(&format!(") at after-checkpoint:1 in {}", names[killed])),
+        "{}",
+        task_log(&id, killed)
+    );
     assert!(
         !victim.join("DONE").exists(),
         "the killed run finished anyway"
     );
-    let tasks = cluster.tasks(&id);
-    assert!(tasks.contains(&(0, "FAILED".to_string())), "{tasks:?}");
+    let lines = |p: PathBuf| std::fs::read_to_string(p).unwrap().lines().count();
+    assert_eq!(lines(victim.join("rounds.jsonl")), 2);
+    assert!(victim.join("checkpoint-1.json").exists());
+    // The preempted run continued after its round 1 by itself.
+    assert!(paused.join("DONE").exists());
+    let resumed = |dir: &Path, name: &str| {
+        std::fs::read_to_string(dir.join("log.txt"))
+            .unwrap()
+            .contains(&format!(
+                "resuming {name} after round 1 from its checkpoint"
+            ))
+    };
     assert!(
-        tasks.contains(&(1, "COMPLETED".to_string())),
-        "the requeued task did not finish: {tasks:?}\n{}",
-        cluster.logs()
-    );
-    assert!(preempted.join("DONE").exists());
-    let log1 =
-        std::fs::read_to_string(runs.join("slurm/logs").join(format!("slurm-{id}_1.err"))).unwrap();
-    assert!(
-        log1.contains("(restart 1)"),
-        "task 1 was not requeued: {log1}"
+        resumed(&paused, &names[preempted]),
+        "{}",
+        task_log(&id, preempted)
     );
     // Status names the failed task and its log.
     let st = status(&cluster, &runs);
-    let line = st.lines().find(|l| l.contains(&names[0])).unwrap();
+    let line = st.lines().find(|l| l.contains(&names[killed])).unwrap();
     assert!(line.starts_with("failed"), "{st}");
-    assert!(line.contains(&format!("slurm-{id}_0.err")), "{st}");
-    // Resubmitting runs only the killed run, which resumes.
+    assert!(line.contains(&format!("slurm-{id}_{killed}.err")), "{st}");
+    // Resubmitting runs only the killed run, which continues after its round 1.
     let id2 = submit(&cluster, &runs, &out);
     assert_ne!(id, id2);
     assert_eq!(
         job_record(&runs, &id2)["runs"],
-        serde_json::json!([names[0]])
+        serde_json::json!([names[killed]])
     );
     cluster.wait_job(&id2, Duration::from_secs(600));
     assert_eq!(
@@ -611,6 +727,7 @@ fn a_killed_task_is_reported_and_resubmitting_completes_the_grid() {
         "{}",
         cluster.logs()
     );
+    assert!(resumed(&victim, &names[killed]), "{}", task_log(&id2, 0));
     finish_and_compare(&cluster, &runs, &out);
 }
 
