@@ -36,6 +36,16 @@ commands:
                        resuming where it stopped; writes results/<profile>/
   report [ARGS...]     `ap report ARGS...`: rebuild a profile's report from the run store
   status [ARGS...]     `ap status ARGS...`: done / running / pending / failed per run
+  mutants [ARGS...]    setup (no data), then `cargo mutants ARGS...` with that environment:
+                       mutation testing of the exact-count code named in .cargo/mutants.toml
+                       (selection, masks, AP's selection, the pruning event, drop-and-grow,
+                       the masked optimizer step), each mutant against its own package's
+                       tests; `--file PATH` narrows to PATH, e.g.
+                       `mutants --file crates/ap-tensor/src/select.rs --jobs 1`. Builds under
+                       target/mutants unless CARGO_TARGET_DIR is set or --jobs is above 1.
+                       Installs cargo-mutants from crates.io (`cargo install cargo-mutants
+                       --locked`) when missing. Slow (3 to 25 minutes per file on 2 cores):
+                       not in CI; see docs/testing.md
   bench [--quick]      setup, then benchmark against PyTorch (release build of ap-bench and
                        bench/baselines.py with the venv python); prints the table, writes
                        target/bench/. --quick: tiny sizes, dev build, for CI smoke tests
@@ -58,6 +68,8 @@ enum Cmd {
     },
     Env,
     Test(Vec<OsString>),
+    /// `mutants`: cargo-mutants with the tool environment, arguments passed through.
+    Mutants(Vec<OsString>),
     /// `reproduce`, `report` or `status`: forwarded to the `ap` program of that name.
     Ap(&'static str, Vec<OsString>),
     /// `bench`: benchmarks against PyTorch; `quick` for tiny sizes (CI smoke test).
@@ -96,6 +108,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Cmd> {
             Ok(Cmd::Env)
         }
         "test" => Ok(Cmd::Test(rest)),
+        "mutants" => Ok(Cmd::Mutants(rest)),
         "reproduce" => Ok(Cmd::Ap("reproduce", rest)),
         "report" => Ok(Cmd::Ap("report", rest)),
         "status" => Ok(Cmd::Ap("status", rest)),
@@ -150,6 +163,22 @@ fn run(cmd: Cmd) -> Result<i32> {
             cmd.arg("test").arg("--workspace").args(args);
             run_with_env(&mut cmd, &s)
         }
+        Cmd::Mutants(args) => {
+            let s = setup(false)?;
+            ensure_cargo_mutants()?;
+            let mut cmd = Command::new(cargo());
+            cmd.arg("mutants").args(&args);
+            if let Some(config) = mutants_file_config(&args)? {
+                // cargo-mutants adds `--file` to the config's `examine_globs`; we narrow.
+                eprintln!("[xtask] --file given: mutating only those files");
+                cmd.arg("--config").arg(config);
+            }
+            if let Some(dir) = mutants_target_dir(&args, paths::process_env("CARGO_TARGET_DIR")) {
+                eprintln!("[xtask] building mutants in {}", dir.display());
+                cmd.env("CARGO_TARGET_DIR", dir);
+            }
+            run_with_env(&mut cmd, &s)
+        }
         Cmd::Ap(sub, args) => {
             // Only `reproduce` trains, so only it needs the data sets.
             let s = setup(sub == "reproduce")?;
@@ -166,6 +195,101 @@ fn run(cmd: Cmd) -> Result<i32> {
         }
         Cmd::Bench { quick } => bench::run(quick),
     }
+}
+
+/// Where `cargo mutants` is installed from when missing.
+const MUTANTS_INSTALL: [&str; 3] = ["install", "cargo-mutants", "--locked"];
+
+/// Installs cargo-mutants from crates.io unless `cargo mutants --version` already works.
+fn ensure_cargo_mutants() -> Result<()> {
+    let present = Command::new(cargo())
+        .args(["mutants", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if present {
+        return Ok(());
+    }
+    eprintln!(
+        "[xtask] cargo-mutants is not installed; installing it from crates.io: cargo {}",
+        MUTANTS_INSTALL.join(" ")
+    );
+    let mut install = Command::new(cargo());
+    install.args(MUTANTS_INSTALL);
+    util::run_streamed(&mut install)
+}
+
+/// The target directory for `cargo mutants`' scratch copies: a persistent
+/// `<root>/target/mutants`, so that libtorch's bindings and the other dependencies build
+/// once across runs. `None` (cargo's default, a target directory inside each copy) when
+/// the caller set `CARGO_TARGET_DIR` (cargo reads it itself) or asks for more than one job
+/// (`-j N` / `--jobs N`), whose builds would otherwise wait on the one directory's lock.
+fn mutants_target_dir(args: &[OsString], env_target: Option<String>) -> Option<PathBuf> {
+    if env_target.is_some() || mutants_jobs(args) > 1 {
+        return None;
+    }
+    Some(workspace_root().join("target").join("mutants"))
+}
+
+/// With `-f` / `--file` among the arguments (and no `--config` / `--no-config`): a copy of
+/// `.cargo/mutants.toml` without `examine_globs`, written under `target/mutants/`, so that
+/// the named files are mutated instead of being added to the default set.
+fn mutants_file_config(args: &[OsString]) -> Result<Option<PathBuf>> {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let has = |long: &str, short: Option<&str>| {
+        args.iter().any(|a| {
+            a == long
+                || a.starts_with(&format!("{long}="))
+                || short.is_some_and(|s| a.starts_with(s))
+        })
+    };
+    if !has("--file", Some("-f")) || has("--config", None) || has("--no-config", None) {
+        return Ok(None);
+    }
+    let root = workspace_root();
+    let src = root.join(".cargo").join("mutants.toml");
+    let text =
+        std::fs::read_to_string(&src).with_context(|| format!("reading {}", src.display()))?;
+    let dir = root.join("target").join("mutants");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dest = dir.join("mutants-file.toml");
+    std::fs::write(&dest, without_examine_globs(&text)?)
+        .with_context(|| format!("writing {}", dest.display()))?;
+    Ok(Some(dest))
+}
+
+/// A cargo-mutants config (TOML) without its `examine_globs` key.
+fn without_examine_globs(config: &str) -> Result<String> {
+    let mut table: toml::Table = config.parse().context("parsing .cargo/mutants.toml")?;
+    table.remove("examine_globs");
+    Ok(toml::to_string(&table)?)
+}
+
+/// The `-j` / `--jobs` value among cargo-mutants arguments (1 when absent; a value that is
+/// not a number counts as many).
+fn mutants_jobs(args: &[OsString]) -> u64 {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut jobs = 1;
+    for (i, a) in args.iter().enumerate() {
+        let value = match a.as_str() {
+            "-j" | "--jobs" => args.get(i + 1).map(String::as_str),
+            _ => a
+                .strip_prefix("--jobs=")
+                .or_else(|| a.strip_prefix("-j").filter(|v| !v.is_empty())),
+        };
+        if let Some(v) = value {
+            jobs = v.parse().unwrap_or(u64::MAX);
+        }
+    }
+    jobs
 }
 
 /// What setup produced: the locations the tools need.
@@ -352,6 +476,11 @@ mod tests {
             Cmd::Bench { quick: true }
         );
         assert!(parse_args(os(&["bench", "--fast"])).is_err());
+        assert_eq!(
+            parse_args(os(&["mutants", "--file", "crates/ap-tensor/src/select.rs"])).unwrap(),
+            Cmd::Mutants(os(&["--file", "crates/ap-tensor/src/select.rs"]))
+        );
+        assert_eq!(parse_args(os(&["mutants"])).unwrap(), Cmd::Mutants(vec![]));
         let err = parse_args(os(&["frobnicate"])).unwrap_err().to_string();
         assert!(err.contains("frobnicate"), "{err}");
     }
@@ -425,6 +554,40 @@ mod tests {
             target_dir(root, Some("out".into())),
             PathBuf::from("/ws/out")
         );
+    }
+
+    #[test]
+    fn mutants_build_in_one_persistent_dir_unless_parallel() {
+        let dir = Some(workspace_root().join("target").join("mutants"));
+        assert_eq!(mutants_target_dir(&os(&[]), None), dir);
+        assert_eq!(
+            mutants_target_dir(&os(&["--file", "x.rs", "--jobs", "1"]), None),
+            dir
+        );
+        assert_eq!(mutants_target_dir(&os(&["-j1"]), None), dir);
+        assert_eq!(mutants_target_dir(&os(&["--jobs", "2"]), None), None);
+        assert_eq!(mutants_target_dir(&os(&["--jobs=3"]), None), None);
+        assert_eq!(mutants_target_dir(&os(&["-j", "4"]), None), None);
+        assert_eq!(mutants_target_dir(&os(&[]), Some("/t".into())), None);
+    }
+
+    #[test]
+    fn file_narrowing_drops_only_the_default_set() {
+        let cfg = "examine_globs = [\"a.rs\", \"b.rs\"]\ntest_workspace = false\ntimeout_multiplier = 4.0\n";
+        let out: toml::Table = without_examine_globs(cfg).unwrap().parse().unwrap();
+        assert!(!out.contains_key("examine_globs"));
+        assert_eq!(out["test_workspace"], toml::Value::Boolean(false));
+        assert_eq!(out["timeout_multiplier"], toml::Value::Float(4.0));
+        // the workspace's own config parses and names the six files
+        let own = std::fs::read_to_string(workspace_root().join(".cargo/mutants.toml")).unwrap();
+        let own: toml::Table = own.parse().unwrap();
+        assert_eq!(own["examine_globs"].as_array().unwrap().len(), 6);
+        assert!(mutants_file_config(&os(&["--jobs", "1"]))
+            .unwrap()
+            .is_none());
+        assert!(mutants_file_config(&os(&["-f", "x.rs", "--no-config"]))
+            .unwrap()
+            .is_none());
     }
 
     #[test]
