@@ -24,6 +24,7 @@ fn recipe(iterations: u64) -> TrainConfig {
 
 #[test]
 fn resnet20_learns_a_cifar_fixture_and_prunes_with_ap() {
+    let _g = ap_testkit::torch_lock();
     tch::set_num_threads(2);
     let dir = tempfile::tempdir().unwrap();
     cifar::write_fixture(dir.path(), DatasetKind::Cifar10, 320, 64, 7).unwrap();

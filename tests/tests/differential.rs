@@ -69,16 +69,13 @@ fn scalar(out: &Outputs, name: &str) -> f64 {
     f64s(get(out, name))[0]
 }
 
-/// Holds libtorch's global generator between seeding and drawing: tests run on parallel
-/// threads, and another test's reseed in between would change the inputs from run to run.
-fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
+// Tests run on parallel threads and libtorch's generator and thread count are global:
+// every test that seeds, draws, builds a model or sets the thread count holds
+// `ap_testkit::torch_lock()` for its whole body (the helpers below do not take it; their
+// callers hold it).
 
-/// Seeded N(0, 1) weights, one tensor per `(name, shape)`.
+/// Seeded N(0, 1) weights, one tensor per `(name, shape)`. The caller holds the torch lock.
 fn random_params(layers: &[(&str, &[i64])], seed: i64) -> NamedParams {
-    let _g = rng_lock();
     tch::manual_seed(seed);
     NamedParams::from_entries(
         layers
@@ -88,9 +85,9 @@ fn random_params(layers: &[(&str, &[i64])], seed: i64) -> NamedParams {
     )
 }
 
-/// A mask with about `pruned` of every layer removed at random (seeded).
+/// A mask with about `pruned` of every layer removed at random (seeded). The caller holds
+/// the torch lock.
 fn random_mask(params: &NamedParams, pruned: f64, seed: i64) -> Mask {
-    let _g = rng_lock();
     tch::manual_seed(seed);
     Mask::from_entries(
         params
@@ -215,6 +212,7 @@ fn three_layers(seed: i64) -> NamedParams {
 /// the tie rule (position, earlier layer first) is compared too.
 #[test]
 fn global_magnitude_matches_reference() {
+    let _g = ap_testkit::torch_lock();
     tch::set_num_threads(1);
     let p = three_layers(11);
     let mask = random_mask(&p, 0.3, 12);
@@ -265,6 +263,7 @@ fn layerwise(p: &NamedParams, mask: &Mask, n: i64, alloc: &Allocation, mults: Va
 /// layer at half rate (the lottery-ticket paper's LeNet/Conv-k recipe).
 #[test]
 fn layerwise_magnitude_matches_reference() {
+    let _g = ap_testkit::torch_lock();
     tch::set_num_threads(1);
     let p = random_params(
         &[
@@ -290,6 +289,7 @@ fn layerwise_magnitude_matches_reference() {
 /// 14.999999999999998 in f64, so each loses 14 and the event removes 28 instead of 30.
 #[test]
 fn layerwise_counts_are_exact_at_integer_products() {
+    let _g = ap_testkit::torch_lock();
     tch::set_num_threads(1);
     let p = random_params(&[("l0.weight", &[2, 13]), ("l1.weight", &[26])], 23);
     let mask = Mask::dense(&p);
@@ -301,6 +301,7 @@ fn layerwise_counts_are_exact_at_integer_products() {
 /// LAMP scores w_u² / Σ_{v ≥ u} w_v² over kept weights, then one global ranking.
 #[test]
 fn lamp_matches_reference() {
+    let _g = ap_testkit::torch_lock();
     tch::set_num_threads(1);
     let p = random_params(
         &[
@@ -350,6 +351,7 @@ fn small_lenet(seed: i64) -> (Model, NamedParams) {
 /// batches, then a global selection.
 #[test]
 fn snip_matches_reference() {
+    let _g = ap_testkit::torch_lock();
     tch::set_num_threads(1);
     let (model, p) = small_lenet(41);
     let mask = random_mask(&p, 0.2, 42);
@@ -395,6 +397,7 @@ fn snip_matches_reference() {
 /// Iterative SynFlow, 5 rounds, to 10% of the kept weights.
 #[test]
 fn synflow_matches_reference() {
+    let _g = ap_testkit::torch_lock();
     tch::set_num_threads(1);
     let (model, p) = small_lenet(51);
     let mask = random_mask(&p, 0.1, 52);
@@ -494,6 +497,7 @@ fn erk_problems(problems: &[ErkProblem]) {
 /// (saturated layers made dense and the rest re-normalised).
 #[test]
 fn erk_matches_reference() {
+    let _g = ap_testkit::torch_lock();
     let lenet = shapes_of("lenet300-100", &[1, 28, 28]);
     let conv2 = shapes_of("conv2", &[3, 32, 32]);
     let mut problems = vec![];
@@ -512,6 +516,7 @@ fn erk_matches_reference() {
 /// gives b density 0.5, erk_densities gives b 0 (a alone uses the whole budget of 100).
 #[test]
 fn erk_dense_layers_are_outside_the_budget() {
+    let _g = ap_testkit::torch_lock();
     let conv2 = shapes_of("conv2", &[3, 32, 32]);
     let two = vec![
         ("a".to_string(), vec![10, 10]),
@@ -530,6 +535,7 @@ fn erk_dense_layers_are_outside_the_budget() {
 /// least, its shortfall, and the ablations sign = any and score = magnitude.
 #[test]
 fn ap_selection_matches_reference() {
+    let _g = ap_testkit::torch_lock();
     tch::set_num_threads(1);
     let w0 = random_params(
         &[
@@ -610,6 +616,7 @@ fn ap_selection_matches_reference() {
 /// uneven batches, against a direct computation on the whole batch.
 #[test]
 fn dnr_matches_reference() {
+    let _g = ap_testkit::torch_lock();
     tch::set_num_threads(1);
     tch::manual_seed(91);
     let model = ap_models::build("lenet300-100", &[1, 8, 8], 10, Device::Cpu).unwrap();
@@ -697,6 +704,7 @@ fn initialised(
 /// std of our draws against the formula and against PyTorch's own draws.
 #[test]
 fn init_matches_pytorch() {
+    let _g = ap_testkit::torch_lock();
     tch::set_num_threads(1);
     let out = reference("init", &[], json!({ "seed": 101 }));
     // (reference name, model, input, layer): LeNet's fc2 is Linear(300, 100), Conv-2's
@@ -833,6 +841,7 @@ fn drop_and_grow_reference_on_a_hand_example() {
 /// connections start at 0). GraNet: ceil, every layer; RigL: floor, the output layer dense.
 #[test]
 fn drop_and_grow_matches_reference() {
+    let _g = ap_testkit::torch_lock();
     let layers: [(&str, &[i64]); 3] = [
         ("fc1.weight", &[40, 30]),
         ("fc2.weight", &[20, 40]),

@@ -58,6 +58,7 @@ fn run(ap: Option<ApConfig>, data: &Dataset) -> Vec<RoundRecord> {
 
 #[test]
 fn imp_with_and_without_ap_on_mnist() {
+    let _g = ap_testkit::torch_lock();
     tch::set_num_threads(1);
     let dir = default_data_dir();
     let data = Dataset::load(DatasetKind::Mnist, &dir, Device::Cpu)

@@ -41,6 +41,7 @@ fn run(method: &Method, ap: Option<&ApConfig>, data: &Dataset) -> Vec<RoundRecor
 
 #[test]
 fn every_method_reaches_its_density_on_mnist() {
+    let _g = ap_testkit::torch_lock();
     tch::set_num_threads(1);
     let dir = default_data_dir();
     let data = Dataset::load(DatasetKind::Mnist, &dir, Device::Cpu)

@@ -200,6 +200,7 @@ mod tests {
         /// exact and the per-layer counts follow the formula.
         #[test]
         fn removal_counts_and_subset(sizes in prop::collection::vec(1i64..60, 1..4), seed in 0i64..100, pre in 0.0f64..0.6, frac in 0.0f64..=1.0, crit in 0usize..3, alloc_kind in 0usize..3, mult in 0.0f64..2.0) {
+            let _g = ap_testkit::torch_lock();
             let p = params(&sizes, seed);
             let mask = partial_mask(&p, pre, seed as u64);
             let scores = match crit {
@@ -244,6 +245,7 @@ mod tests {
 
     #[test]
     fn per_layer_half_rate_and_dense_layer() {
+        let _g = ap_testkit::torch_lock();
         let p = params(&[100, 100, 10], 0);
         let mask = Mask::dense(&p);
         let alloc = Allocation::PerLayer {
@@ -262,6 +264,7 @@ mod tests {
 
     #[test]
     fn invalid_overrides_and_counts_are_errors() {
+        let _g = ap_testkit::torch_lock();
         let p = params(&[10], 0);
         let mask = Mask::dense(&p);
         let s = magnitude_scores(&p);

@@ -137,15 +137,20 @@ pub fn ap_select_budget(
     }
     let candidates = ap_candidates(current, mask, opts.sign);
     let scores = ap_scores(current, phase_start, opts.score)?;
-    // One host read for the candidate counts.
-    let counts = Tensor::stack(
-        &candidates
-            .iter()
-            .map(|c| c.sum(Kind::Int64))
-            .collect::<Vec<_>>(),
-        0,
-    );
-    let available: Vec<i64> = to_f64_vec(&counts).iter().map(|&c| c as i64).collect();
+    // One host read for the candidate counts (none without layers: libtorch cannot
+    // stack nothing).
+    let available: Vec<i64> = if candidates.is_empty() {
+        vec![]
+    } else {
+        let counts = Tensor::stack(
+            &candidates
+                .iter()
+                .map(|c| c.sum(Kind::Int64))
+                .collect::<Vec<_>>(),
+            0,
+        );
+        to_f64_vec(&counts).iter().map(|&c| c as i64).collect()
+    };
     let scores: Vec<&Tensor> = scores.iter().collect();
     let candidates: Vec<&Tensor> = candidates.iter().collect();
     Ok(match budget {
@@ -375,5 +380,124 @@ mod tests {
         let s = ap_select(&cur, &cur.snapshot(), &mask, 2).unwrap();
         assert_eq!((s.removed, s.shortfall), (1, 1));
         assert!(ap_select(&cur, &cur, &mask, -1).is_err());
+    }
+
+    /// How the edge-reaching AP test picks a budget from a candidate count.
+    #[derive(Debug, Clone, Copy)]
+    enum Pick {
+        /// n = 0.
+        Zero,
+        /// n = every candidate.
+        All,
+        /// n = every candidate and `k` more (a shortfall of `k`).
+        More(i64),
+        /// A fixed n.
+        N(i64),
+    }
+
+    impl Pick {
+        fn n(self, candidates: i64) -> i64 {
+            match self {
+                Pick::Zero => 0,
+                Pick::All => candidates,
+                Pick::More(k) => candidates + k,
+                Pick::N(n) => n,
+            }
+        }
+    }
+
+    fn pick() -> impl Strategy<Value = Pick> {
+        prop_oneof![
+            Just(Pick::Zero),
+            Just(Pick::All),
+            (1i64..4).prop_map(Pick::More),
+            (0i64..40).prop_map(Pick::N),
+        ]
+    }
+
+    /// Host reference: the first `n` candidates in a stable ascending sort of
+    /// (score, position) over the given positions.
+    fn stable_smallest(scores: &[f32], candidates: &[usize], n: usize) -> Vec<usize> {
+        let mut c = candidates.to_vec();
+        c.sort_by(|&a, &b| scores[a].partial_cmp(&scores[b]).unwrap()); // stable
+        c.truncate(n);
+        c
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// AP's selection equals a host reference (stable sort of score then position over
+        /// the candidates, first min(n, #candidates)) at the edges: n = 0, n = every
+        /// candidate, n above the candidates (shortfall), no layers at all, empty layers, fully pruned
+        /// layers, layers without a negative weight, and many tied scores; for both sign
+        /// filters, the movement and magnitude scores, and global and per-layer budgets.
+        #[test]
+        fn ap_selection_matches_reference_at_the_edges(
+            ls in prop::collection::vec(
+                (prop::collection::vec((-4i32..4, prop::bool::weighted(0.8)), 0..30),
+                 prop_oneof![3 => Just(false), 1 => Just(true)]),
+                0..4),
+            shift in -3i32..3,
+            any_sign in any::<bool>(),
+            magnitude in any::<bool>(),
+            per_layer in any::<bool>(),
+            picks in prop::collection::vec(pick(), 4),
+        ) {
+            let now: Vec<Vec<f32>> = ls.iter().map(|(l, _)| l.iter().map(|(v, _)| *v as f32 / 2.0).collect()).collect();
+            // a fully pruned layer keeps nothing
+            let keep: Vec<Vec<bool>> = ls.iter().map(|(l, dead)| l.iter().map(|(_, k)| *k && !dead).collect()).collect();
+            let start = shifted(&now, shift);
+            let cur = named(&now);
+            let w0 = named(&start);
+            let mut mask = Mask::dense(&cur);
+            mask.remove(&keep.iter().map(|k| Tensor::from_slice(k).logical_not()).collect::<Vec<_>>()).unwrap();
+            let opts = ApOptions {
+                sign: if any_sign { CandidateSign::Any } else { CandidateSign::Negative },
+                score: if magnitude { ApScore::Magnitude } else { ApScore::Movement },
+            };
+            // host scores and candidates, per layer and flat
+            let score: Vec<Vec<f32>> = now.iter().zip(&start).map(|(l, l0)| l.iter().zip(l0).map(|(v, v0)| if magnitude { v.abs() } else { (v - v0).abs() }).collect()).collect();
+            let cand: Vec<Vec<usize>> = now.iter().zip(&keep).map(|(l, k)| (0..l.len()).filter(|&i| k[i] && (any_sign || l[i] < 0.0)).collect()).collect();
+            let mut expected: Vec<Vec<bool>> = now.iter().map(|l| vec![false; l.len()]).collect();
+            let budget;
+            let (removed, shortfall, layer_shortfall);
+            if per_layer {
+                let counts: Vec<i64> = cand.iter().zip(&picks).map(|(c, p)| p.n(c.len() as i64)).collect();
+                let mut short = vec![];
+                for (li, (c, &n)) in cand.iter().zip(&counts).enumerate() {
+                    let take = n.min(c.len() as i64);
+                    for i in stable_smallest(&score[li], c, take as usize) {
+                        expected[li][i] = true;
+                    }
+                    short.push(n - take);
+                }
+                removed = counts.iter().zip(&short).map(|(n, s)| n - s).sum::<i64>();
+                shortfall = short.iter().sum::<i64>();
+                layer_shortfall = Some(short);
+                budget = ApBudget::PerLayer(counts);
+            } else {
+                // flat position (layer order, then index) → (layer, index)
+                let at: Vec<(usize, usize)> = now.iter().enumerate().flat_map(|(li, l)| (0..l.len()).map(move |i| (li, i))).collect();
+                let flat_score: Vec<f32> = score.iter().flatten().copied().collect();
+                let flat_cand: Vec<usize> = (0..at.len()).filter(|&f| cand[at[f].0].contains(&at[f].1)).collect();
+                let n = picks[0].n(flat_cand.len() as i64);
+                let take = n.min(flat_cand.len() as i64);
+                for f in stable_smallest(&flat_score, &flat_cand, take as usize) {
+                    expected[at[f].0][at[f].1] = true;
+                }
+                removed = take;
+                shortfall = n - take;
+                layer_shortfall = None;
+                budget = ApBudget::Global(n);
+            }
+            let s = ap_select_budget(&cur, &w0, &mask, budget, &opts).unwrap();
+            prop_assert_eq!((s.removed, s.shortfall), (removed, shortfall));
+            prop_assert_eq!(s.layer_shortfall, layer_shortfall);
+            let got: Vec<Vec<bool>> = s.selected.iter().map(|t| flat(std::slice::from_ref(t))).collect();
+            prop_assert_eq!(got, expected);
+            for (t, l) in s.selected.iter().zip(&now) {
+                prop_assert_eq!(t.size(), vec![l.len() as i64]);
+            }
+        }
     }
 }

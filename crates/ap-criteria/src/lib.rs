@@ -51,7 +51,7 @@ mod tests {
     proptest! {
         /// Global magnitude removes exactly n survivors, each no larger than any kept one.
         #[test]
-        fn magnitude_removes_smallest(now in layers(), frac in 0.0f64..1.0) {
+        fn magnitude_removes_smallest(now in layers(), frac in prop_oneof![Just(0.0f64), Just(1.0f64), 0.0f64..1.0]) {
             let cur = named(&now);
             let mask = Mask::dense(&cur);
             let n = (frac * cur.numel() as f64) as i64;

@@ -395,6 +395,7 @@ mod tests {
 
     #[test]
     fn snip_matches_hand_computed_gradient() {
+        let _g = ap_testkit::torch_lock();
         let m = mlp(&[3, 2], true, 0);
         let p = params_of(&m);
         let mut mask = Mask::dense(&p);
@@ -451,6 +452,7 @@ mod tests {
 
     #[test]
     fn synflow_matches_hand_computed_flow() {
+        let _g = ap_testkit::torch_lock();
         let m = mlp(&[3, 4, 2], false, 1);
         let p = params_of(&m);
         let mut mask = Mask::dense(&p);
@@ -489,6 +491,7 @@ mod tests {
 
     #[test]
     fn synflow_is_data_free_and_restores_everything() {
+        let _g = ap_testkit::torch_lock();
         let (m, p) = lenet(3);
         let mask = Mask::dense(&p);
         dirty_grads(&m, &[1, 28, 28]);
@@ -511,6 +514,7 @@ mod tests {
 
     #[test]
     fn weights_are_restored_when_the_model_panics() {
+        let _g = ap_testkit::torch_lock();
         let (m, p) = lenet(4);
         let mask = Mask::dense(&p);
         let before = fingerprint(&m);
@@ -524,6 +528,7 @@ mod tests {
 
     #[test]
     fn iterative_synflow_avoids_layer_collapse() {
+        let _g = ap_testkit::torch_lock();
         let (m, p) = lenet(5);
         let mask = Mask::dense(&p);
         let before = fingerprint(&m);
@@ -557,6 +562,7 @@ mod tests {
 
     #[test]
     fn snip_on_lenet_removes_exact_counts_and_mismatch_is_an_error() {
+        let _g = ap_testkit::torch_lock();
         let (m, p) = lenet(6);
         let mask = Mask::dense(&p);
         let batches = vec![(

@@ -228,6 +228,7 @@ mod tests {
 
     #[test]
     fn random_scores_are_seeded_uniform_and_independent_of_torch_rng() {
+        let _g = ap_testkit::torch_lock();
         let p = named(&[vec![0.0; 500], vec![0.0; 7]]);
         tch::manual_seed(1);
         let a = random_scores(&p, 42);

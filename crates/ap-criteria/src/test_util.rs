@@ -22,9 +22,10 @@ pub fn flat(ts: &[Tensor]) -> Vec<bool> {
         .collect()
 }
 
-/// A few layers of half-integer values in [−2, 2): many ties, both signs.
+/// A few layers of half-integer values in [−2, 2): many ties, both signs, and empty
+/// layers (numel 0) among them.
 pub fn layers() -> impl Strategy<Value = Vec<Vec<f32>>> {
-    prop::collection::vec(prop::collection::vec(-4i32..4, 1..30), 1..4).prop_map(|ls| {
+    prop::collection::vec(prop::collection::vec(-4i32..4, 0..30), 1..4).prop_map(|ls| {
         ls.into_iter()
             .map(|l| l.into_iter().map(|v| v as f32 / 2.0).collect())
             .collect()

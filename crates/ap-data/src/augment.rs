@@ -145,6 +145,7 @@ mod tests {
 
     #[test]
     fn shapes_kind_and_determinism() {
+        let _g = ap_testkit::torch_lock();
         let x = images(16, 3, 10, 12);
         let aug = Augment::standard();
         let a = aug.apply(&x, 7, 100);

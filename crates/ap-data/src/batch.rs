@@ -190,6 +190,7 @@ mod tests {
 
         #[test]
         fn order_depends_only_on_seed_and_epoch(n in 10usize..300, b in 1usize..50, seed: u64, epoch in 0u64..1000) {
+            let _g = ap_testkit::torch_lock();
             let first = epoch_batches(n, b, seed, epoch);
             // Torch's global RNG must not matter.
             tch::manual_seed(seed as i64);

@@ -255,6 +255,7 @@ mod tests {
 
     #[test]
     fn evaluate_counts_every_sample() {
+        let _g = ap_testkit::torch_lock();
         tch::manual_seed(0);
         let m = ap_models::build("lenet300-100", &[1, 2, 2], 3, Device::Cpu).unwrap();
         let x = Tensor::randn([7, 1, 2, 2], (Kind::Float, Device::Cpu));
@@ -265,5 +266,107 @@ mod tests {
         assert!((full.accuracy - batched.accuracy).abs() < 1e-12);
         assert!((full.loss - batched.loss).abs() < 1e-5);
         assert!((full.dnr.dynamic - batched.dnr.dynamic).abs() < 1e-12);
+    }
+
+    /// Keeps a copy of every ReLU output, per site, for a host reference.
+    #[derive(Default)]
+    struct Recorder(Vec<(String, Tensor)>);
+
+    impl ActivationProbe for Recorder {
+        fn observe(&mut self, site: &str, a: &Tensor) {
+            self.0.push((site.to_string(), a.detach().copy()));
+        }
+    }
+
+    /// The evaluation batch size leaves every result unchanged: for batch sizes that
+    /// divide the 21 samples (1, 7, 21 = all) and that do not (4, 64 > all), `evaluate`
+    /// gives the accuracy, the correct count, the per-site and whole-network static and
+    /// dynamic DNR and the sample count exactly as a host reference computed from one
+    /// full-batch forward pass (integer counts divided the documented way), and the mean
+    /// cross-entropy to float tolerance. The model has always-dead units (two fc1 rows
+    /// with a large negative bias) and sometimes-dead ones, so both rates are non-trivial.
+    #[test]
+    fn eval_batch_size_leaves_results_unchanged() {
+        let _g = ap_testkit::torch_lock();
+        tch::manual_seed(11);
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let net = ap_models::LeNet::new(&vs.root(), 4, &[6, 5], 3);
+        let model = Model {
+            vs,
+            net: Box::new(net),
+            name: "lenet-tiny".into(),
+        };
+        tch::no_grad(|| {
+            let b = model.vs.variables()["fc1.bias"].shallow_clone();
+            let _ = b.narrow(0, 0, 2).fill_(-100.0);
+        });
+        let n = 21i64;
+        let x = Tensor::rand([n, 1, 2, 2], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+        let y = Tensor::randint(3, [n], (Kind::Int64, Device::Cpu));
+
+        // Reference: one forward pass over everything, counted on the host.
+        let mut rec = Recorder::default();
+        let logits = tch::no_grad(|| model.forward_probed(&x, false, &mut rec));
+        let rows = Vec::<Vec<f32>>::try_from(&logits).unwrap();
+        let labels = Vec::<i64>::try_from(&y).unwrap();
+        let mut correct = 0i64;
+        let mut loss_sum = 0.0f64;
+        for (row, &label) in rows.iter().zip(&labels) {
+            let best = (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b });
+            correct += i64::from(best as i64 == label);
+            let max = row.iter().fold(f64::MIN, |m, &v| m.max(v as f64));
+            let lse = max
+                + row
+                    .iter()
+                    .map(|&v| (v as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            loss_sum += lse - row[label as usize] as f64;
+        }
+        let mut sites = vec![];
+        let (mut dead_all, mut never_all, mut units_all) = (0i64, 0i64, 0i64);
+        for (site, a) in &rec.0 {
+            let acts = Vec::<Vec<f32>>::try_from(&a.view([n, -1])).unwrap();
+            let units = acts[0].len() as i64;
+            let dead: i64 = acts
+                .iter()
+                .map(|r| r.iter().filter(|&&v| v <= 0.0).count() as i64)
+                .sum();
+            let never = (0..units as usize)
+                .filter(|&u| acts.iter().all(|r| r[u] <= 0.0))
+                .count() as i64;
+            sites.push(SiteDnr {
+                site: site.clone(),
+                units,
+                dynamic: dead as f64 / (n as f64 * units as f64),
+                static_: never as f64 / units as f64,
+            });
+            dead_all += dead;
+            never_all += never;
+            units_all += units;
+        }
+        let expected_dnr = DnrReport {
+            sites,
+            dynamic: dead_all as f64 / (n as f64 * units_all as f64),
+            static_: never_all as f64 / units_all as f64,
+            samples: n,
+        };
+        // the rates are non-trivial: units dead always, and units dead sometimes
+        assert_eq!(expected_dnr.sites[0].static_, 2.0 / 6.0);
+        assert!(expected_dnr.dynamic > expected_dnr.static_);
+        assert!(correct > 0 && correct < n, "{correct}");
+
+        for batch in [1, 4, 7, 21, 64] {
+            let r = evaluate(&model, &x, &y, batch);
+            assert_eq!(r.accuracy, correct as f64 / n as f64, "batch {batch}");
+            assert_eq!(r.accuracy * n as f64, correct as f64, "batch {batch}");
+            assert_eq!(r.dnr, expected_dnr, "batch {batch}");
+            let expected_loss = loss_sum / n as f64;
+            assert!(
+                (r.loss - expected_loss).abs() < 1e-5 * expected_loss.max(1.0),
+                "batch {batch}: {} vs {expected_loss}",
+                r.loss
+            );
+        }
     }
 }

@@ -93,15 +93,19 @@ impl Mask {
 
     /// Kept and total counts per layer (one host read for all layers).
     pub fn report(&self) -> DensityReport {
-        let sums = Tensor::stack(
-            &self
-                .entries
-                .iter()
-                .map(|(_, t)| t.sum(Kind::Int64))
-                .collect::<Vec<_>>(),
-            0,
-        );
-        let kept_per_layer = to_f64_vec(&sums);
+        // A mask of no tensors has nothing to read (and libtorch cannot stack nothing).
+        let kept_per_layer = if self.entries.is_empty() {
+            vec![]
+        } else {
+            to_f64_vec(&Tensor::stack(
+                &self
+                    .entries
+                    .iter()
+                    .map(|(_, t)| t.sum(Kind::Int64))
+                    .collect::<Vec<_>>(),
+                0,
+            ))
+        };
         let layers: Vec<LayerDensity> = self
             .entries
             .iter()
@@ -143,10 +147,13 @@ impl Mask {
     }
 
     /// Restores the selected positions (boolean tensors in mask order, true = grow).
+    /// Selecting a position that is already kept leaves it kept (a no-op, not an error).
     pub fn grow(&mut self, selected: &[Tensor]) -> Result<(), MaskError> {
         self.update(selected, 1.0)
     }
 
+    /// Sets the selected positions to `value`. Every selection is checked before any
+    /// tensor changes, so an error leaves the mask as it was.
     fn update(&mut self, selected: &[Tensor], value: f64) -> Result<(), MaskError> {
         if selected.len() != self.entries.len() {
             return Err(MaskError::Mismatch(format!(
@@ -155,7 +162,7 @@ impl Mask {
                 self.entries.len()
             )));
         }
-        for ((name, m), s) in self.entries.iter_mut().zip(selected) {
+        for ((name, m), s) in self.entries.iter().zip(selected) {
             if s.size() != m.size() {
                 return Err(MaskError::Mismatch(format!(
                     "`{name}`: selection {:?}, mask {:?}",
@@ -163,6 +170,8 @@ impl Mask {
                     m.size()
                 )));
             }
+        }
+        for ((_, m), s) in self.entries.iter_mut().zip(selected) {
             let _ = m.masked_fill_(&s.to_kind(Kind::Bool), value);
         }
         Ok(())
@@ -295,12 +304,16 @@ mod tests {
     proptest! {
         /// Removing any selection gives a subset, with exactly the removed count gone, and applying zeroes exactly the pruned weights.
         #[test]
-        fn remove_gives_subset_and_apply_zeroes(sizes in prop::collection::vec(1i64..50, 1..4), seed in 0i64..1000) {
+        // Draws empty layers (size 0) and removal fractions of exactly 0 (nothing) and 1
+        // (the whole mask: every layer fully pruned) besides the range.
+        fn remove_gives_subset_and_apply_zeroes(sizes in prop::collection::vec(0i64..50, 1..4), frac in prop_oneof![Just(0.0f64), Just(1.0f64), 0.0f64..1.0], seed in 0i64..1000) {
+            let _g = ap_testkit::torch_lock();
             tch::manual_seed(seed);
             let p = params(&sizes);
             let mut m = Mask::dense(&p);
             let before = m.copy();
-            let sel: Vec<Tensor> = sizes.iter().map(|&s| Tensor::rand([s], (Kind::Float, Device::Cpu)).lt(0.3)).collect();
+            // rand is in [0, 1): lt(0) selects nothing, lt(1) everything
+            let sel: Vec<Tensor> = sizes.iter().map(|&s| Tensor::rand([s], (Kind::Float, Device::Cpu)).lt(frac)).collect();
             let n_sel: i64 = sel.iter().map(|s| s.sum(Kind::Int64).int64_value(&[])).sum();
             m.remove(&sel).unwrap();
             prop_assert!(m.is_subset_of(&before));
@@ -315,6 +328,7 @@ mod tests {
 
     #[test]
     fn density_report_and_save_load() {
+        let _g = ap_testkit::torch_lock();
         let p = params(&[4, 6]);
         let mut m = Mask::dense(&p);
         m.remove(&[
@@ -341,6 +355,7 @@ mod tests {
 
     #[test]
     fn mismatched_names_are_rejected() {
+        let _g = ap_testkit::torch_lock();
         let m = Mask::dense(&params(&[3]));
         let other = NamedParams::from_entries(vec![(
             "x".into(),
@@ -351,5 +366,172 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("l0.weight"));
+    }
+
+    /// Host 0/1 layers with a per-layer override: as drawn, all 0 (a fully pruned layer)
+    /// or all 1; empty layers (numel 0) included.
+    fn bit_layers(layers: usize) -> impl Strategy<Value = Vec<Vec<bool>>> {
+        let layer = (
+            prop::collection::vec(any::<bool>(), 0..40),
+            prop_oneof![2 => Just(None), 1 => Just(Some(false)), 1 => Just(Some(true))],
+        )
+            .prop_map(|(bits, all)| bits.into_iter().map(|b| all.unwrap_or(b)).collect());
+        prop::collection::vec(layer, layers)
+    }
+
+    /// A mask `l0.weight`, `l1.weight`, … of float 0/1 tensors from host bits.
+    fn mask_of(bits: &[Vec<bool>]) -> Mask {
+        Mask::from_entries(
+            bits.iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let v: Vec<f32> = b.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
+                    (format!("l{i}.weight"), Tensor::from_slice(&v))
+                })
+                .collect(),
+        )
+    }
+
+    fn host(t: &Tensor) -> Vec<f32> {
+        Vec::<f32>::try_from(&t.to_kind(Kind::Float)).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// `grow` sets exactly the selected positions to 1 and leaves every other position
+        /// as it was (0 stays 0, 1 stays 1); growing an already-kept position is a no-op.
+        /// Kept counts rise by the number of selected positions that were pruned, per layer
+        /// and overall; holders of a shallow clone see the change; the result is a
+        /// superset. Draws empty layers, fully pruned and fully kept layers, and empty and
+        /// full selections.
+        #[test]
+        fn grow_sets_exactly_the_selected_positions(
+            (old, sel) in (1usize..4).prop_flat_map(|n| bit_layers(n).prop_flat_map(|old| {
+                let shapes: Vec<usize> = old.iter().map(Vec::len).collect();
+                let sel = shapes.into_iter().map(|len| prop_oneof![
+                    2 => prop::collection::vec(any::<bool>(), len),
+                    1 => Just(vec![false; len]),
+                    1 => Just(vec![true; len]),
+                ]).collect::<Vec<_>>();
+                (Just(old), sel)
+            })),
+        ) {
+            let mut m = mask_of(&old);
+            let before = m.copy();
+            let handle = m.shallow_clone();
+            let sel_t: Vec<Tensor> = sel.iter().map(|s| Tensor::from_slice(s)).collect();
+            m.grow(&sel_t).unwrap();
+            let newly: Vec<i64> = old.iter().zip(&sel).map(|(o, s)| o.iter().zip(s).filter(|(&o, &s)| s && !o).count() as i64).collect();
+            let r = m.report();
+            for (li, ((o, s), layer)) in old.iter().zip(&sel).zip(&r.layers).enumerate() {
+                let expected: Vec<f32> = o.iter().zip(s).map(|(&o, &s)| if o || s { 1.0 } else { 0.0 }).collect();
+                prop_assert_eq!(&host(m.tensors()[li]), &expected);
+                prop_assert_eq!(&host(handle.tensors()[li]), &expected);
+                let kept_before = o.iter().filter(|&&k| k).count() as i64;
+                prop_assert_eq!(layer.kept, kept_before + newly[li]);
+                prop_assert_eq!(layer.total, o.len() as i64);
+            }
+            prop_assert_eq!(m.kept(), before.kept() + newly.iter().sum::<i64>());
+            prop_assert!(before.is_subset_of(&m));
+            // growing the same selection again changes nothing
+            m.grow(&sel_t).unwrap();
+            prop_assert_eq!(m.kept(), r.kept);
+        }
+    }
+
+    /// `grow` rejects a selection list of the wrong length and a selection of the wrong
+    /// shape, as `remove` does (selections are matched by position, not name), and a
+    /// rejected call leaves the mask unchanged even when only a later tensor is wrong.
+    #[test]
+    fn grow_rejects_mismatches_and_leaves_the_mask_unchanged() {
+        let bits = vec![vec![false, true, false], vec![false, false]];
+        for op in ["grow", "remove"] {
+            let mut m = mask_of(&bits);
+            let call = |m: &mut Mask, sel: &[Tensor]| {
+                if op == "grow" {
+                    m.grow(sel)
+                } else {
+                    m.remove(sel)
+                }
+            };
+            let all = |n: usize| Tensor::from_slice(&vec![true; n]);
+            // one selection for two tensors
+            let e = call(&mut m, &[all(3)]).unwrap_err();
+            assert!(
+                e.to_string().contains("1 selections for a mask of 2"),
+                "{op}: {e}"
+            );
+            // the second tensor's selection has the wrong shape: nothing may change
+            let e = call(&mut m, &[all(3), all(3)]).unwrap_err();
+            assert!(matches!(e, MaskError::Mismatch(_)), "{op}: {e}");
+            assert!(e.to_string().contains("l1.weight"), "{op}: {e}");
+            let e = call(&mut m, &[all(3).view([1, 3]), all(2)]).unwrap_err();
+            assert!(e.to_string().contains("l0.weight"), "{op}: {e}");
+            assert_eq!(host(m.tensors()[0]), vec![0.0, 1.0, 0.0], "{op}");
+            assert_eq!(host(m.tensors()[1]), vec![0.0, 0.0], "{op}");
+        }
+    }
+
+    /// A mask of no tensors (the API allows one: `Mask::dense` of no parameters) reports
+    /// 0 of 0 kept instead of panicking, and an empty selection list grows and removes
+    /// nothing.
+    #[test]
+    fn a_mask_of_no_tensors_reports_zero() {
+        let mut m = Mask::dense(&NamedParams::from_entries(vec![]));
+        let r = m.report();
+        assert_eq!((r.layers.len(), r.kept, r.total), (0, 0, 0));
+        m.grow(&[]).unwrap();
+        m.remove(&[]).unwrap();
+        assert_eq!(m.kept(), 0);
+    }
+
+    /// The queries, against values worked out by hand (mutation testing, docs/testing.md):
+    /// `iter` and `get` return each layer under its name, `density` is kept / total.
+    #[test]
+    fn queries_return_each_layer_by_hand() {
+        // l0 = [1, 0, 1, 1], l1 = [0, 1]: kept 3 + 1 = 4 of 6
+        let m = mask_of(&[vec![true, false, true, true], vec![false, true]]);
+        let listed: Vec<(String, Vec<f32>)> =
+            m.iter().map(|(n, t)| (n.to_string(), host(t))).collect();
+        assert_eq!(
+            listed,
+            vec![
+                ("l0.weight".to_string(), vec![1.0, 0.0, 1.0, 1.0]),
+                ("l1.weight".to_string(), vec![0.0, 1.0]),
+            ]
+        );
+        assert_eq!(host(m.get("l0.weight").unwrap()), vec![1.0, 0.0, 1.0, 1.0]);
+        assert_eq!(host(m.get("l1.weight").unwrap()), vec![0.0, 1.0]);
+        assert!(m.get("l2.weight").is_none());
+        let r = m.report();
+        assert_eq!((r.kept, r.total), (4, 6));
+        // 3 of 4 kept: density 0.75 (exact in binary)
+        let r = mask_of(&[vec![true, true, false, true]]).report();
+        assert_eq!(r.density(), 0.75);
+    }
+
+    /// `is_subset_of` is false for each way two masks can differ: a kept position pruned
+    /// in the other, another layer count, another name, another shape.
+    #[test]
+    fn subset_fails_for_each_difference() {
+        let named = |entries: &[(&str, &[f32])]| {
+            Mask::from_entries(
+                entries
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), Tensor::from_slice(v)))
+                    .collect(),
+            )
+        };
+        let a = named(&[("w", &[1.0, 0.0])]);
+        assert!(a.is_subset_of(&named(&[("w", &[1.0, 1.0])])));
+        assert!(a.is_subset_of(&a));
+        // position 0 kept in a, pruned in the other
+        assert!(!a.is_subset_of(&named(&[("w", &[0.0, 1.0])])));
+        // the other has a second layer (a's layers are a prefix of it)
+        assert!(!a.is_subset_of(&named(&[("w", &[1.0, 1.0]), ("v", &[1.0])])));
+        // same shape and values, another name
+        assert!(!a.is_subset_of(&named(&[("x", &[1.0, 1.0])])));
+        // same name, another shape
+        assert!(!a.is_subset_of(&named(&[("w", &[1.0, 1.0, 1.0])])));
     }
 }

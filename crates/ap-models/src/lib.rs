@@ -295,6 +295,7 @@ mod tests {
 
     #[test]
     fn lenet_shapes_sites_and_parameters() {
+        let _g = ap_testkit::torch_lock();
         let m = build("lenet300-100", &[1, 28, 28], 10, Device::Cpu).unwrap();
         // 784*300+300 + 300*100+100 + 100*10+10 (the published 266,610)
         assert_eq!(m.num_parameters(), 266_610);
@@ -325,6 +326,7 @@ mod tests {
 
     #[test]
     fn unknown_model_lists_valid_names() {
+        let _g = ap_testkit::torch_lock();
         let e = build("lenet5", &[1, 28, 28], 10, Device::Cpu)
             .unwrap_err()
             .to_string();
@@ -390,6 +392,7 @@ mod cnn_tests {
     ///   → 20,035,018 (20.0M).
     #[test]
     fn parameter_counts_and_relu_sites() {
+        let _g = ap_testkit::torch_lock();
         check("conv2", &[3, 32, 32], 10, 4_301_642, 4);
         check("conv4", &[3, 32, 32], 10, 2_425_930, 6);
         check("conv6", &[3, 32, 32], 10, 2_262_602, 8);
@@ -401,6 +404,7 @@ mod cnn_tests {
 
     #[test]
     fn option_b_adds_projections_and_inputs_are_checked() {
+        let _g = ap_testkit::torch_lock();
         let a = build("resnet20", &[3, 32, 32], 10, Device::Cpu).unwrap();
         let b = build("resnet20-b", &[3, 32, 32], 10, Device::Cpu).unwrap();
         // two projections: 16·32 + 2·32 and 32·64 + 2·64
@@ -417,6 +421,7 @@ mod cnn_tests {
 
     #[test]
     fn init_schemes_set_statistics() {
+        let _g = ap_testkit::torch_lock();
         tch::manual_seed(0);
         let m = build("resnet20", &[3, 32, 32], 10, Device::Cpu).unwrap();
         initialise(&m, InitScheme::ApRelease);

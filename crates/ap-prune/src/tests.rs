@@ -948,7 +948,12 @@ fn ap_acts_only_inside_its_window() {
     let events = &records[0].events;
     assert_eq!(events.len(), 5, "events at 2, 6, 10, 14, 18");
     for e in events {
-        assert_eq!((2..4).contains(&e.index), e.ap_removed > 0, "event {}", e.index);
+        assert_eq!(
+            (2..4).contains(&e.index),
+            e.ap_removed > 0,
+            "event {}",
+            e.index
+        );
     }
 }
 
@@ -1019,6 +1024,362 @@ fn per_layer_shortfall_is_made_up_in_its_layer() {
     assert_eq!(kept, vec![one(&[5, 6, 7, 8, 9]), one(&[0, 1, 3, 4, 5])]);
 }
 
+/// The step hook hands back what stopped training: its own event error first, then a
+/// divergence of the training loop; otherwise its events (mutation testing,
+/// docs/testing.md).
+#[test]
+fn gradual_hook_reports_its_error_and_divergence() {
+    let _g = torch_lock();
+    let m = model(0);
+    let params = NamedParams::from_var_store(&m.vs, &m.net.prunable()).unwrap();
+    let rigl = || Schedule::Rigl {
+        every: 5,
+        stop: 30,
+        regrow: Regrow {
+            initial: 0.3,
+            decay_until: 40,
+            dense_layers: vec![],
+            rounding: DropRounding::Floor,
+        },
+    };
+    let diverged = TrainError::Diverged {
+        iteration: 7,
+        loss: f64::INFINITY,
+    };
+    // No event ran: a divergence is an error, no error is the (empty) event list.
+    let mut mask = Mask::dense(&params);
+    let hook = Gradual::new(&params, &mut mask, None, host_of(&m), rigl());
+    match hook.finish(Some(&diverged)) {
+        Err(PruneError::Train(TrainError::Diverged { iteration: 7, loss })) => {
+            assert_eq!(loss, f64::INFINITY)
+        }
+        other => panic!("expected the divergence, got {other:?}"),
+    }
+    let mut mask = Mask::dense(&params);
+    let hook = Gradual::new(&params, &mut mask, None, host_of(&m), rigl());
+    assert_eq!(hook.finish(None).unwrap(), vec![]);
+    // A mask of one layer for three parameters: the drop-and-grow event at step 5 fails,
+    // the hook fails the step, and `finish` returns the event's error, not the loop's.
+    let mut mask = Mask::from_entries(vec![(
+        "fc1.weight".into(),
+        Mask::dense(&params).get("fc1.weight").unwrap().copy(),
+    )]);
+    let mut opt = Optimizer::new(
+        OptimizerSpec::Sgd {
+            lr: 0.1,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        },
+        &m.vs,
+        Some(&mask),
+    );
+    let mut hook = Gradual::new(&params, &mut mask, None, host_of(&m), rigl());
+    hook.after_backward(4, &mut opt).unwrap(); // not an event step
+    let step_error = hook.after_backward(5, &mut opt).unwrap_err();
+    assert!(
+        matches!(&step_error, TrainError::Hook(msg) if msg.contains("iteration 5")),
+        "{step_error:?}"
+    );
+    match hook.finish(Some(&step_error)) {
+        Err(PruneError::Train(e)) => panic!("the loop's error, not the event's: {e:?}"),
+        Err(_) => {}
+        Ok(events) => panic!("the event error was dropped: {events:?}"),
+    }
+}
+
+/// GraNet's schedule: pruning at begin, begin + every, … up to `end`, drop-and-grow at
+/// every such step from `begin` until training ends, nothing in between (mutation
+/// testing, docs/testing.md). begin = 3, every = 4, end = 11, steps 0 … 20: events at 3,
+/// 7, 11 (prune + drop-and-grow), then 15 and 19 (drop-and-grow only).
+#[test]
+fn granet_hook_drops_and_grows_at_the_schedule_steps() {
+    let _g = torch_lock();
+    let m = model(0);
+    let params = NamedParams::from_var_store(&m.vs, &m.net.prunable()).unwrap();
+    let mut mask = Mask::dense(&params);
+    let mut opt = Optimizer::new(
+        OptimizerSpec::Sgd {
+            lr: 0.1,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        },
+        &m.vs,
+        Some(&mask),
+    );
+    let schedule = Schedule::Gmp {
+        initial_sparsity: 0.0,
+        sparsity: 0.5,
+        begin: 3,
+        end: 11,
+        every: 4,
+        allocation: Allocation::Global,
+        regrow: Some(Regrow {
+            initial: 0.3,
+            decay_until: 100,
+            dense_layers: vec![],
+            rounding: DropRounding::Ceil,
+        }),
+    };
+    let mut hook = Gradual::new(&params, &mut mask, None, host_of(&m), schedule);
+    for it in 0..=20 {
+        hook.after_backward(it, &mut opt).unwrap();
+    }
+    let events = hook.finish(None).unwrap();
+    let at: Vec<Option<u64>> = events.iter().map(|e| e.iteration).collect();
+    assert_eq!(at, [3, 7, 11, 15, 19].map(Some).to_vec());
+    for e in &events {
+        assert!(e.dropped > 0 && e.regrown == e.dropped, "{e:?}");
+    }
+}
+
+/// AP takes part in a drop-and-grow step only with `in_drop_and_grow`, takes `share` of
+/// the drop, and a shortfall there reaches the event's report (mutation testing,
+/// docs/testing.md). One layer of 40 positive weights (AP finds no candidate), RigL at
+/// step 5 with initial fraction 0.5 decaying to 0 at step 1000, rounded up:
+/// k = ceil(0.5/2 · (1 + cos(π · 5/1000)) · 40) = ceil(19.9988) = 20; AP's share
+/// floor(0.1 · 20) = 2.
+#[test]
+fn rigl_step_reports_ap_share_and_shortfall() {
+    let _g = torch_lock();
+    let m = model(0);
+    let w: Vec<f32> = (1..=40).map(|i| i as f32 / 40.0).collect();
+    let run = |in_drop_and_grow: bool| {
+        let params = NamedParams::from_entries(vec![("l0.weight".into(), Tensor::from_slice(&w))]);
+        let mut mask = Mask::dense(&params);
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let mut opt = Optimizer::new(
+            OptimizerSpec::Sgd {
+                lr: 0.1,
+                momentum: 0.0,
+                weight_decay: 0.0,
+                nesterov: false,
+            },
+            &vs,
+            None,
+        );
+        let ap = ApConfig {
+            in_drop_and_grow,
+            ..ApConfig::with_rate(0.2)
+        };
+        let schedule = Schedule::Rigl {
+            every: 5,
+            stop: 30,
+            regrow: Regrow {
+                initial: 0.5,
+                decay_until: 1000,
+                dense_layers: vec![],
+                rounding: DropRounding::Ceil,
+            },
+        };
+        let mut hook = Gradual::new(&params, &mut mask, Some(&ap), host_of(&m), schedule);
+        for it in 0..=5 {
+            hook.after_backward(it, &mut opt).unwrap();
+        }
+        let events = hook.finish(None).unwrap();
+        assert_eq!(events.len(), 1);
+        let e = events[0];
+        (
+            e.iteration,
+            e.dropped,
+            e.ap_dropped,
+            e.ap_shortfall,
+            e.regrown,
+        )
+    };
+    // Without AP in drop-and-grow: the host drops all 20 (and 20 are regrown).
+    assert_eq!(run(false), (Some(5), 20, 0, 0, 20));
+    // With it: the host drops 18, AP's 2 find no negative weight: a shortfall of 2.
+    assert_eq!(run(true), (Some(5), 18, 0, 2, 18));
+}
+
+/// Drop-and-grow by hand (mutation testing, docs/testing.md): the smallest active |w| are
+/// dropped, the inactive positions with the largest |gradient| grown.
+#[test]
+fn drop_and_grow_regrows_the_largest_gradients() {
+    // active: 1 (0.5), 2 (0.1), 3 (0.4), 5 (0.3); inactive: 0, 4
+    let params = params_with_grads(
+        &[vec![0.0, 0.5, 0.1, 0.4, 0.0, 0.3]],
+        &[vec![0.2, 0.0, 0.7, 0.0, -0.9, 0.05]],
+    );
+    let mut mask = Mask::from_entries(vec![(
+        "l0.weight".into(),
+        Tensor::from_slice(&[0.0f32, 1.0, 1.0, 1.0, 0.0, 1.0]),
+    )]);
+    let spec = DropGrow {
+        fraction: 0.5,
+        rounding: DropRounding::Floor,
+        dense_layers: &[],
+    };
+    let r = drop_and_grow(&params, &mut mask, &params.snapshot(), &spec, None).unwrap();
+    // k = floor(0.5 · 4) = 2: drop 2 (0.1) and 5 (0.3). Inactive then: 0 (|g| 0.2),
+    // 2 (0.7), 4 (0.9), 5 (0.05): grow 4 and 2. 2 keeps its value, 4 is new (at 0), 5 is 0.
+    assert_eq!(
+        values(mask.tensors()[0]),
+        vec![0.0, 1.0, 1.0, 1.0, 1.0, 0.0]
+    );
+    assert_eq!(
+        values(params.tensors()[0]),
+        vec![0.0, 0.5, 0.1, 0.4, 0.0, 0.0]
+    );
+    assert_eq!(
+        (r.host_dropped, r.ap_dropped, r.regrown, r.new_connections),
+        (2, 0, 2, 1)
+    );
+}
+
+/// A `tracing` writer into a shared buffer, to read what a test logged.
+#[derive(Clone, Default)]
+struct LogBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuf {
+    type Writer = LogBuf;
+    fn make_writer(&'a self) -> LogBuf {
+        self.clone()
+    }
+}
+
+/// Runs `f` with this thread's warnings (and worse) written to a buffer; returns them.
+fn warnings_of(f: impl FnOnce()) -> String {
+    let buf = LogBuf::default();
+    let sub = tracing_subscriber::fmt()
+        .with_writer(buf.clone())
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(sub, f);
+    let out = buf.0.lock().unwrap().clone();
+    String::from_utf8(out).unwrap()
+}
+
+/// With a global allocation, AP's shortfall is made up by the host too, so the event
+/// still removes exactly n, and a shortfall (only a shortfall) is warned about (mutation
+/// testing, docs/testing.md). Worked out by hand.
+#[test]
+fn global_shortfall_is_made_up_by_the_host() {
+    let _g = torch_lock();
+    let m = model(0);
+    let host = host_of(&m);
+    // l0: 0.1 … 1.0, all positive. l1: alternating signs, |w| falling.
+    let l0: Vec<f32> = (1..=10).map(|i| i as f32 / 10.0).collect();
+    let l1: Vec<f32> = vec![-0.9, 0.8, -0.7, 0.6, -0.5, 0.4, -0.3, 0.2, -0.1, 0.05];
+    let event = |ap_rate: f64| {
+        let params = NamedParams::from_entries(vec![
+            ("l0.weight".into(), Tensor::from_slice(&l0)),
+            ("l1.weight".into(), Tensor::from_slice(&l1)),
+        ]);
+        let w0 = params.snapshot();
+        let mut mask = Mask::dense(&params);
+        let ap = ApConfig::with_rate(ap_rate);
+        let budget = Budget::from_rates(20, 0.5, Some(&ap), 0);
+        let mut e = None;
+        let warned = warnings_of(|| {
+            e = Some(
+                pruning_event(
+                    &params,
+                    &mut mask,
+                    &w0,
+                    budget,
+                    Criterion::Magnitude,
+                    &Allocation::Global,
+                    &host,
+                    Some(&ap),
+                    0,
+                    None,
+                )
+                .unwrap(),
+            )
+        });
+        assert!(zero_where_pruned(&params, &mask));
+        let kept: Vec<Vec<f32>> = mask.tensors().iter().map(|t| values(t)).collect();
+        ((budget.n, budget.n_ap), e.unwrap(), kept, warned)
+    };
+    // Both cases keep l0[3..] (0.4 … 1.0) and l1's 0.8, 0.6, 0.4 (indices 1, 3, 5).
+    let l0_kept: Vec<f32> = (0..10).map(|i| if i >= 3 { 1.0 } else { 0.0 }).collect();
+    let l1_kept: Vec<f32> = (0..10)
+        .map(|i| if [1, 3, 5].contains(&i) { 1.0 } else { 0.0 })
+        .collect();
+    let warning = "AP found fewer kept negative weights than its budget";
+
+    // S = 20, p = 0.5, p_AP = 0.3: n = 10, n_AP = 6. The host first removes n − n_AP = 4
+    // smallest |w| (ties by position, l0 first): l1[9] 0.05, l0[0] 0.1, l1[8] 0.1, l0[1]
+    // 0.2. AP's candidates are l1's kept negatives 0, 2, 4, 6: it removes all 4, a
+    // shortfall of 2, which the host makes up with the next smallest kept |w|: l1[7] 0.2,
+    // l0[2] 0.3.
+    let (budget, e, kept, warned) = event(0.3);
+    assert_eq!(budget, (10, 6));
+    assert_eq!(
+        (e.surviving, e.host_removed, e.ap_removed, e.ap_shortfall),
+        (20, 6, 4, 2)
+    );
+    assert_eq!(kept, vec![l0_kept.clone(), l1_kept.clone()]);
+    assert_eq!(warned.matches(warning).count(), 1, "{warned}");
+
+    // p_AP = 0.2: n_AP = 4. The host removes 6 (the four above, then l1[7] 0.2 and l0[2]
+    // 0.3, before the tied l1[6] 0.3); AP removes its 4 candidates: no shortfall, no warning.
+    let (budget, e, kept, warned) = event(0.2);
+    assert_eq!(budget, (10, 4));
+    assert_eq!(
+        (e.surviving, e.host_removed, e.ap_removed, e.ap_shortfall),
+        (20, 6, 4, 0)
+    );
+    assert_eq!(kept, vec![l0_kept, l1_kept]);
+    assert_eq!(warned.matches(warning).count(), 0, "{warned}");
+}
+
+/// SynFlow prunes globally (its scores are recomputed over the whole network), whatever
+/// allocation `pruning_event` is handed: a layer-wise one neither errors nor changes the
+/// mask, and exactly n weights go (mutation testing, docs/testing.md).
+#[test]
+fn synflow_event_ignores_a_layer_wise_allocation() {
+    let _g = torch_lock();
+    let masks: Vec<Vec<Vec<f32>>> = [Allocation::Global, Allocation::Uniform]
+        .iter()
+        .map(|alloc| {
+            let m = model(0);
+            let host = host_of(&m);
+            let params = NamedParams::from_var_store(&m.vs, &m.net.prunable()).unwrap();
+            let mut mask = Mask::dense(&params);
+            let total = mask.kept();
+            // LeNet-300-100 on 1×2×2 inputs: 4·300 + 300·100 + 100·2 prunable weights
+            assert_eq!(total, 31_400);
+            let n = 15_700;
+            let budget = Budget { n, n_ap: 0 };
+            let e = pruning_event(
+                &params,
+                &mut mask,
+                &params.snapshot(),
+                budget,
+                Criterion::Synflow,
+                alloc,
+                &host,
+                None,
+                0,
+                None,
+            )
+            .unwrap();
+            assert_eq!((e.host_removed, e.ap_removed), (n, 0));
+            assert_eq!(mask.kept(), total - n);
+            mask.tensors().iter().map(|t| values(t)).collect()
+        })
+        .collect();
+    assert!(
+        masks[0] == masks[1],
+        "the allocation changed SynFlow's mask"
+    );
+}
+
 /// θ_k holds the BatchNorm buffers too: IMP's rewind point in the round-0 checkpoint
 /// equals, variable for variable (running mean and variance included), a model trained
 /// for exactly k steps — so a rewind resets the buffers with the weights.
@@ -1066,7 +1427,10 @@ fn theta_k_includes_batchnorm_buffers() {
     assert!(buffers.len() >= 2, "resnet20 has BatchNorm buffers");
     assert_eq!(rewind.len(), vars.len(), "θ_k holds every variable");
     for (name, t) in &rewind {
-        assert!(t.equal(&vars[name]), "{name} differs from the k-step model's");
+        assert!(
+            t.equal(&vars[name]),
+            "{name} differs from the k-step model's"
+        );
     }
     let init = model_of("resnet20", 2).vs.variables();
     assert!(

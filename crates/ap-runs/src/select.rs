@@ -130,6 +130,7 @@ rate = 0.2
 
     #[test]
     fn filters_by_alias_path_and_substring() {
+        let _g = ap_testkit::torch_lock();
         let all = grid();
         assert_eq!(all.len(), 4);
         let f = |s: &str| s.parse::<Filter>().unwrap();
@@ -169,6 +170,7 @@ rate = 0.2
 
     #[test]
     fn bad_filters_are_errors_that_name_the_fix() {
+        let _g = ap_testkit::torch_lock();
         assert!("model"
             .parse::<Filter>()
             .unwrap_err()

@@ -135,8 +135,14 @@ impl RunSpec {
         }
         self.prune
             .validate(&self.train, self.ap_config().as_ref())?;
+        // Naming layers needs the model's layer list, which builds the model (drawing
+        // from libtorch's generator): only for settings that name layers.
         if let ap_prune::Method::Rigl { dense_layers, .. } = &self.prune {
-            let prunable = ap_models::prunable_names(&self.model);
+            let prunable = if dense_layers.is_empty() {
+                vec![]
+            } else {
+                ap_models::prunable_names(&self.model)
+            };
             if let Some(bad) = dense_layers.iter().find(|d| !prunable.contains(d)) {
                 bail!(
                     "prune.dense_layers: {bad:?} is not a prunable layer of {}; valid: {}",
@@ -145,7 +151,7 @@ impl RunSpec {
                 );
             }
         }
-        if let Some(alloc) = self.prune.allocation() {
+        if let Some(alloc @ ap_criteria::Allocation::PerLayer { .. }) = self.prune.allocation() {
             alloc
                 .validate(&ap_models::prunable_names(&self.model))
                 .map_err(|e| anyhow::anyhow!("prune.allocation: {e}"))?;

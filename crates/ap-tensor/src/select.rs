@@ -163,23 +163,33 @@ mod tests {
             .collect()
     }
 
-    /// Tensors of small integer-valued scores (many ties) with random eligibility.
+    /// Tensors of small integer-valued scores (many ties) with random eligibility, drawn
+    /// to reach the edges: no tensors at all, empty tensors (numel 0), tensors with no
+    /// eligible position (a fully pruned layer) or all eligible, and a fraction that is
+    /// exactly 0 or exactly 1 (n = 0 and n = every eligible position) besides the range.
     fn case() -> impl Strategy<Value = (Vec<Vec<f32>>, Vec<Vec<bool>>, f64)> {
-        prop::collection::vec(prop::collection::vec((0i32..6, any::<bool>()), 1..40), 1..5)
-            .prop_flat_map(|ts| {
-                let scores = ts
-                    .iter()
-                    .map(|t| t.iter().map(|(v, _)| *v as f32 - 2.0).collect())
-                    .collect();
-                let elig = ts
-                    .iter()
-                    .map(|t| t.iter().map(|(_, e)| *e).collect())
-                    .collect();
-                (Just(scores), Just(elig), 0.0f64..=1.0)
-            })
+        // Per tensor: values, eligibility, and an override (None = as drawn, Some(b) = all b).
+        let tensor = (
+            prop::collection::vec((0i32..6, any::<bool>()), 0..40),
+            prop_oneof![2 => Just(None), 1 => Just(Some(false)), 1 => Just(Some(true))],
+        );
+        prop::collection::vec(tensor, 0..5).prop_flat_map(|ts| {
+            let scores = ts
+                .iter()
+                .map(|(t, _)| t.iter().map(|(v, _)| *v as f32 - 2.0).collect())
+                .collect();
+            let elig = ts
+                .iter()
+                .map(|(t, all)| t.iter().map(|(_, e)| all.unwrap_or(*e)).collect())
+                .collect();
+            let frac = prop_oneof![Just(0.0f64), Just(1.0f64), 0.0f64..=1.0];
+            (Just(scores), Just(elig), frac)
+        })
     }
 
     proptest! {
+        // Each case is a handful of tiny tensors: cheap enough to draw many.
+        #![proptest_config(ProptestConfig::with_cases(1024))]
         #[test]
         fn global_selection_matches_stable_sort((scores, elig, frac) in case()) {
             let n_elig = elig.iter().flatten().filter(|&&e| e).count();
@@ -231,5 +241,59 @@ mod tests {
             to_bools(&out[0]),
             (0..12).map(|i| i < 5).collect::<Vec<_>>()
         );
+    }
+
+    /// Edges by hand: an empty 2-D tensor keeps its shape `[0, 3]` and selects nothing, a
+    /// tensor with no eligible position (a fully pruned layer) selects nothing, n = all
+    /// eligible selects every eligible position, n = 0 selects none, and one more than
+    /// eligible (or a negative n) is an error, globally and per tensor.
+    #[test]
+    fn empty_and_fully_ineligible_tensors() {
+        let cpu = (Kind::Float, tch::Device::Cpu);
+        let s0 = Tensor::zeros([0, 3], cpu);
+        let e0 = Tensor::ones([0, 3], cpu);
+        let s1 = Tensor::from_slice(&[1.0f32, 1.0, 0.0, 1.0]).view([2, 2]);
+        let e1 = Tensor::ones([2, 2], cpu);
+        let s2 = Tensor::from_slice(&[5.0f32, -5.0, 5.0]);
+        let e2 = Tensor::zeros([3], cpu);
+        let (s, e) = (vec![&s0, &s1, &s2], vec![&e0, &e1, &e2]);
+        let pick = |n| {
+            select_smallest(&s, &e, n)
+                .unwrap()
+                .iter()
+                .map(to_bools)
+                .collect::<Vec<_>>()
+        };
+        // 0 first, then the tied 1s in position order
+        assert_eq!(
+            pick(3),
+            vec![vec![], vec![true, true, true, false], vec![false; 3]]
+        );
+        assert_eq!(pick(4), vec![vec![], vec![true; 4], vec![false; 3]]);
+        assert_eq!(pick(0), vec![vec![], vec![false; 4], vec![false; 3]]);
+        let out = select_smallest(&s, &e, 1).unwrap();
+        assert_eq!(out[0].size(), vec![0, 3]);
+        assert_eq!(out[1].size(), vec![2, 2]);
+        assert_eq!(
+            select_smallest(&s, &e, 5).unwrap_err(),
+            SelectError::TooFew {
+                requested: 5,
+                eligible: 4
+            }
+        );
+        assert!(select_smallest(&s, &e, -1).is_err());
+        let per = select_smallest_per_tensor(&s, &e, &[0, 4, 0]).unwrap();
+        assert_eq!(to_bools(&per[1]), vec![true; 4]);
+        assert_eq!(per[0].size(), vec![0, 3]);
+        assert_eq!(
+            select_smallest_per_tensor(&s, &e, &[0, 0, 1]).unwrap_err(),
+            SelectError::TooFew {
+                requested: 1,
+                eligible: 0
+            }
+        );
+        // nothing at all
+        assert!(select_smallest(&[], &[], 0).unwrap().is_empty());
+        assert!(select_smallest(&[], &[], 1).is_err());
     }
 }

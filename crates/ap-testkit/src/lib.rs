@@ -7,8 +7,15 @@
 //! thread count changes another's floating-point results. Every test that seeds, draws from
 //! or reconfigures libtorch's global state holds [`torch_lock`] for its whole body, so such
 //! tests run one at a time within their binary while the rest still run in parallel.
+//!
+//! [`prereq`]: what a test does when a data set or a program it needs is missing here
+//! (fail, or say `SKIPPED` and why — never pass silently), and the `AP_REQUIRE_*`
+//! switches that decide.
 
 use std::sync::{Mutex, MutexGuard};
+
+pub mod prereq;
+pub use prereq::{missing_prerequisite, WhenUnset};
 
 static TORCH: Mutex<()> = Mutex::new(());
 

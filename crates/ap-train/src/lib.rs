@@ -28,8 +28,10 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Steps per phase.
     pub iterations: u64,
-    /// Linear warm-up: the rate rises from 0 to the scheduled rate over these first
-    /// iterations of a phase (the AP release warms up over 20,000).
+    /// Linear warm-up: the rate rises from 0 to the scheduled rate over iterations
+    /// 0..warmup_iterations (the AP release warms up over 20,000). Iterations count from
+    /// the start of training, so a phase that resumes at the rewind step k ≥ the warm-up
+    /// has none, as in OpenLTH, where the schedule is a function of the absolute step.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub warmup_iterations: u64,
     /// Training-batch augmentation on the device (random crop, horizontal flip); never
@@ -237,6 +239,7 @@ mod tests {
         /// for any number of steps, with momentum and weight decay on (SGD and Adam).
         #[test]
         fn masked_weights_stay_zero(steps in 1u64..40, keep in 0.05f64..0.95, adam in any::<bool>(), nesterov in any::<bool>(), seed in 0i64..1000) {
+            let _g = ap_testkit::torch_lock();
             tch::manual_seed(seed);
             let model = ap_models::build("lenet300-100", &[1, 2, 2], 2, Device::Cpu).unwrap();
             let params = NamedParams::from_var_store(&model.vs, &model.net.prunable()).unwrap();
@@ -270,6 +273,7 @@ mod tests {
 
     #[test]
     fn state_masking_after_a_new_pruning_event() {
+        let _g = ap_testkit::torch_lock();
         tch::manual_seed(3);
         let model = ap_models::build("lenet300-100", &[1, 2, 2], 2, Device::Cpu).unwrap();
         let params = NamedParams::from_var_store(&model.vs, &model.net.prunable()).unwrap();
@@ -408,6 +412,7 @@ mod tests {
 
     #[test]
     fn training_reduces_loss_on_a_learnable_task() {
+        let _g = ap_testkit::torch_lock();
         tch::manual_seed(0);
         let model = ap_models::build("lenet300-100", &[1, 2, 2], 2, Device::Cpu).unwrap();
         let split = toy_split(256);
@@ -429,5 +434,507 @@ mod tests {
         assert_eq!(r.epochs.len(), 25);
         assert!(r.epochs.last().unwrap().train_loss < 0.5 * r.epochs[0].train_loss);
         assert_eq!(r.train_dnr.samples, 256);
+    }
+
+    /// Records the iterations a phase steps through and the learning rate each step used.
+    #[derive(Default)]
+    struct LrLog {
+        before: Vec<u64>,
+        after: Vec<(u64, f64)>,
+    }
+
+    impl StepHook for LrLog {
+        fn after_backward(
+            &mut self,
+            iteration: u64,
+            _opt: &mut Optimizer,
+        ) -> Result<(), TrainError> {
+            self.before.push(iteration);
+            Ok(())
+        }
+        fn after_step(&mut self, iteration: u64, opt: &mut Optimizer) -> Result<(), TrainError> {
+            self.after
+                .push((iteration, opt.last_lr().expect("a step was taken")));
+            Ok(())
+        }
+    }
+
+    /// A phase started at the rewind step k (`train_phase(.., start = k, ..)`) steps
+    /// through iterations k, k+1, …, total−1 — nothing skipped or repeated — and the
+    /// learning rate used at step k+i is the schedule's value at k+i, warm-up included,
+    /// for the constant, step (multi-milestone) and cosine schedules, with and without
+    /// warm-up, resuming at 0, mid-epoch (7) and on an epoch boundary (4). Expected rates
+    /// come from the documented formulas written out here (base·γ^#{milestones ≤ t};
+    /// base·½(1+cos(πt/T)); ×(t+1)/W while t < W), plus a few literal values. The per-epoch
+    /// report starts at epoch k / steps-per-epoch, ends epochs on their boundaries, and
+    /// its last rate is the rate at total−1.
+    #[test]
+    fn lr_schedule_and_warmup_resume_at_the_rewind_step() {
+        let _g = ap_testkit::torch_lock();
+        tch::manual_seed(5);
+        let split = toy_split(16);
+        let (base, total, per_epoch) = (0.02, 12u64, 4u64);
+        let schedules = [
+            LrSchedule::Constant,
+            LrSchedule::Step {
+                milestones: vec![3, 9],
+                gamma: 0.5,
+            },
+            LrSchedule::Cosine,
+        ];
+        for schedule in schedules {
+            for warmup in [0u64, 6] {
+                let expected = |t: u64| {
+                    let scheduled = match &schedule {
+                        LrSchedule::Constant => base,
+                        LrSchedule::Step { .. } => {
+                            base * 0.5f64.powi([3, 9].iter().filter(|&&m| t >= m).count() as i32)
+                        }
+                        LrSchedule::Cosine => {
+                            base * 0.5
+                                * (1.0 + (std::f64::consts::PI * t as f64 / total as f64).cos())
+                        }
+                    };
+                    if t < warmup {
+                        scheduled * (t + 1) as f64 / warmup as f64
+                    } else {
+                        scheduled
+                    }
+                };
+                // literal spot checks of the formula above
+                match (&schedule, warmup) {
+                    (LrSchedule::Constant, 6) => {
+                        assert!((expected(4) - 0.02 * 5.0 / 6.0).abs() < 1e-15)
+                    }
+                    (LrSchedule::Step { .. }, 0) => assert!(
+                        (expected(9) - 0.005).abs() < 1e-15 && (expected(8) - 0.01).abs() < 1e-15
+                    ),
+                    (LrSchedule::Cosine, 0) => assert!((expected(6) - 0.01).abs() < 1e-15),
+                    _ => {}
+                }
+                for start in [0u64, 4, 7] {
+                    let cfg = TrainConfig {
+                        optimizer: OptimizerSpec::Sgd {
+                            lr: base,
+                            momentum: 0.9,
+                            weight_decay: 0.0,
+                            nesterov: false,
+                        },
+                        schedule: schedule.clone(),
+                        batch_size: per_epoch as usize,
+                        iterations: total,
+                        warmup_iterations: warmup,
+                        augment: Default::default(),
+                    };
+                    let what = format!("{schedule:?}, warm-up {warmup}, start {start}");
+                    let model =
+                        ap_models::build("lenet300-100", &[1, 2, 2], 2, Device::Cpu).unwrap();
+                    let mut log = LrLog::default();
+                    let r = train_phase(&model, &split, None, &cfg, 1, start, &mut log, |_| {})
+                        .unwrap();
+                    assert_eq!(log.before, (start..total).collect::<Vec<_>>(), "{what}");
+                    assert_eq!(
+                        log.after.iter().map(|a| a.0).collect::<Vec<_>>(),
+                        log.before,
+                        "{what}"
+                    );
+                    for &(t, lr) in &log.after {
+                        assert!(
+                            (lr - expected(t)).abs() <= 1e-12,
+                            "{what}: step {t} used {lr}, expected {}",
+                            expected(t)
+                        );
+                    }
+                    let mut ends = vec![];
+                    let mut end = (start / per_epoch + 1) * per_epoch;
+                    while end < total {
+                        ends.push(end);
+                        end += per_epoch;
+                    }
+                    ends.push(total);
+                    assert_eq!(
+                        r.epochs.iter().map(|e| e.iteration).collect::<Vec<_>>(),
+                        ends,
+                        "{what}"
+                    );
+                    assert_eq!(r.epochs[0].epoch, start / per_epoch, "{what}");
+                    let last = r.epochs.last().unwrap();
+                    assert!((last.lr - expected(total - 1)).abs() <= 1e-12, "{what}");
+                }
+            }
+        }
+    }
+
+    /// Ends a phase with an error right after step `k − 1`: the weights are then θ_k.
+    struct StopAt(u64);
+
+    impl StepHook for StopAt {
+        fn after_step(&mut self, iteration: u64, _opt: &mut Optimizer) -> Result<(), TrainError> {
+            if iteration + 1 == self.0 {
+                Err(TrainError::Hook("stop".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    /// Rewinding resumes the same run: with a stateless optimizer (plain SGD with weight
+    /// decay, so a fresh optimizer changes nothing), a cosine schedule with warm-up and
+    /// augmentation on, training 0 → k, stopping, and training again from `start = k`
+    /// gives bit-for-bit the weights of one uninterrupted phase 0 → T. This holds only if
+    /// the resumed phase continues the data order (same batches, the partial last batch of
+    /// an epoch included), the augmentation draws, and the learning rate at each step.
+    /// k = 3 and 7 are mid-epoch, 5 and 10 epoch boundaries (5 steps per epoch: 18 samples,
+    /// batches of 4).
+    #[test]
+    fn resuming_at_k_continues_the_uninterrupted_phase() {
+        let _g = ap_testkit::torch_lock();
+        tch::manual_seed(21);
+        let split = toy_split(18);
+        let cfg = TrainConfig {
+            optimizer: OptimizerSpec::Sgd {
+                lr: 0.3,
+                momentum: 0.0,
+                weight_decay: 1e-3,
+                nesterov: false,
+            },
+            schedule: LrSchedule::Cosine,
+            batch_size: 4,
+            iterations: 14,
+            warmup_iterations: 3,
+            augment: Augment {
+                crop_padding: 1,
+                horizontal_flip: true,
+            },
+        };
+        let build = || {
+            tch::manual_seed(8);
+            ap_models::build("lenet300-100", &[1, 2, 2], 2, Device::Cpu).unwrap()
+        };
+        let straight = build();
+        train_phase(&straight, &split, None, &cfg, 4, 0, &mut NoHook, |_| {}).unwrap();
+        for k in [3u64, 5, 7, 10] {
+            let resumed = build();
+            let stopped = train_phase(&resumed, &split, None, &cfg, 4, 0, &mut StopAt(k), |_| {});
+            assert!(matches!(stopped, Err(TrainError::Hook(_))));
+            train_phase(&resumed, &split, None, &cfg, 4, k, &mut NoHook, |_| {}).unwrap();
+            let a = straight.vs.variables();
+            let b = resumed.vs.variables();
+            assert_eq!(a.len(), b.len());
+            for (name, t) in &a {
+                let diff = (t - &b[name]).abs().max().double_value(&[]);
+                assert_eq!(diff, 0.0, "k = {k}: `{name}` differs by {diff}");
+            }
+        }
+    }
+
+    /// Loss Σ c_t ⊙ w for step t: the gradient is c_t (plus weight decay), known by hand.
+    fn linear_grad(t: i64) -> Tensor {
+        let c: Vec<f32> = (0..8)
+            .map(|i: i64| {
+                let sign = if (i + t) % 2 == 0 { 1.0 } else { -1.0 };
+                0.25 * (i + 1) as f32 * sign + 0.01 * t as f32
+            })
+            .collect();
+        Tensor::from_slice(&c).view([2, 4])
+    }
+
+    fn host(t: &Tensor) -> Vec<f64> {
+        Vec::<f64>::try_from(&t.to_kind(Kind::Double).flatten(0, -1)).unwrap()
+    }
+
+    /// The optimizer state across two pruning events (SGD momentum and Adam, weight decay
+    /// on): train 3 steps, prune positions {0, 3, 5} (event 1), `mask_state`, train 3 steps,
+    /// prune {1, 6} (event 2), `mask_state`, one more step. At each event the state at
+    /// the just-pruned positions is nonzero before `mask_state` and exactly 0 after, and
+    /// `mask_state` leaves the state at kept positions bit-for-bit unchanged; pruned
+    /// weights and their state stay exactly 0 through every later step; and the step
+    /// after event 2 moves each kept weight by the textbook update computed here from
+    /// its state (SGD: b ← μb + g, w ← w − lr·b; Adam: m ← β1m + (1−β1)g,
+    /// v ← β2v + (1−β2)g², w ← w − lr·(m/(1−β1^t)) / (√(v/(1−β2^t)) + ε), t = 7), with
+    /// g = c + λw.
+    #[test]
+    fn optimizer_state_after_a_later_pruning_event() {
+        let (lr, wd) = (0.01, 0.1);
+        let specs = [
+            OptimizerSpec::Sgd {
+                lr,
+                momentum: 0.9,
+                weight_decay: wd,
+                nesterov: false,
+            },
+            OptimizerSpec::Adam {
+                lr,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: wd,
+            },
+        ];
+        for spec in specs {
+            let vs = tch::nn::VarStore::new(Device::Cpu);
+            let init =
+                Tensor::from_slice(&[0.5f32, -0.3, 0.8, -1.1, 0.2, 0.9, -0.6, 0.4]).view([2, 4]);
+            let w = vs.root().var_copy("w", &init);
+            let params = NamedParams::from_var_store(&vs, &["w"]).unwrap();
+            let mut mask = Mask::dense(&params);
+            let mut opt = Optimizer::new(spec.clone(), &vs, Some(&mask));
+            let mut t = 0i64;
+            let mut step = |opt: &mut Optimizer| {
+                t += 1;
+                opt.zero_grad();
+                (&w * linear_grad(t)).sum(Kind::Float).backward();
+                opt.step(lr);
+            };
+            let pruned_at = |positions: &[i64]| {
+                let mut sel = vec![false; 8];
+                for &p in positions {
+                    sel[p as usize] = true;
+                }
+                Tensor::from_slice(&sel).view([2, 4])
+            };
+            let buffers = |opt: &Optimizer| {
+                let (m, v) = opt.state_of("w").unwrap();
+                [m, v].into_iter().flatten().collect::<Vec<Tensor>>()
+            };
+            let assert_pruned_zero = |opt: &Optimizer, mask: &Mask, what: &str| {
+                let pruned = mask.get("w").unwrap().eq(0.0);
+                assert!(
+                    host(&w.masked_select(&pruned)).iter().all(|&x| x == 0.0),
+                    "{spec:?} {what}: pruned weight revived"
+                );
+                for b in buffers(opt) {
+                    assert!(
+                        host(&b.masked_select(&pruned)).iter().all(|&x| x == 0.0),
+                        "{spec:?} {what}: state at pruned"
+                    );
+                }
+            };
+            let event = |opt: &mut Optimizer, mask: &mut Mask, positions: &[i64]| {
+                mask.remove(&[pruned_at(positions)]).unwrap();
+                mask.apply(&params).unwrap();
+                let before = buffers(opt);
+                let just_pruned = pruned_at(positions);
+                for b in &before {
+                    assert!(
+                        host(&b.masked_select(&just_pruned))
+                            .iter()
+                            .all(|&x| x != 0.0),
+                        "{spec:?}: vacuous"
+                    );
+                }
+                opt.mask_state();
+                let after = buffers(opt);
+                assert_eq!(before.len(), after.len());
+                let kept = mask.get("w").unwrap().gt(0.5);
+                for (b, a) in before.iter().zip(&after) {
+                    assert_eq!(
+                        host(&a.masked_select(&kept)),
+                        host(&b.masked_select(&kept)),
+                        "{spec:?}: kept state changed"
+                    );
+                }
+                assert_pruned_zero(opt, mask, "mask_state");
+            };
+            for _ in 0..3 {
+                step(&mut opt);
+            }
+            event(&mut opt, &mut mask, &[0, 3, 5]);
+            for i in 0..3 {
+                step(&mut opt);
+                assert_pruned_zero(&opt, &mask, &format!("step {i} after event 1"));
+            }
+            event(&mut opt, &mut mask, &[1, 6]);
+            // one step by hand, from the state
+            let w0 = host(&w);
+            let state = buffers(&opt);
+            let c = host(&linear_grad(7));
+            step(&mut opt);
+            assert_pruned_zero(&opt, &mask, "step after event 2");
+            let w1 = host(&w);
+            for i in [2usize, 4, 7] {
+                let g = c[i] + wd * w0[i];
+                let expected = match spec {
+                    OptimizerSpec::Sgd { momentum, .. } => {
+                        let b = momentum * host(&state[0])[i] + g;
+                        w0[i] - lr * b
+                    }
+                    OptimizerSpec::Adam {
+                        beta1, beta2, eps, ..
+                    } => {
+                        let m = beta1 * host(&state[0])[i] + (1.0 - beta1) * g;
+                        let v = beta2 * host(&state[1])[i] + (1.0 - beta2) * g * g;
+                        let (bc1, bc2) = (1.0 - beta1.powi(7), 1.0 - beta2.powi(7));
+                        w0[i] - lr * (m / bc1) / ((v / bc2).sqrt() + eps)
+                    }
+                };
+                assert!(
+                    (w1[i] - expected).abs() < 2e-6,
+                    "{spec:?}: w[{i}] = {} , by hand {expected}",
+                    w1[i]
+                );
+                assert!(
+                    (w1[i] - w0[i]).abs() > 1e-4,
+                    "{spec:?}: w[{i}] did not move"
+                );
+            }
+        }
+    }
+
+    // Mutation tests (docs/testing.md): each range bound of `OptimizerSpec::validate` on
+    // both sides, Adam's serde defaults, the step counter and the Debug form.
+
+    fn sgd(lr: f64, momentum: f64, weight_decay: f64, nesterov: bool) -> OptimizerSpec {
+        OptimizerSpec::Sgd {
+            lr,
+            momentum,
+            weight_decay,
+            nesterov,
+        }
+    }
+
+    fn adam(lr: f64, beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> OptimizerSpec {
+        OptimizerSpec::Adam {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        }
+    }
+
+    #[test]
+    fn optimizer_validation_bounds() {
+        let ok = [
+            sgd(0.1, 0.9, 0.0, true),
+            sgd(0.1, 0.0, 0.0, false),
+            sgd(1e-9, 0.0, 5e-4, false),
+            adam(1e-3, 0.9, 0.999, 1e-8, 0.0),
+            adam(1e-3, 0.0, 0.0, 1e-8, 1e-2),
+        ];
+        for spec in ok {
+            assert_eq!(spec.validate(), Ok(()), "{spec:?}");
+        }
+        let bad = [
+            (sgd(0.0, 0.9, 0.0, false), "optimizer.lr"),
+            (sgd(f64::INFINITY, 0.9, 0.0, false), "optimizer.lr"),
+            (sgd(0.1, 1.0, 0.0, false), "optimizer.momentum"),
+            (sgd(0.1, -0.1, 0.0, false), "optimizer.momentum"),
+            (sgd(0.1, 0.9, -1e-4, false), "optimizer.weight_decay"),
+            (sgd(0.1, 0.0, 0.0, true), "optimizer.nesterov"),
+            (adam(0.0, 0.9, 0.999, 1e-8, 0.0), "optimizer.lr"),
+            (adam(f64::INFINITY, 0.9, 0.999, 1e-8, 0.0), "optimizer.lr"),
+            (adam(1e-3, 1.0, 0.999, 1e-8, 0.0), "optimizer.beta1"),
+            (adam(1e-3, 0.9, 1.0, 1e-8, 0.0), "optimizer.beta2"),
+            (adam(1e-3, 0.9, 0.999, 0.0, 0.0), "optimizer.eps"),
+            (
+                adam(1e-3, 0.9, 0.999, 1e-8, -1e-4),
+                "optimizer.weight_decay",
+            ),
+        ];
+        for (spec, field) in bad {
+            let e = spec.validate().unwrap_err();
+            assert!(e.contains(field), "{spec:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn adam_defaults_are_pytorchs() {
+        // PyTorch's Adam: betas = (0.9, 0.999), eps = 1e-8, weight_decay = 0.
+        let spec: OptimizerSpec = toml::from_str("kind = \"adam\"\nlr = 0.01\n").unwrap();
+        assert_eq!(spec, adam(0.01, 0.9, 0.999, 1e-8, 0.0));
+        assert_eq!(spec.lr(), 0.01);
+        let spec: OptimizerSpec = toml::from_str("kind = \"sgd\"\nlr = 0.2\n").unwrap();
+        assert_eq!(spec, sgd(0.2, 0.0, 0.0, false));
+        assert_eq!(spec.lr(), 0.2);
+    }
+
+    #[test]
+    fn steps_are_counted_and_shown() {
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let _w = vs.root().zeros("w", &[3]);
+        let mut opt = Optimizer::new(sgd(0.1, 0.0, 0.0, false), &vs, None);
+        assert_eq!(opt.steps(), 0);
+        let spec = sgd(0.1, 0.0, 0.0, false);
+        assert_eq!(
+            format!("{opt:?}"),
+            format!("Optimizer {{ spec: {spec:?}, steps: 0 }}")
+        );
+        // no gradient yet: the steps still count
+        opt.step(0.1);
+        opt.step(0.1);
+        assert_eq!(opt.steps(), 2);
+        assert!(format!("{opt:?}").ends_with("steps: 2 }"), "{opt:?}");
+    }
+
+    /// The state probes against hand-computed sums: one masked SGD step with momentum,
+    /// then a position pruned behind the optimizer's back, then `mask_state`.
+    #[test]
+    fn state_probes_by_hand() {
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let w = vs
+            .root()
+            .var_copy("w", &Tensor::from_slice(&[1.0f32, 1.0, 2.0, 3.0]));
+        let v = vs.root().var_copy("v", &Tensor::from_slice(&[1.0f32, 1.0]));
+        let mut mask = Mask::from_entries(vec![
+            ("v".into(), Tensor::from_slice(&[1.0f32, 0.0])),
+            ("w".into(), Tensor::from_slice(&[1.0f32, 0.0, 1.0, 1.0])),
+        ]);
+        let mut opt = Optimizer::new(sgd(0.5, 0.9, 0.0, false), &vs, Some(&mask));
+        // no state yet
+        assert_eq!(opt.state_at_pruned(), 0.0);
+        assert_eq!(opt.state_at_kept_zeros(), 0.0);
+        let loss = (&w * Tensor::from_slice(&[2.0f32, 5.0, 2.0, 4.0])).sum(Kind::Float)
+            + (&v * Tensor::from_slice(&[3.0f32, 7.0])).sum(Kind::Float);
+        loss.backward();
+        opt.step(0.5);
+        // masked gradients = momentum buffers: w [2, 0, 2, 4], v [3, 0];
+        // w = [1 − 1, 1 (pruned → 0), 2 − 1, 3 − 2] = [0, 0, 1, 1], v = [1 − 1.5, 0]
+        let host = |t: &Tensor| Vec::<f32>::try_from(t.detach()).unwrap();
+        assert_eq!(host(&w), vec![0.0, 0.0, 1.0, 1.0]);
+        assert_eq!(host(&v), vec![-0.5, 0.0]);
+        assert_eq!(opt.state_at_pruned(), 0.0);
+        // kept with weight exactly 0: w[0], whose buffer holds 2
+        assert_eq!(opt.state_at_kept_zeros(), 2.0);
+        // prune w[2] (buffer 2) and v[0] (buffer 3) without masking the state
+        mask.remove(&[
+            Tensor::from_slice(&[true, false]),
+            Tensor::from_slice(&[false, false, true, false]),
+        ])
+        .unwrap();
+        assert_eq!(opt.state_at_pruned(), 5.0);
+        assert_eq!(opt.state_at_kept_zeros(), 2.0);
+        opt.mask_state();
+        assert_eq!(opt.state_at_pruned(), 0.0);
+        assert_eq!(opt.state_at_kept_zeros(), 2.0);
+    }
+
+    /// `LrSchedule::validate`: gamma in (0, 1], milestones strictly increasing.
+    #[test]
+    fn lr_schedule_validation_bounds() {
+        let step = |milestones: &[u64], gamma: f64| LrSchedule::Step {
+            milestones: milestones.to_vec(),
+            gamma,
+        };
+        for s in [
+            LrSchedule::Constant,
+            LrSchedule::Cosine,
+            step(&[10, 20], 0.5),
+            step(&[10], 1.0),
+            step(&[], 1e-3),
+        ] {
+            assert_eq!(s.validate(), Ok(()), "{s:?}");
+        }
+        for (s, what) in [
+            (step(&[10], 0.0), "gamma"),
+            (step(&[10], -0.5), "gamma"),
+            (step(&[10], 1.5), "gamma"),
+            (step(&[10], f64::NAN), "gamma"),
+            (step(&[10, 10], 0.5), "milestones"),
+            (step(&[20, 10], 0.5), "milestones"),
+        ] {
+            let e = s.validate().unwrap_err();
+            assert!(e.contains(what), "{s:?}: {e}");
+        }
     }
 }

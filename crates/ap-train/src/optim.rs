@@ -108,6 +108,7 @@ impl OptimizerSpec {
 }
 
 struct Slot {
+    name: String,
     param: Tensor,
     mask: Option<Tensor>,
     /// SGD: momentum buffer. Adam: first moment.
@@ -121,6 +122,7 @@ pub struct Optimizer {
     spec: OptimizerSpec,
     slots: Vec<Slot>,
     steps: i64,
+    last_lr: Option<f64>,
 }
 
 impl std::fmt::Debug for Optimizer {
@@ -148,6 +150,7 @@ impl Optimizer {
             .map(|(name, param)| {
                 let mask = mask.and_then(|m| m.get(&name)).map(Tensor::shallow_clone);
                 Slot {
+                    name,
                     param,
                     mask,
                     m: None,
@@ -159,6 +162,7 @@ impl Optimizer {
             spec,
             slots,
             steps: 0,
+            last_lr: None,
         }
     }
 
@@ -188,6 +192,24 @@ impl Optimizer {
         self.steps
     }
 
+    /// The learning rate the last [`Optimizer::step`] used (None before the first step):
+    /// lets a [`crate::StepHook`] see the schedule as applied.
+    pub fn last_lr(&self) -> Option<f64> {
+        self.last_lr
+    }
+
+    /// Copies of one parameter's state, `(momentum buffer or Adam's first moment, Adam's
+    /// second moment)`, each None until a step creates it; None for an unknown name (a
+    /// read-only probe for tests).
+    pub fn state_of(&self, name: &str) -> Option<(Option<Tensor>, Option<Tensor>)> {
+        self.slots.iter().find(|s| s.name == name).map(|s| {
+            (
+                s.m.as_ref().map(Tensor::copy),
+                s.v.as_ref().map(Tensor::copy),
+            )
+        })
+    }
+
     /// One update with learning rate `lr` from the current gradients.
     ///
     /// Written with in-place ops only (the gradient is used as scratch space), so a step
@@ -195,6 +217,7 @@ impl Optimizer {
     /// arguments, so scaled adds go through `addcmul_` with a 0-dim scalar tensor.
     pub fn step(&mut self, lr: f64) {
         self.steps += 1;
+        self.last_lr = Some(lr);
         let t = self.steps;
         let spec = self.spec.clone();
         let scalar = |v: f64| Tensor::from(v);
