@@ -3,10 +3,10 @@
 
 use ap_mask::Mask;
 use ap_tensor::{
-    select_smallest, select_smallest_per_tensor, to_f64_vec, NamedParams, SelectError,
+    nonzero_counts, select_smallest, select_smallest_per_tensor, NamedParams, SelectError,
 };
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::random_scores;
 
@@ -137,22 +137,9 @@ pub fn ap_select_budget(
     }
     let candidates = ap_candidates(current, mask, opts.sign);
     let scores = ap_scores(current, phase_start, opts.score)?;
-    // One host read for the candidate counts (none without layers: libtorch cannot
-    // stack nothing).
-    let available: Vec<i64> = if candidates.is_empty() {
-        vec![]
-    } else {
-        let counts = Tensor::stack(
-            &candidates
-                .iter()
-                .map(|c| c.sum(Kind::Int64))
-                .collect::<Vec<_>>(),
-            0,
-        );
-        to_f64_vec(&counts).iter().map(|&c| c as i64).collect()
-    };
     let scores: Vec<&Tensor> = scores.iter().collect();
     let candidates: Vec<&Tensor> = candidates.iter().collect();
+    let available = nonzero_counts(&candidates);
     Ok(match budget {
         ApBudget::Global(n) => {
             let take = n.min(available.iter().sum());

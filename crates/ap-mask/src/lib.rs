@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use ap_tensor::{
-    load_safetensors_in_order, save_safetensors, to_f64_vec, NamedParams, TensorError,
+    load_safetensors_in_order, nonzero_counts, save_safetensors, NamedParams, TensorError,
 };
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -93,26 +93,14 @@ impl Mask {
 
     /// Kept and total counts per layer (one host read for all layers).
     pub fn report(&self) -> DensityReport {
-        // A mask of no tensors has nothing to read (and libtorch cannot stack nothing).
-        let kept_per_layer = if self.entries.is_empty() {
-            vec![]
-        } else {
-            to_f64_vec(&Tensor::stack(
-                &self
-                    .entries
-                    .iter()
-                    .map(|(_, t)| t.sum(Kind::Int64))
-                    .collect::<Vec<_>>(),
-                0,
-            ))
-        };
+        let kept_per_layer = nonzero_counts(&self.tensors());
         let layers: Vec<LayerDensity> = self
             .entries
             .iter()
             .zip(kept_per_layer)
             .map(|((n, t), k)| LayerDensity {
                 name: n.clone(),
-                kept: k as i64,
+                kept: k,
                 total: t.numel() as i64,
             })
             .collect();

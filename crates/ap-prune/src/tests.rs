@@ -81,6 +81,20 @@ fn recipe(iterations: u64) -> TrainConfig {
     }
 }
 
+/// SGD without momentum or decay at lr 0.1: an optimizer for hooks that only need one.
+fn plain_sgd(vs: &tch::nn::VarStore, mask: Option<&Mask>) -> Optimizer {
+    Optimizer::new(
+        OptimizerSpec::Sgd {
+            lr: 0.1,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        },
+        vs,
+        mask,
+    )
+}
+
 fn zero_where_pruned(params: &NamedParams, mask: &Mask) -> bool {
     params.iter().zip(mask.iter()).all(|((_, w), (_, m))| {
         w.ne(0.0)
@@ -1064,16 +1078,7 @@ fn gradual_hook_reports_its_error_and_divergence() {
         "fc1.weight".into(),
         Mask::dense(&params).get("fc1.weight").unwrap().copy(),
     )]);
-    let mut opt = Optimizer::new(
-        OptimizerSpec::Sgd {
-            lr: 0.1,
-            momentum: 0.0,
-            weight_decay: 0.0,
-            nesterov: false,
-        },
-        &m.vs,
-        Some(&mask),
-    );
+    let mut opt = plain_sgd(&m.vs, Some(&mask));
     let mut hook = Gradual::new(&params, &mut mask, None, host_of(&m), rigl());
     hook.after_backward(4, &mut opt).unwrap(); // not an event step
     let step_error = hook.after_backward(5, &mut opt).unwrap_err();
@@ -1098,16 +1103,7 @@ fn granet_hook_drops_and_grows_at_the_schedule_steps() {
     let m = model(0);
     let params = NamedParams::from_var_store(&m.vs, &m.net.prunable()).unwrap();
     let mut mask = Mask::dense(&params);
-    let mut opt = Optimizer::new(
-        OptimizerSpec::Sgd {
-            lr: 0.1,
-            momentum: 0.0,
-            weight_decay: 0.0,
-            nesterov: false,
-        },
-        &m.vs,
-        Some(&mask),
-    );
+    let mut opt = plain_sgd(&m.vs, Some(&mask));
     let schedule = Schedule::Gmp {
         initial_sparsity: 0.0,
         sparsity: 0.5,
@@ -1149,16 +1145,7 @@ fn rigl_step_reports_ap_share_and_shortfall() {
         let params = NamedParams::from_entries(vec![("l0.weight".into(), Tensor::from_slice(&w))]);
         let mut mask = Mask::dense(&params);
         let vs = tch::nn::VarStore::new(Device::Cpu);
-        let mut opt = Optimizer::new(
-            OptimizerSpec::Sgd {
-                lr: 0.1,
-                momentum: 0.0,
-                weight_decay: 0.0,
-                nesterov: false,
-            },
-            &vs,
-            None,
-        );
+        let mut opt = plain_sgd(&vs, None);
         let ap = ApConfig {
             in_drop_and_grow,
             ..ApConfig::with_rate(0.2)

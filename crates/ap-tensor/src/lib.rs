@@ -293,6 +293,23 @@ pub fn to_f64_vec(t: &Tensor) -> Vec<f64> {
     Vec::<f64>::try_from(&flat).expect("a flat f64 CPU tensor converts to Vec<f64>")
 }
 
+/// The number of nonzero elements of each tensor (a mask's kept weights, a selection's
+/// picks), read to the host in one copy; empty for no tensors (libtorch cannot stack
+/// nothing).
+pub fn nonzero_counts(tensors: &[&Tensor]) -> Vec<i64> {
+    if tensors.is_empty() {
+        return vec![];
+    }
+    let sums: Vec<Tensor> = tensors
+        .iter()
+        .map(|&t| t.ne(0.0).sum(Kind::Int64))
+        .collect();
+    to_f64_vec(&Tensor::stack(&sums, 0))
+        .into_iter()
+        .map(|c| c as i64)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
