@@ -2,24 +2,19 @@
 //! (written by the test) with augmentation, and IMP with AP runs on it.
 
 use ap_data::{cifar, Augment, Dataset, DatasetKind};
-use ap_prune::{run_method, ApConfig, Method, RunSeeds};
-use ap_train::{train_phase, LrSchedule, NoHook, OptimizerSpec, TrainConfig};
+use ap_models::ModelKind::ResNet20;
+use ap_prune::{run_method, ApConfig, ImpConfig, Method, RunSeeds, RunSetup};
+use ap_train::{train_phase, NoHook, TrainConfig};
 use tch::Device;
 
-fn recipe(iterations: u64) -> TrainConfig {
-    TrainConfig {
-        optimizer: OptimizerSpec::Sgd {
-            lr: 0.05,
-            momentum: 0.9,
-            weight_decay: 5e-4,
-            nesterov: false,
-        },
-        schedule: LrSchedule::Constant,
-        batch_size: 32,
-        iterations,
-        warmup_iterations: 0,
-        augment: Augment::standard(),
-    }
+/// SGD 0.05 with momentum 0.9 and weight decay 5e-4, batches of 32, standard augmentation.
+fn recipe(iterations: i64) -> TrainConfig {
+    let sgd = ap_testkit::fixtures::sgd(0.05, 0.9, 5e-4, false);
+    let mut cfg: TrainConfig = ap_testkit::fixtures::train(sgd, 32, iterations)
+        .try_into()
+        .unwrap();
+    cfg.augment = Augment::standard();
+    cfg
 }
 
 #[test]
@@ -31,7 +26,7 @@ fn resnet20_learns_a_cifar_fixture_and_prunes_with_ap() {
     let data = Dataset::load(DatasetKind::Cifar10, dir.path(), Device::Cpu).unwrap();
     assert_eq!(data.train.images.size(), vec![320, 3, 32, 32]);
     tch::manual_seed(0);
-    let model = ap_models::build("resnet20", &[3, 32, 32], 10, Device::Cpu).unwrap();
+    let model = ap_models::build(ResNet20, &[3, 32, 32], 10, Device::Cpu).unwrap();
     let phase = train_phase(
         &model,
         &data.train,
@@ -50,25 +45,24 @@ fn resnet20_learns_a_cifar_fixture_and_prunes_with_ap() {
     assert!(last < 0.7 * first, "loss falls: {first} → {last}");
     assert!(phase.train_dnr.samples > 0 && phase.train_dnr.sites.len() == 19);
 
-    let imp = Method::Imp {
+    let imp = Method::Imp(ImpConfig {
         rounds: 1,
         rate: 0.5,
         criterion: Default::default(),
         allocation: Default::default(),
         rewind_iteration: 0,
+    });
+    let (train, ap) = (recipe(10), ApConfig::with_rate(0.05));
+    let setup = RunSetup {
+        model: &model,
+        data: &data,
+        train: &train,
+        method: &imp,
+        ap: Some(&ap),
+        seeds: RunSeeds { data: 1, prune: 2 },
+        eval_batch: 64,
     };
-    let records = run_method(
-        &model,
-        &data,
-        &recipe(10),
-        &imp,
-        Some(&ApConfig::with_rate(0.05)),
-        RunSeeds { data: 1, prune: 2 },
-        64,
-        |_, _| Ok(()),
-        |_, _| {},
-    )
-    .unwrap();
+    let records = run_method(&setup, |_, _| Ok(()), |_, _| {}).unwrap();
     let e = records[1].events[0];
     assert_eq!(e.host_removed + e.ap_removed, e.surviving / 2);
     assert!(e.ap_removed > 0);

@@ -18,8 +18,9 @@ use ap_criteria::{
     synflow_select, Allocation, ApOptions, ApScore, CandidateSign,
 };
 use ap_mask::Mask;
-use ap_models::{InitScheme, Model};
+use ap_models::{InitScheme, Model, ModelKind::LeNet300_100};
 use ap_tensor::NamedParams;
+use ap_testkit::tensors::{random_keep, seeded_normal, THREE_LAYERS};
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 
@@ -76,28 +77,13 @@ fn scalar(out: &Outputs, name: &str) -> f64 {
 
 /// Seeded N(0, 1) weights, one tensor per `(name, shape)`. The caller holds the torch lock.
 fn random_params(layers: &[(&str, &[i64])], seed: i64) -> NamedParams {
-    tch::manual_seed(seed);
-    NamedParams::from_entries(
-        layers
-            .iter()
-            .map(|(n, s)| (n.to_string(), Tensor::randn(*s, CPU)))
-            .collect(),
-    )
+    NamedParams::from_entries(seeded_normal(layers, seed))
 }
 
 /// A mask with about `pruned` of every layer removed at random (seeded). The caller holds
 /// the torch lock.
 fn random_mask(params: &NamedParams, pruned: f64, seed: i64) -> Mask {
-    tch::manual_seed(seed);
-    Mask::from_entries(
-        params
-            .iter()
-            .map(|(n, w)| {
-                let keep = Tensor::rand(w.size().as_slice(), CPU).ge(pruned);
-                (n.to_string(), keep.to_kind(Kind::Float))
-            })
-            .collect(),
-    )
+    Mask::from_entries(random_keep(params.iter(), pruned, seed))
 }
 
 /// `prefix.name` → tensor, for the reference's inputs.
@@ -136,6 +122,15 @@ fn model_in(model: &Model) -> Vec<(String, Tensor)> {
 
 fn layer_names(p: &NamedParams) -> Vec<String> {
     p.names().map(str::to_string).collect()
+}
+
+/// Runs the reference `case` on the weights `p` (as `w.*`) and `mask` (as `m.*`), with
+/// `config` and the layer names (`layers`).
+fn reference_on(case: &str, p: &NamedParams, mask: &Mask, mut config: Value) -> Outputs {
+    let mut inputs = params_in("w", p);
+    inputs.extend(mask_in("m", mask));
+    config["layers"] = json!(layer_names(p));
+    reference(case, &inputs, config)
 }
 
 /// The masks agree exactly, layer by layer; a mismatch names the first differing flat
@@ -190,14 +185,7 @@ fn removing(mask: &Mask, sel: &[Tensor]) -> Mask {
 /// Three layers of distinct sizes, quantised to multiples of 1/8 so that magnitudes tie
 /// within and across layers (and across signs): ties decide which weights go.
 fn three_layers(seed: i64) -> NamedParams {
-    let p = random_params(
-        &[
-            ("a.weight", &[40, 30]),
-            ("b.weight", &[20, 40]),
-            ("c.weight", &[10, 20]),
-        ],
-        seed,
-    );
+    let p = random_params(THREE_LAYERS, seed);
     for w in p.tensors() {
         let q = (w * 8.0).round() / 8.0;
         tch::no_grad(|| w.shallow_clone().copy_(&q));
@@ -219,13 +207,7 @@ fn global_magnitude_matches_reference() {
     let n = 700;
     let sel = select_by_scores(&magnitude_scores(&p), &mask, n, &Allocation::Global).unwrap();
     let ours = removing(&mask, &sel);
-    let mut inputs = params_in("w", &p);
-    inputs.extend(mask_in("m", &mask));
-    let out = reference(
-        "magnitude_global",
-        &inputs,
-        json!({ "layers": layer_names(&p), "n": n }),
-    );
+    let out = reference_on("magnitude_global", &p, &mask, json!({ "n": n }));
     assert_eq!(
         scalar(&out, "margin"),
         0.0,
@@ -240,13 +222,8 @@ fn global_magnitude_matches_reference() {
 fn layerwise(p: &NamedParams, mask: &Mask, n: i64, alloc: &Allocation, mults: Value) {
     let sel = select_by_scores(&magnitude_scores(p), mask, n, alloc).unwrap();
     let ours = removing(mask, &sel);
-    let mut inputs = params_in("w", p);
-    inputs.extend(mask_in("m", mask));
-    let out = reference(
-        "magnitude_layerwise",
-        &inputs,
-        json!({ "layers": layer_names(p), "n": n, "multipliers": mults }),
-    );
+    let config = json!({ "n": n, "multipliers": mults });
+    let out = reference_on("magnitude_layerwise", p, mask, config);
     let removed: Vec<i64> = sel
         .iter()
         .map(|s| s.sum(Kind::Int64).int64_value(&[]))
@@ -303,26 +280,13 @@ fn layerwise_counts_are_exact_at_integer_products() {
 fn lamp_matches_reference() {
     let _g = ap_testkit::torch_lock();
     tch::set_num_threads(1);
-    let p = random_params(
-        &[
-            ("a.weight", &[40, 30]),
-            ("b.weight", &[20, 40]),
-            ("c.weight", &[10, 20]),
-        ],
-        31,
-    );
+    let p = random_params(THREE_LAYERS, 31);
     let mask = random_mask(&p, 0.3, 32);
     let n = (0.4 * mask.kept() as f64) as i64;
     let scores = lamp_scores(&p, &mask);
     let sel = select_by_scores(&scores, &mask, n, &Allocation::Global).unwrap();
     let ours = removing(&mask, &sel);
-    let mut inputs = params_in("w", &p);
-    inputs.extend(mask_in("m", &mask));
-    let out = reference(
-        "lamp",
-        &inputs,
-        json!({ "layers": layer_names(&p), "n": n }),
-    );
+    let out = reference_on("lamp", &p, &mask, json!({ "n": n }));
     for (name, s) in p.names().zip(&scores) {
         assert_close(
             &format!("LAMP score of {name}"),
@@ -339,12 +303,14 @@ fn lamp_matches_reference() {
 // --- 4./5. SNIP and SynFlow on a small LeNet-300-100 ---------------------------------------
 
 /// LeNet-300-100 on 4×4 inputs (16 → 300 → 100 → 10, 35,800 weights): the real model
-/// code with a small first layer.
-fn small_lenet(seed: i64) -> (Model, NamedParams) {
+/// code with a small first layer, built with `seed`; and a mask with about `pruned` of
+/// it removed (seeded with `seed + 1`). The caller holds the torch lock.
+fn small_lenet(seed: i64, pruned: f64) -> (Model, NamedParams, Mask) {
     tch::manual_seed(seed);
-    let m = ap_models::build("lenet300-100", &[1, 4, 4], 10, Device::Cpu).unwrap();
+    let m = ap_models::build(LeNet300_100, &[1, 4, 4], 10, Device::Cpu).unwrap();
     let p = NamedParams::from_var_store(&m.vs, &m.net.prunable()).unwrap();
-    (m, p)
+    let mask = random_mask(&p, pruned, seed + 1);
+    (m, p, mask)
 }
 
 /// SNIP |g ⊙ w| with the gradient recomputed by PyTorch from the same weights and
@@ -353,8 +319,7 @@ fn small_lenet(seed: i64) -> (Model, NamedParams) {
 fn snip_matches_reference() {
     let _g = ap_testkit::torch_lock();
     tch::set_num_threads(1);
-    let (model, p) = small_lenet(41);
-    let mask = random_mask(&p, 0.2, 42);
+    let (model, p, mask) = small_lenet(41, 0.2);
     tch::manual_seed(43);
     let batches: Vec<(Tensor, Tensor)> = (0..2)
         .map(|_| {
@@ -399,8 +364,7 @@ fn snip_matches_reference() {
 fn synflow_matches_reference() {
     let _g = ap_testkit::torch_lock();
     tch::set_num_threads(1);
-    let (model, p) = small_lenet(51);
-    let mask = random_mask(&p, 0.1, 52);
+    let (model, p, mask) = small_lenet(51, 0.1);
     let n_remove = (0.9 * mask.kept() as f64) as i64;
     let iterations = 5;
     let sel = synflow_select(&model, &p, &mask, &[1, 4, 4], n_remove, iterations).unwrap();
@@ -466,7 +430,7 @@ fn gmp_schedule_matches_reference() {
 // --- 7. ERK -------------------------------------------------------------------------------
 
 fn shapes_of(model: &str, input: &[i64]) -> Vec<(String, Vec<i64>)> {
-    let m = ap_models::build(model, input, 10, Device::Cpu).unwrap();
+    let m = ap_models::build(model.parse().unwrap(), input, 10, Device::Cpu).unwrap();
     let p = NamedParams::from_var_store(&m.vs, &m.net.prunable()).unwrap();
     p.iter().map(|(n, t)| (n.to_string(), t.size())).collect()
 }
@@ -537,14 +501,7 @@ fn erk_dense_layers_are_outside_the_budget() {
 fn ap_selection_matches_reference() {
     let _g = ap_testkit::torch_lock();
     tch::set_num_threads(1);
-    let w0 = random_params(
-        &[
-            ("a.weight", &[40, 30]),
-            ("b.weight", &[20, 40]),
-            ("c.weight", &[10, 20]),
-        ],
-        81,
-    );
+    let w0 = random_params(THREE_LAYERS, 81);
     tch::manual_seed(82);
     let w = NamedParams::from_entries(
         w0.iter()
@@ -619,7 +576,7 @@ fn dnr_matches_reference() {
     let _g = ap_testkit::torch_lock();
     tch::set_num_threads(1);
     tch::manual_seed(91);
-    let model = ap_models::build("lenet300-100", &[1, 8, 8], 10, Device::Cpu).unwrap();
+    let model = ap_models::build(LeNet300_100, &[1, 8, 8], 10, Device::Cpu).unwrap();
     let x = Tensor::randn([50, 1, 8, 8], CPU);
     let y = Tensor::randint(10, [50], (Kind::Int64, Device::Cpu));
     let r = ap_eval::evaluate(&model, &x, &y, 16).dnr;
@@ -681,6 +638,28 @@ fn within(what: &str, value: f64, target: f64, rel: f64) {
     );
 }
 
+/// `t`'s largest magnitude is at most `bound` and above `near · bound` (the draws reach
+/// close to the bound); returns `t`'s std.
+fn bounded(what: &str, t: &Tensor, bound: f64, near: f64) -> f64 {
+    let (max, std) = max_abs_and_std(t);
+    assert!(
+        max <= bound && max > near * bound,
+        "{what}: max {max}, bound {bound}"
+    );
+    std
+}
+
+/// Our weights' `std` is within 3% of the `formula` and of PyTorch's draws' std.
+fn std_within(what: &str, std: f64, formula: f64, pytorch: f64) {
+    within(&format!("{what} weight std"), std, formula, 0.03);
+    within(
+        &format!("{what} weight std vs PyTorch's"),
+        std,
+        pytorch,
+        0.03,
+    );
+}
+
 /// A layer of a registered model, re-initialised with `scheme` (seeded).
 fn initialised(
     model: &str,
@@ -690,7 +669,7 @@ fn initialised(
     seed: i64,
 ) -> (Tensor, Tensor) {
     tch::manual_seed(seed);
-    let m = ap_models::build(model, input, 10, Device::Cpu).unwrap();
+    let m = ap_models::build(model.parse().unwrap(), input, 10, Device::Cpu).unwrap();
     ap_models::initialise(&m, scheme);
     let vars = m.vs.variables();
     (
@@ -727,30 +706,12 @@ fn init_matches_pytorch() {
         );
 
         let (w, b) = initialised(model, input, layer, InitScheme::Pytorch, 102);
-        let (max, std) = max_abs_and_std(&w);
-        assert!(
-            max <= bound && max > 0.97 * bound,
-            "{name} (Pytorch): max |w| {max}, bound {bound}"
-        );
-        within(
-            &format!("{name} (Pytorch) weight std"),
-            std,
-            uniform_std,
-            0.03,
-        );
-        within(
-            &format!("{name} (Pytorch) weight std vs PyTorch's"),
-            std,
-            s("pytorch.weight.std"),
-            0.03,
-        );
+        let std = bounded(&format!("{name} (Pytorch): |w|"), &w, bound, 0.97);
+        let pytorch_std = s("pytorch.weight.std");
+        std_within(&format!("{name} (Pytorch)"), std, uniform_std, pytorch_std);
         // biases: 64–100 values, so looser statistics (std error ≈ 5%)
         let bias_bound = s("bias_bound");
-        let (bmax, bstd) = max_abs_and_std(&b);
-        assert!(
-            bmax <= bias_bound && bmax > 0.8 * bias_bound,
-            "{name} (Pytorch): max |b| {bmax}, bound {bias_bound}"
-        );
+        let bstd = bounded(&format!("{name} (Pytorch): |b|"), &b, bias_bound, 0.8);
         within(
             &format!("{name} (Pytorch) bias std"),
             bstd,
@@ -771,18 +732,8 @@ fn init_matches_pytorch() {
             );
             let (w, b) = initialised(model, input, layer, scheme, 103);
             let (_, std) = max_abs_and_std(&w);
-            within(
-                &format!("{name} ({scheme:?}) weight std"),
-                std,
-                formula,
-                0.03,
-            );
-            within(
-                &format!("{name} ({scheme:?}) std vs PyTorch's"),
-                std,
-                s(&format!("{key}.weight.std")),
-                0.03,
-            );
+            let theirs = s(&format!("{key}.weight.std"));
+            std_within(&format!("{name} ({scheme:?})"), std, formula, theirs);
             assert_eq!(
                 b.abs().max().double_value(&[]),
                 0.0,

@@ -3,43 +3,34 @@
 //! DNR fall, and sparse tickets keep the dense accuracy (short training).
 
 use ap_data::{default_data_dir, Dataset, DatasetKind};
-use ap_prune::{run_method, ApConfig, Method, RoundRecord, RunSeeds};
-use ap_train::{LrSchedule, OptimizerSpec, TrainConfig};
+use ap_models::ModelKind::LeNet300_100;
+use ap_prune::{run_method, ApConfig, ImpConfig, Method, RoundRecord, RunSeeds, RunSetup};
+use ap_train::TrainConfig;
 use tch::Device;
 
 fn run(ap: Option<ApConfig>, data: &Dataset) -> Vec<RoundRecord> {
     ap_tensor::seed_torch(11, "init");
-    let model = ap_models::build("lenet300-100", &[1, 28, 28], 10, Device::Cpu).unwrap();
-    let train = TrainConfig {
-        optimizer: OptimizerSpec::Adam {
-            lr: 1.2e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        },
-        schedule: LrSchedule::Constant,
-        batch_size: 60,
-        iterations: 1000,
-        warmup_iterations: 0,
-        augment: Default::default(),
-    };
-    let imp = Method::Imp {
+    let model = ap_models::build(LeNet300_100, &[1, 28, 28], 10, Device::Cpu).unwrap();
+    let train: TrainConfig = ap_testkit::fixtures::lenet_train(1000).try_into().unwrap();
+    let imp = Method::Imp(ImpConfig {
         rounds: 4,
         rate: 0.5,
         criterion: Default::default(),
         allocation: Default::default(),
         rewind_iteration: 0,
-    };
+    });
     let mut masks = vec![];
-    let records = run_method(
-        &model,
+    let setup = RunSetup {
+        model: &model,
         data,
-        &train,
-        &imp,
-        ap.as_ref(),
-        RunSeeds { data: 5, prune: 6 },
-        1000,
+        train: &train,
+        method: &imp,
+        ap: ap.as_ref(),
+        seeds: RunSeeds { data: 5, prune: 6 },
+        eval_batch: 1000,
+    };
+    let records = run_method(
+        &setup,
         |_, m| {
             masks.push(m.copy());
             Ok(())

@@ -3,40 +3,29 @@
 
 use ap_criteria::{Allocation, Criterion};
 use ap_data::{default_data_dir, Dataset, DatasetKind};
-use ap_prune::{run_method, ApConfig, Method, RoundRecord, RunSeeds};
-use ap_train::{LrSchedule, OptimizerSpec, TrainConfig};
+use ap_models::ModelKind::LeNet300_100;
+use ap_prune::{
+    run_method, ApConfig, GmpConfig, GranetConfig, ImpConfig, LrrConfig, Method, OneShotConfig,
+    RiglConfig, RoundRecord, RunSeeds, RunSetup,
+};
+use ap_train::TrainConfig;
 use tch::Device;
 
 fn run(method: &Method, ap: Option<&ApConfig>, data: &Dataset) -> Vec<RoundRecord> {
     ap_tensor::seed_torch(1, "init");
-    let model = ap_models::build("lenet300-100", &[1, 28, 28], 10, Device::Cpu).unwrap();
-    let train = TrainConfig {
-        optimizer: OptimizerSpec::Adam {
-            lr: 1.2e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        },
-        schedule: LrSchedule::Constant,
-        batch_size: 60,
-        iterations: 200,
-        warmup_iterations: 0,
-        augment: Default::default(),
-    };
+    let model = ap_models::build(LeNet300_100, &[1, 28, 28], 10, Device::Cpu).unwrap();
+    let train: TrainConfig = ap_testkit::fixtures::lenet_train(200).try_into().unwrap();
     let seeds = RunSeeds { data: 2, prune: 3 };
-    run_method(
-        &model,
+    let setup = RunSetup {
+        model: &model,
         data,
-        &train,
+        train: &train,
         method,
         ap,
         seeds,
-        2000,
-        |_, _| Ok(()),
-        |_, _| {},
-    )
-    .unwrap()
+        eval_batch: 2000,
+    };
+    run_method(&setup, |_, _| Ok(()), |_, _| {}).unwrap()
 }
 
 #[test]
@@ -48,14 +37,16 @@ fn every_method_reaches_its_density_on_mnist() {
         .unwrap_or_else(|e| panic!("{e} (data dir {}: run `cargo xtask setup`)", dir.display()));
     let total = 266_200i64;
     let g = Allocation::Global;
-    let one_shot = |criterion, at_init| Method::OneShot {
-        density: 0.05,
-        criterion,
-        at_init,
-        fine_tune_iterations: Some(100),
-        allocation: g.clone(),
-        synflow_iterations: 10,
-        snip_batches: 1,
+    let one_shot = |criterion, at_init| {
+        Method::OneShot(OneShotConfig {
+            density: 0.05,
+            criterion,
+            at_init,
+            fine_tune_iterations: Some(100),
+            allocation: g.clone(),
+            synflow_iterations: 10,
+            snip_batches: 1,
+        })
     };
     let five_pct = total - (0.95 * total as f64).round() as i64;
     let mut after_rounds = total;
@@ -64,39 +55,39 @@ fn every_method_reaches_its_density_on_mnist() {
     }
     let cases = vec![
         (
-            Method::Imp {
+            Method::Imp(ImpConfig {
                 rounds: 3,
                 rate: 0.6,
                 criterion: Criterion::Magnitude,
                 allocation: g.clone(),
                 rewind_iteration: 50,
-            },
+            }),
             after_rounds,
         ),
         (
-            Method::Lrr {
+            Method::Lrr(LrrConfig {
                 rounds: 3,
                 rate: 0.6,
                 criterion: Criterion::Magnitude,
                 allocation: g.clone(),
-            },
+            }),
             after_rounds,
         ),
         (one_shot(Criterion::Magnitude, false), five_pct),
         (one_shot(Criterion::Snip, true), five_pct),
         (one_shot(Criterion::Synflow, true), five_pct),
         (
-            Method::Gmp {
+            Method::Gmp(GmpConfig {
                 final_density: 0.05,
                 begin: 20,
                 end: 160,
                 every: 20,
                 allocation: g.clone(),
-            },
+            }),
             five_pct,
         ),
         (
-            Method::Granet {
+            Method::Granet(GranetConfig {
                 final_density: 0.05,
                 initial_density: 1.0,
                 begin: 20,
@@ -104,7 +95,7 @@ fn every_method_reaches_its_density_on_mnist() {
                 every: 20,
                 drop_fraction: 0.5,
                 allocation: g.clone(),
-            },
+            }),
             five_pct,
         ),
     ];
@@ -132,14 +123,14 @@ fn every_method_reaches_its_density_on_mnist() {
         assert!(ap_removed > 0, "{}: AP took part", method.name());
     }
     // RigL: ERK densities floor per layer, so the total is within a layer count of 5%.
-    let rigl = Method::Rigl {
+    let rigl = Method::Rigl(RiglConfig {
         density: 0.05,
         every: 20,
         drop_fraction: 0.3,
         end_fraction: 0.75,
         dense_layers: vec![],
         dense_in_budget: false,
-    };
+    });
     let in_drop = ApConfig {
         in_drop_and_grow: true,
         ..ApConfig::with_rate(0.0)

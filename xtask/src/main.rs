@@ -2,12 +2,16 @@
 //!
 //! Installs libtorch (the pip `torch` package in a private venv) and the MNIST /
 //! Fashion-MNIST data sets into a cache, prints the environment plain cargo needs, and runs
-//! the test suite or the reproduction with that environment. Run `cargo xtask help`.
+//! the test suite, the whole CI (`ci`) or the reproduction with that environment. Run
+//! `cargo xtask help`.
 
 mod archive;
 mod bench;
 mod checksum;
+mod ci;
 mod data;
+#[cfg(test)]
+mod drift;
 mod paths;
 mod torch;
 mod util;
@@ -31,6 +35,11 @@ commands:
   env                  print `export` lines for LIBTORCH, LD_LIBRARY_PATH and AP_DATA_DIR;
                        use as: eval \"$(cargo xtask env)\"   (run setup first)
   test [ARGS...]       setup, then `cargo test --workspace ARGS...` with that environment
+  ci [ARGS...]         the whole CI, cheapest step first, stopping at the first failure with
+                       the step's name; a timing line per step: (1) cargo fmt --all -- --check
+                       (2) cargo clippy --workspace --all-targets -- -D warnings (3) cargo doc
+                       --workspace --no-deps with RUSTDOCFLAGS='-D warnings' (2 and 3 with
+                       setup's libtorch) (4) `test ARGS...` (5) `bench --quick`. .ci/run runs it
   reproduce [ARGS...]  setup, then build and run `ap reproduce ARGS...` (release build):
                        the experiment grid of a profile (smoke, quick (default), paper),
                        resuming where it stopped; writes results/<profile>/
@@ -68,6 +77,8 @@ enum Cmd {
     },
     Env,
     Test(Vec<OsString>),
+    /// `ci`: fmt, clippy, doc, `test` (arguments passed to it), `bench --quick`.
+    Ci(Vec<OsString>),
     /// `mutants`: cargo-mutants with the tool environment, arguments passed through.
     Mutants(Vec<OsString>),
     /// `reproduce`, `report` or `status`: forwarded to the `ap` program of that name.
@@ -108,6 +119,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Cmd> {
             Ok(Cmd::Env)
         }
         "test" => Ok(Cmd::Test(rest)),
+        "ci" => Ok(Cmd::Ci(rest)),
         "mutants" => Ok(Cmd::Mutants(rest)),
         "reproduce" => Ok(Cmd::Ap("reproduce", rest)),
         "report" => Ok(Cmd::Ap("report", rest)),
@@ -157,12 +169,8 @@ fn run(cmd: Cmd) -> Result<i32> {
             print_env()?;
             Ok(0)
         }
-        Cmd::Test(args) => {
-            let s = setup(true)?;
-            let mut cmd = Command::new(cargo());
-            cmd.arg("test").arg("--workspace").args(args);
-            run_with_env(&mut cmd, &s)
-        }
+        Cmd::Test(args) => run_tests(args),
+        Cmd::Ci(args) => ci::run(args),
         Cmd::Mutants(args) => {
             let s = setup(false)?;
             ensure_cargo_mutants()?;
@@ -195,6 +203,15 @@ fn run(cmd: Cmd) -> Result<i32> {
         }
         Cmd::Bench { quick } => bench::run(quick),
     }
+}
+
+/// `cargo xtask test ARGS...` (the README's test command, also `ci`'s test step): setup,
+/// then `cargo test --workspace ARGS...` with the tool environment; returns the exit code.
+fn run_tests(args: Vec<OsString>) -> Result<i32> {
+    let s = setup(true)?;
+    let mut cmd = Command::new(cargo());
+    cmd.arg("test").arg("--workspace").args(args);
+    run_with_env(&mut cmd, &s)
 }
 
 /// Where `cargo mutants` is installed from when missing.
@@ -458,6 +475,11 @@ mod tests {
         assert_eq!(
             parse_args(os(&["test", "-p", "ap-mask", "--", "--nocapture"])).unwrap(),
             Cmd::Test(os(&["-p", "ap-mask", "--", "--nocapture"]))
+        );
+        assert_eq!(parse_args(os(&["ci"])).unwrap(), Cmd::Ci(vec![]));
+        assert_eq!(
+            parse_args(os(&["ci", "-p", "ap-mask"])).unwrap(),
+            Cmd::Ci(os(&["-p", "ap-mask"]))
         );
         assert_eq!(
             parse_args(os(&["reproduce", "--grid", "quick"])).unwrap(),

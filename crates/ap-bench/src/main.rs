@@ -21,7 +21,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use ap_data::{Dataset, DatasetKind, ShuffledBatches, Split};
 use ap_mask::Mask;
-use ap_models::{ActivationProbe, Model};
+use ap_models::{ActivationProbe, Model, ModelKind, Vgg};
 use ap_tensor::{select_smallest, NamedParams};
 use ap_train::{Optimizer, OptimizerSpec};
 use clap::{Args, Parser, Subcommand};
@@ -72,7 +72,7 @@ struct DataArgs {
 struct TrainArgs {
     /// `lenet300-100` or `conv2`.
     #[arg(long)]
-    model: String,
+    model: ModelKind,
     /// Fraction of prunable weights kept; 1 trains without a mask.
     #[arg(long, default_value_t = 1.0)]
     density: f64,
@@ -96,7 +96,7 @@ struct TrainArgs {
 struct EvalArgs {
     /// `lenet300-100` or `conv2`.
     #[arg(long)]
-    model: String,
+    model: ModelKind,
     /// Test images evaluated per sample (from the start of the MNIST test set).
     #[arg(long)]
     samples: i64,
@@ -143,7 +143,7 @@ struct ResnetArgs {
 struct ImpArgs {
     /// `lenet300-100` or `conv2`.
     #[arg(long, default_value = "lenet300-100")]
-    model: String,
+    model: ModelKind,
     /// Training steps of the phase.
     #[arg(long)]
     steps: u64,
@@ -239,13 +239,13 @@ fn run_case(out: &Out, case: Case) -> Result<()> {
 fn quick(out: &Out) -> Result<()> {
     let data = DataArgs { data_dir: None };
     for (model, density) in [
-        ("lenet300-100", 1.0),
-        ("lenet300-100", 0.1),
-        ("conv2", 1.0),
-        ("conv2", 0.1),
+        (ModelKind::LeNet300_100, 1.0),
+        (ModelKind::LeNet300_100, 0.1),
+        (ModelKind::Conv2, 1.0),
+        (ModelKind::Conv2, 0.1),
     ] {
         let a = TrainArgs {
-            model: model.into(),
+            model,
             density,
             batch: 60,
             steps: 2,
@@ -258,11 +258,11 @@ fn quick(out: &Out) -> Result<()> {
             run_case(out, Case::MaskOverhead(a))?;
         }
     }
-    for (model, samples) in [("lenet300-100", 500), ("conv2", 60)] {
+    for (model, samples) in [(ModelKind::LeNet300_100, 500), (ModelKind::Conv2, 60)] {
         run_case(
             out,
             Case::DnrEval(EvalArgs {
-                model: model.into(),
+                model,
                 samples,
                 batch: 1000,
                 reps: 1,
@@ -290,7 +290,7 @@ fn quick(out: &Out) -> Result<()> {
     run_case(
         out,
         Case::ImpMemory(ImpArgs {
-            model: "lenet300-100".into(),
+            model: ModelKind::LeNet300_100,
             steps: 10,
             batch: 60,
             rate: 0.2,
@@ -314,12 +314,12 @@ fn load_mnist(data: &DataArgs) -> Result<Dataset> {
 
 /// The optimizer each model is trained with in this project's recipes (the baseline
 /// uses the same hyperparameters with `torch.optim`).
-fn optimizer_for(model: &str) -> Result<OptimizerSpec> {
+fn optimizer_for(model: ModelKind) -> Result<OptimizerSpec> {
     Ok(match model {
         // Lottery-ticket recipes: Adam 1.2e-3 (LeNet), 2e-4 (Conv-2).
-        "lenet300-100" => adam(1.2e-3),
-        "conv2" => adam(2e-4),
-        "resnet20" => OptimizerSpec::Sgd {
+        ModelKind::LeNet300_100 => adam(1.2e-3),
+        ModelKind::Conv2 => adam(2e-4),
+        ModelKind::ResNet20 => OptimizerSpec::Sgd {
             lr: 0.1,
             momentum: 0.9,
             weight_decay: 5e-4,
@@ -339,10 +339,10 @@ fn adam(lr: f64) -> OptimizerSpec {
     }
 }
 
-/// Builds `name` for MNIST-shaped input with a fixed seed.
-fn build_model(name: &str, input: &[i64]) -> Result<Model> {
+/// Builds `kind` for `input`-shaped samples with a fixed seed.
+fn build_model(kind: ModelKind, input: &[i64]) -> Result<Model> {
     tch::manual_seed(0);
-    ap_models::build(name, input, 10, Device::Cpu).map_err(anyhow::Error::from)
+    ap_models::build(kind, input, 10, Device::Cpu).map_err(anyhow::Error::from)
 }
 
 fn prunable(model: &Model) -> Result<NamedParams> {
@@ -475,7 +475,7 @@ fn trainer(a: &TrainArgs, data: &Dataset) -> Result<Trainer> {
     if a.steps == 0 || a.reps == 0 {
         bail!("--steps and --reps must be at least 1");
     }
-    let model = build_model(&a.model, &[1, 28, 28])?;
+    let model = build_model(a.model, &[1, 28, 28])?;
     let mask = if a.density < 1.0 {
         Some(magnitude_mask(&prunable(&model)?, a.density)?)
     } else {
@@ -484,7 +484,7 @@ fn trainer(a: &TrainArgs, data: &Dataset) -> Result<Trainer> {
     Trainer::new(
         model,
         mask.as_ref(),
-        optimizer_for(&a.model)?,
+        optimizer_for(a.model)?,
         &data.train,
         a.batch,
     )
@@ -675,7 +675,7 @@ fn dnr_eval(out: &Out, a: &EvalArgs) -> Result<()> {
     }
     let images = data.test.images.narrow(0, 0, n);
     let labels = data.test.labels.narrow(0, 0, n);
-    let model = build_model(&a.model, &[1, 28, 28])?;
+    let model = build_model(a.model, &[1, 28, 28])?;
     // Warm up both paths, and check they agree (the probe must not change the result).
     let plain_acc = evaluate_plain(&model, &images, &labels, a.batch, None).0;
     let probed = ap_eval::evaluate(&model, &images, &labels, a.batch);
@@ -730,9 +730,7 @@ fn dnr_eval(out: &Out, a: &EvalArgs) -> Result<()> {
 /// The prunable weight shapes of VGG-19 for CIFAR (16 convs, one linear layer): 20.0M
 /// weights. `shrink` divides the channel counts, for smoke tests.
 fn vgg19_shapes(shrink: i64) -> Vec<Vec<i64>> {
-    let plan = [
-        64, 64, 128, 128, 256, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512, 512,
-    ];
+    let plan = Vgg::conv_widths(ModelKind::Vgg19.depth()).expect("VGG-19 is registered");
     let mut c_in = 3;
     let mut shapes = vec![];
     for c in plan {
@@ -893,8 +891,8 @@ fn resnet_step(out: &Out, a: &ResnetArgs) -> Result<()> {
     if a.batch < 1 || a.steps == 0 || a.reps == 0 {
         bail!("--batch, --steps and --reps must be at least 1");
     }
-    let model = build_model("resnet20", &[3, 32, 32])?;
-    let spec = optimizer_for("resnet20")?;
+    let model = build_model(ModelKind::ResNet20, &[3, 32, 32])?;
+    let spec = optimizer_for(ModelKind::ResNet20)?;
     let lr = spec.lr();
     let mut opt = Optimizer::new(spec, &model.vs, None);
     let x = Tensor::randn([a.batch, 3, 32, 32], (Kind::Float, Device::Cpu));
@@ -960,14 +958,14 @@ fn proc_status_mib(field: &str) -> Result<f64> {
 /// surviving weights by `select_smallest`, rewinding to the initial weights, masking.
 fn imp_memory(out: &Out, a: &ImpArgs) -> Result<()> {
     let data = load_mnist(&a.data)?;
-    let model = build_model(&a.model, &[1, 28, 28])?;
+    let model = build_model(a.model, &[1, 28, 28])?;
     let params = prunable(&model)?;
     let init = params.snapshot();
     let mut mask = Mask::dense(&params);
     let after_load = proc_status_mib("VmRSS")?;
     let peak_load = proc_status_mib("VmHWM")?;
     let cfg = ap_train::TrainConfig {
-        optimizer: optimizer_for(&a.model)?,
+        optimizer: optimizer_for(a.model)?,
         schedule: Default::default(),
         batch_size: a.batch,
         iterations: a.steps,

@@ -99,21 +99,30 @@ impl Allocation {
     /// one division, so a whole-number result is exact (not 14.999… → 14). `None` for
     /// `Global`.
     pub fn layer_counts(&self, mask: &Mask, n: i64) -> Option<Vec<i64>> {
+        let report = mask.report();
+        let kept: Vec<(&str, i64)> = report
+            .layers
+            .iter()
+            .map(|l| (l.name.as_str(), l.kept))
+            .collect();
+        self.counts_for_kept(&kept, n)
+    }
+
+    /// [`Allocation::layer_counts`] from each layer's name and kept count (what a mask
+    /// reports), without a mask: for planning a run's events before it starts.
+    pub fn counts_for_kept(&self, kept: &[(&str, i64)], n: i64) -> Option<Vec<i64>> {
         if *self == Allocation::Global {
             return None;
         }
-        let report = mask.report();
+        let total: i64 = kept.iter().map(|(_, k)| k).sum();
         Some(
-            report
-                .layers
-                .iter()
-                .map(|l| {
-                    if report.kept == 0 {
+            kept.iter()
+                .map(|&(name, k)| {
+                    if total == 0 {
                         return 0;
                     }
-                    let c =
-                        n as f64 * self.multiplier(&l.name) * l.kept as f64 / report.kept as f64;
-                    (c.floor() as i64).min(l.kept)
+                    let c = n as f64 * self.multiplier(name) * k as f64 / total as f64;
+                    (c.floor() as i64).min(k)
                 })
                 .collect(),
         )

@@ -9,32 +9,36 @@
 //!   [`lamp_scores`], [`snip_scores`], [`synflow_scores`] / [`synflow_select`]
 //!   (iterative);
 //! - how an event's count is spread over layers: [`Allocation`], [`select_by_scores`];
-//! - regrowth (RigL, GraNet): [`gradient_magnitude`], [`select_largest`];
+//! - a method's host criterion, dispatched ([`HostCriterion`]);
+//! - regrowth (RigL, GraNet): [`param_gradient_magnitude`], [`select_largest_per_tensor`];
 //! - sparse initialisation: [`erk_densities`], [`random_mask_with_densities`];
-//! - AP's own choice ([`ap_select`], [`ap_select_with`]): kept negative weights that
-//!   moved least since the start of the current training phase (ap-spec §3), with the
-//!   sign filter and score as ablation settings ([`ApOptions`]).
+//! - AP, in one place ([`ApConfig`], [`Budget`], [`ap_select_budget`]): its settings, its
+//!   share of each pruning event, and its choice — kept negative weights that moved least
+//!   since the start of the current training phase (ap-spec §3), with the sign filter and
+//!   score as ablation settings ([`ApOptions`]).
 
 mod allocation;
 mod ap;
 mod criterion;
 mod erk;
+mod host;
 mod saliency;
 mod scores;
 
 pub use allocation::{select_by_scores, Allocation, AllocationError};
 pub use ap::{
-    ap_select, ap_select_budget, ap_select_with, ApBudget, ApOptions, ApScore, ApSelection,
-    CandidateSign,
+    ap_select, ap_select_budget, ap_select_with, ApBudget, ApConfig, ApOptions, ApScore,
+    ApSelection, Budget, CandidateSign,
 };
 pub use criterion::{Criterion, UnknownCriterion};
 pub use erk::{erk_densities, random_mask_with_densities};
+pub use host::{CriterionError, HostCriterion};
 pub use saliency::{
     snip_scores, synflow_scores, synflow_select, try_snip_scores, try_synflow_scores,
 };
 pub use scores::{
-    gradient_magnitude, lamp_scores, magnitude_scores, param_gradient_magnitude, random_scores,
-    select_largest, select_largest_per_tensor,
+    lamp_scores, magnitude_scores, param_gradient_magnitude, random_scores,
+    select_largest_per_tensor,
 };
 
 #[cfg(test)]

@@ -326,13 +326,19 @@ mod tests {
         Model {
             vs,
             net: Box::new(Mlp { layers }),
-            name: "mlp".into(),
+            kind: None,
         }
     }
 
     fn lenet(seed: i64) -> (Model, NamedParams) {
         tch::manual_seed(seed);
-        let m = ap_models::build("lenet300-100", &[1, 28, 28], 10, Device::Cpu).unwrap();
+        let m = ap_models::build(
+            ap_models::ModelKind::LeNet300_100,
+            &[1, 28, 28],
+            10,
+            Device::Cpu,
+        )
+        .unwrap();
         let p = NamedParams::from_var_store(&m.vs, &m.net.prunable()).unwrap();
         (m, p)
     }

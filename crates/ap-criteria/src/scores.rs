@@ -5,9 +5,7 @@
 //! kept positions, regrowth adds the largest among pruned ones.
 
 use ap_mask::Mask;
-use ap_tensor::{
-    derive_seed, select_smallest, select_smallest_per_tensor, splitmix64, NamedParams, SelectError,
-};
+use ap_tensor::{derive_seed, select_smallest_per_tensor, splitmix64, NamedParams, SelectError};
 use tch::{Device, Kind, Tensor};
 
 /// |w| for every prunable parameter (the parameter's kind and device).
@@ -80,24 +78,8 @@ pub fn lamp_scores(params: &NamedParams, mask: &Mask) -> Vec<Tensor> {
         .collect()
 }
 
-/// |g| for each gradient (regrowth in RigL and GraNet ranks pruned positions by it).
-/// An undefined tensor (a parameter that received no gradient) is passed through
-/// undefined; [`param_gradient_magnitude`] gives zeros instead.
-pub fn gradient_magnitude(grads: &[Tensor]) -> Vec<Tensor> {
-    grads
-        .iter()
-        .map(|g| {
-            if g.defined() {
-                g.detach().abs()
-            } else {
-                Tensor::new()
-            }
-        })
-        .collect()
-}
-
 /// |∂L/∂w| read from each parameter's accumulated gradient (`w.grad()`), or zeros where
-/// the parameter has none yet.
+/// the parameter has none yet (regrowth in RigL and GraNet ranks inactive positions by it).
 pub fn param_gradient_magnitude(params: &NamedParams) -> Vec<Tensor> {
     params
         .tensors()
@@ -113,19 +95,9 @@ pub fn param_gradient_magnitude(params: &NamedParams) -> Vec<Tensor> {
         .collect()
 }
 
-/// Selects exactly `n` eligible positions with the largest scores, ranked globally; ties
-/// by position (the earlier position wins), like [`select_smallest`] on `−score`.
-pub fn select_largest(
-    scores: &[&Tensor],
-    eligible: &[&Tensor],
-    n: i64,
-) -> Result<Vec<Tensor>, SelectError> {
-    let neg = negate(scores);
-    select_smallest(&neg.iter().collect::<Vec<_>>(), eligible, n)
-}
-
 /// Selects exactly `counts[i]` eligible positions with the largest scores within each
-/// tensor (per-layer regrowth); ties by position.
+/// tensor (per-layer regrowth); ties by position (the earlier position wins), like
+/// [`select_smallest_per_tensor`] on `−score`.
 pub fn select_largest_per_tensor(
     scores: &[&Tensor],
     eligible: &[&Tensor],
@@ -210,13 +182,13 @@ mod tests {
             }
         }
 
-        /// select_largest picks exactly n eligible positions, none smaller than an unpicked one.
+        /// select_largest_per_tensor picks exactly n eligible positions, none smaller than an unpicked one.
         #[test]
         fn largest_is_exact((vals_, elig) in prop::collection::vec((0i32..5, any::<bool>()), 1..40).prop_map(|v| v.into_iter().unzip::<_, _, Vec<i32>, Vec<bool>>()), frac in 0.0f64..=1.0) {
             let s = Tensor::from_slice(&vals_.iter().map(|&v| v as f32).collect::<Vec<_>>());
             let e = Tensor::from_slice(&elig);
             let n = (frac * elig.iter().filter(|&&b| b).count() as f64).floor() as i64;
-            let sel = select_largest(&[&s], &[&e], n).unwrap();
+            let sel = select_largest_per_tensor(&[&s], &[&e], &[n]).unwrap();
             let sel: Vec<bool> = vals(&sel[0]).iter().map(|&v| v != 0.0).collect();
             prop_assert_eq!(sel.iter().filter(|&&b| b).count() as i64, n);
             let min_sel = (0..sel.len()).filter(|&i| sel[i]).map(|i| { prop_assert!(elig[i]); Ok(vals_[i]) }).collect::<Result<Vec<_>, TestCaseError>>()?.into_iter().min().unwrap_or(i32::MAX);
@@ -255,10 +227,6 @@ mod tests {
 
     #[test]
     fn gradient_magnitudes() {
-        let g = [Tensor::from_slice(&[-1.0f32, 2.0]), Tensor::new()];
-        let m = gradient_magnitude(&g);
-        assert_eq!(vals(&m[0]), vec![1.0, 2.0]);
-        assert!(!m[1].defined());
         let w = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).set_requires_grad(true);
         let p = NamedParams::from_entries(vec![("w".into(), w.shallow_clone())]);
         assert_eq!(vals(&param_gradient_magnitude(&p)[0]), vec![0.0; 3]);
@@ -272,7 +240,7 @@ mod tests {
     fn largest_ties_by_position_and_per_tensor_counts() {
         let s = Tensor::from_slice(&[1.0f32, 3.0, 3.0, 2.0]);
         let e = Tensor::from_slice(&[true, true, true, true]);
-        let sel = select_largest(&[&s], &[&e], 1).unwrap();
+        let sel = select_largest_per_tensor(&[&s], &[&e], &[1]).unwrap();
         assert_eq!(vals(&sel[0]), vec![0.0, 1.0, 0.0, 0.0]);
         let s2 = Tensor::from_slice(&[5.0f32, 4.0]);
         let e2 = Tensor::from_slice(&[false, true]);

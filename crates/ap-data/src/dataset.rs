@@ -245,6 +245,16 @@ impl DatasetKind {
         [self.channels() as i64, side, side]
     }
 
+    /// Examples in the official training split, known without loading it: 60 000 for the
+    /// MNIST family, 50 000 for CIFAR (runs train on all of them; a validation split, see
+    /// [`Dataset::split_validation`], takes its examples out of these).
+    pub const fn train_examples(self) -> usize {
+        match self {
+            DatasetKind::Mnist | DatasetKind::FashionMnist => 60_000,
+            DatasetKind::Cifar10 | DatasetKind::Cifar100 => 50_000,
+        }
+    }
+
     /// Number of classes (labels are `0..num_classes`): 100 for CIFAR-100, else 10.
     pub const fn num_classes(self) -> usize {
         match self {

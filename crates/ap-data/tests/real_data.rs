@@ -5,7 +5,7 @@
 
 use ap_data::{default_data_dir, Dataset, DatasetKind};
 use ap_testkit::{missing_prerequisite, WhenUnset};
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 fn check_real(kind: DatasetKind) {
     let dir = default_data_dir();
@@ -23,6 +23,7 @@ fn check_real(kind: DatasetKind) {
     }
     let ds = Dataset::load(kind, &dir, Device::Cpu).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ds.train.images.size(), vec![60_000, 1, 28, 28]);
+    assert_eq!(ds.train.len(), kind.train_examples());
     assert_eq!(ds.train.labels.size(), vec![60_000]);
     assert_eq!(ds.test.images.size(), vec![10_000, 1, 28, 28]);
     assert_eq!(ds.test.labels.size(), vec![10_000]);
@@ -30,25 +31,27 @@ fn check_real(kind: DatasetKind) {
         assert_eq!(split.labels.min().int64_value(&[]), 0);
         assert_eq!(split.labels.max().int64_value(&[]), 9);
     }
-    let x = ds.train.images.to_kind(Kind::Double);
-    let (mean, std) = (
-        x.mean(Kind::Double).double_value(&[]),
-        x.std(true).double_value(&[]),
-    );
+    let (mean, std) = mean_std(&ds.train.images);
     assert!(
         mean.abs() < 0.01 && (std - 1.0).abs() < 0.01,
         "{kind}: normalised mean {mean}, std {std}"
     );
 }
 
-#[test]
-fn real_mnist() {
-    check_real(DatasetKind::Mnist);
+/// Mean and standard deviation of every value of `x`.
+fn mean_std(x: &Tensor) -> (f64, f64) {
+    let x = x.to_kind(Kind::Double);
+    (
+        x.mean(Kind::Double).double_value(&[]),
+        x.std(true).double_value(&[]),
+    )
 }
 
 #[test]
-fn real_fashion_mnist() {
-    check_real(DatasetKind::FashionMnist);
+fn real_mnist_and_fashion_mnist() {
+    for kind in [DatasetKind::Mnist, DatasetKind::FashionMnist] {
+        check_real(kind);
+    }
 }
 
 /// CIFAR is not fetched by `cargo xtask setup` (it is in no registry), so these only run when
@@ -71,6 +74,7 @@ fn check_real_cifar(kind: DatasetKind) {
         Err(e) => panic!("{e}"),
     };
     assert_eq!(ds.train.images.size(), vec![50_000, 3, 32, 32]);
+    assert_eq!(ds.train.len(), kind.train_examples());
     assert_eq!(ds.test.images.size(), vec![10_000, 3, 32, 32]);
     let max = kind.num_classes() as i64 - 1;
     for split in [&ds.train, &ds.test] {
@@ -78,11 +82,7 @@ fn check_real_cifar(kind: DatasetKind) {
         assert_eq!(split.labels.max().int64_value(&[]), max);
     }
     for c in 0..3 {
-        let x = ds.train.images.select(1, c).to_kind(Kind::Double);
-        let (mean, std) = (
-            x.mean(Kind::Double).double_value(&[]),
-            x.std(true).double_value(&[]),
-        );
+        let (mean, std) = mean_std(&ds.train.images.select(1, c));
         // The AP constants' stds are below the true ones, so normalised std is ≈ 1.2 for
         // CIFAR-10 and ≈ 1.0 for CIFAR-100.
         assert!(
@@ -93,11 +93,8 @@ fn check_real_cifar(kind: DatasetKind) {
 }
 
 #[test]
-fn real_cifar10_if_present() {
-    check_real_cifar(DatasetKind::Cifar10);
-}
-
-#[test]
-fn real_cifar100_if_present() {
-    check_real_cifar(DatasetKind::Cifar100);
+fn real_cifar10_and_cifar100_if_present() {
+    for kind in [DatasetKind::Cifar10, DatasetKind::Cifar100] {
+        check_real_cifar(kind);
+    }
 }

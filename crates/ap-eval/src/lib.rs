@@ -257,7 +257,13 @@ mod tests {
     fn evaluate_counts_every_sample() {
         let _g = ap_testkit::torch_lock();
         tch::manual_seed(0);
-        let m = ap_models::build("lenet300-100", &[1, 2, 2], 3, Device::Cpu).unwrap();
+        let m = ap_models::build(
+            ap_models::ModelKind::LeNet300_100,
+            &[1, 2, 2],
+            3,
+            Device::Cpu,
+        )
+        .unwrap();
         let x = Tensor::randn([7, 1, 2, 2], (Kind::Float, Device::Cpu));
         let y = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 2, 0]);
         let full = evaluate(&m, &x, &y, 7);
@@ -294,7 +300,7 @@ mod tests {
         let model = Model {
             vs,
             net: Box::new(net),
-            name: "lenet-tiny".into(),
+            kind: None,
         };
         tch::no_grad(|| {
             let b = model.vs.variables()["fc1.bias"].shallow_clone();

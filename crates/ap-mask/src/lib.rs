@@ -241,6 +241,14 @@ impl Mask {
                     p.size()
                 )));
             }
+            // A damaged file can hold any value: a mask entry of 7 would scale a weight.
+            if let Some(i) = first_true(&t.ne(0).logical_and(&t.ne(1))) {
+                return Err(MaskError::Mismatch(format!(
+                    "{}: `{name}` holds {} at flat index {i}; a mask holds only 0 and 1",
+                    path.display(),
+                    t.flatten(0, -1).double_value(&[i]),
+                )));
+            }
             entries.push((name, t.to_device(p.device()).to_kind(p.kind())));
         }
         Ok(Mask { entries })
@@ -267,6 +275,12 @@ impl Mask {
             )))
         }
     }
+}
+
+/// The flat index of the first true element of a bool tensor, if any.
+fn first_true(t: &Tensor) -> Option<i64> {
+    let hits = t.flatten(0, -1).nonzero();
+    (hits.size()[0] > 0).then(|| hits.int64_value(&[0, 0]))
 }
 
 #[cfg(test)]

@@ -1,72 +1,54 @@
-//! Pruning during training: GMP's cubic schedule, GraNet's prune + drop-and-grow, and
-//! RigL's drop-and-grow, as a step hook of the training loop. Events run after the
-//! backward pass, when every weight's gradient is present and not yet masked (regrowth
-//! ranks inactive positions by |gradient|).
+//! Pruning during training, as a step hook of the training loop ([`Gradual`]): GMP's
+//! cubic schedule, GraNet's prune + drop-and-grow, and RigL's drop-and-grow, each saying
+//! what happens at a step through [`DuringTraining`]. Events run after the backward pass,
+//! when every weight's gradient is present and not yet masked (regrowth ranks inactive
+//! positions by |gradient|).
 
-use ap_criteria::{ap_select_with, Allocation, Criterion};
+use ap_criteria::{
+    ap_select_with, param_gradient_magnitude, select_largest_per_tensor, Allocation, ApConfig,
+    Budget, HostCriterion,
+};
 use ap_mask::Mask;
 use ap_tensor::{select_smallest_per_tensor, NamedParams};
 use ap_train::{Optimizer, StepHook, TrainError};
 use tch::{Kind, Tensor};
 
-use crate::event::{pruning_event, Budget, EventReport, HostContext};
-use crate::schedule::{cosine_decay, gmp_target_kept, is_event_step};
-use crate::{ApConfig, PruneError};
+use crate::event::{pruning_event, EventAt, EventReport};
+use crate::PruneError;
 
-/// Drop-and-grow settings of a method.
-pub(crate) struct Regrow {
-    /// Fraction of each layer's active weights at t = 0.
-    pub initial: f64,
-    /// Step at which the cosine-decayed fraction reaches 0.
-    pub decay_until: u64,
-    /// Layers never dropped from or grown into.
-    pub dense_layers: Vec<String>,
-    /// How the per-layer drop count is rounded.
-    pub rounding: DropRounding,
+/// What a method that prunes during training does at a step.
+pub trait DuringTraining {
+    /// The kept-weight target of a pruning event at `iteration`, of `total` prunable
+    /// weights, and how to spread it over layers; None when no pruning event is due.
+    fn prune_to(&self, iteration: u64, total: i64) -> Option<(i64, &Allocation)>;
+    /// The drop-and-grow step due at `iteration` of a phase of `iterations` steps, if any.
+    fn drop_grow(&self, iteration: u64, iterations: u64) -> Option<DropGrow<'_>>;
 }
 
-/// When events happen.
-pub(crate) enum Schedule {
-    /// GMP (and GraNet with `regrow`: drop-and-grow from `begin` every `every` steps
-    /// until training ends, pruning only up to `end`).
-    Gmp {
-        initial_sparsity: f64,
-        sparsity: f64,
-        begin: u64,
-        end: u64,
-        every: u64,
-        allocation: Allocation,
-        regrow: Option<Regrow>,
-    },
-    /// RigL: drop-and-grow every `every` steps before `stop`.
-    Rigl {
-        every: u64,
-        stop: u64,
-        regrow: Regrow,
-    },
-}
-
-/// The step hook.
-pub(crate) struct Gradual<'a> {
+/// The step hook: runs the events a [`DuringTraining`] method has due at each step.
+pub struct Gradual<'a> {
     params: &'a NamedParams,
-    mask: &'a mut Mask,
+    mask: Mask,
     ap: Option<&'a ApConfig>,
-    host: HostContext<'a>,
-    schedule: Schedule,
+    host: HostCriterion<'a>,
+    method: &'a dyn DuringTraining,
+    iterations: u64,
     /// AP's w_0: the weights at the previous event.
     phase_start: NamedParams,
     events: Vec<EventReport>,
-    error: Option<PruneError>,
     total: i64,
 }
 
 impl<'a> Gradual<'a> {
+    /// A hook for `method` over a phase of `iterations` steps. `mask` is a handle on the
+    /// run's mask: events change its tensors in place, so the optimizer's handle sees them.
     pub fn new(
         params: &'a NamedParams,
-        mask: &'a mut Mask,
+        mask: Mask,
         ap: Option<&'a ApConfig>,
-        host: HostContext<'a>,
-        schedule: Schedule,
+        host: HostCriterion<'a>,
+        method: &'a dyn DuringTraining,
+        iterations: u64,
     ) -> Self {
         let total = mask.report().total;
         Gradual {
@@ -74,65 +56,35 @@ impl<'a> Gradual<'a> {
             mask,
             ap,
             host,
-            schedule,
+            method,
+            iterations,
             phase_start: params.snapshot(),
             events: vec![],
-            error: None,
             total,
         }
     }
 
-    /// The events, or the error that stopped training.
-    pub fn finish(self, train_error: Option<&TrainError>) -> Result<Vec<EventReport>, PruneError> {
-        match (self.error, train_error) {
-            (Some(e), _) => Err(e),
-            (None, Some(TrainError::Diverged { iteration, loss })) => {
-                Err(PruneError::Train(TrainError::Diverged {
-                    iteration: *iteration,
-                    loss: *loss,
-                }))
-            }
-            _ => Ok(self.events),
+    /// The events with the training phase's result `phase`, or the error that stopped
+    /// training: a failed event is handed back as the pruning error it was, not as a
+    /// training error.
+    pub fn finish<T>(
+        self,
+        phase: Result<T, TrainError>,
+    ) -> Result<(Vec<EventReport>, T), PruneError> {
+        match phase {
+            Ok(p) => Ok((self.events, p)),
+            Err(TrainError::Hook(e)) => Err(match e.downcast::<PruneError>() {
+                Ok(e) => *e,
+                Err(e) => PruneError::Train(TrainError::Hook(e)),
+            }),
+            Err(e) => Err(PruneError::Train(e)),
         }
     }
 
     fn event(&mut self, iteration: u64, opt: &mut Optimizer) -> Result<(), PruneError> {
         let index = self.events.len();
-        let (prune, regrow) = match &self.schedule {
-            Schedule::Gmp {
-                initial_sparsity,
-                sparsity,
-                begin,
-                end,
-                every,
-                allocation,
-                regrow,
-            } => {
-                let prune = is_event_step(iteration, *begin, *end, *every).then(|| {
-                    let target = gmp_target_kept(
-                        iteration,
-                        *begin,
-                        *end,
-                        *initial_sparsity,
-                        *sparsity,
-                        self.total,
-                    );
-                    (target, allocation)
-                });
-                let regrow = regrow
-                    .as_ref()
-                    .filter(|_| iteration >= *begin && (iteration - begin) % every == 0);
-                (prune, regrow)
-            }
-            Schedule::Rigl {
-                every,
-                stop,
-                regrow,
-            } => {
-                let due = iteration > 0 && iteration < *stop && iteration % every == 0;
-                (None, Some(regrow).filter(|_| due))
-            }
-        };
+        let prune = self.method.prune_to(iteration, self.total);
+        let regrow = self.method.drop_grow(iteration, self.iterations);
         if prune.is_none() && regrow.is_none() {
             return Ok(());
         }
@@ -140,18 +92,22 @@ impl<'a> Gradual<'a> {
             Some((target, allocation)) => {
                 let surviving = self.mask.kept();
                 let n = (surviving - target).max(0);
-                let budget = Budget::from_count(n, surviving, self.ap, index);
+                let at = EventAt {
+                    budget: Budget::from_count(n, surviving, self.ap, index),
+                    index,
+                    iteration: Some(iteration),
+                };
+                let host = HostCriterion {
+                    allocation,
+                    ..self.host
+                };
                 pruning_event(
                     self.params,
-                    self.mask,
+                    &mut self.mask,
                     &self.phase_start,
-                    budget,
-                    Criterion::Magnitude,
-                    allocation,
-                    &self.host,
+                    &host,
                     self.ap,
-                    index,
-                    Some(iteration),
+                    at,
                 )?
             }
             None => EventReport::none(index, Some(iteration), self.mask.kept()),
@@ -160,14 +116,9 @@ impl<'a> Gradual<'a> {
         // pruned and regrown in the same event starts afresh, at 0 with zero state, like
         // every new connection (GraNet applies its mask, momentum included, after pruning).
         opt.mask_state();
-        if let Some(r) = regrow {
-            let spec = DropGrow {
-                fraction: cosine_decay(r.initial, iteration, r.decay_until),
-                rounding: r.rounding,
-                dense_layers: &r.dense_layers,
-            };
+        if let Some(spec) = regrow {
             let ap = self.ap.filter(|a| a.in_drop_and_grow && a.active(index));
-            let d = drop_and_grow(self.params, self.mask, &self.phase_start, &spec, ap)?;
+            let d = drop_and_grow(self.params, &mut self.mask, &self.phase_start, &spec, ap)?;
             e.dropped = d.host_dropped + d.ap_dropped;
             e.ap_dropped = d.ap_dropped;
             e.ap_shortfall += d.ap_shortfall;
@@ -183,9 +134,10 @@ impl<'a> Gradual<'a> {
 impl StepHook for Gradual<'_> {
     fn after_backward(&mut self, iteration: u64, opt: &mut Optimizer) -> Result<(), TrainError> {
         self.event(iteration, opt).map_err(|e| {
-            let msg = format!("pruning event at iteration {iteration}: {e}");
-            self.error = Some(e);
-            TrainError::Hook(msg)
+            TrainError::Hook(Box::new(PruneError::DuringTraining {
+                iteration,
+                source: Box::new(e),
+            }))
         })
     }
 }
@@ -259,10 +211,7 @@ pub fn drop_and_grow(
             (k as i64).clamp(0, l.kept)
         })
         .collect();
-    let ap_counts: Vec<i64> = counts
-        .iter()
-        .map(|&k| ap.map_or(0, |a| (a.share * k as f64).floor() as i64))
-        .collect();
+    let ap_counts: Vec<i64> = counts.iter().map(|&k| Budget::of_drop(k, ap)).collect();
     let host_counts: Vec<i64> = counts.iter().zip(&ap_counts).map(|(k, a)| k - a).collect();
     let mags: Vec<Tensor> = params.tensors().iter().map(|w| w.detach().abs()).collect();
     let sel = select_smallest_per_tensor(
@@ -302,22 +251,11 @@ pub fn drop_and_grow(
         .zip(&after_drop.layers)
         .map(|(b, a)| b.kept - a.kept)
         .collect();
-    // Grow where inactive after the drop, by |gradient| (largest first = smallest of −|g|).
-    let neg_grad: Vec<Tensor> = params
-        .tensors()
-        .iter()
-        .map(|w| {
-            let g = w.grad();
-            if g.defined() {
-                -g.abs()
-            } else {
-                w.zeros_like()
-            }
-        })
-        .collect();
+    // Grow where inactive after the drop, by |gradient| (largest first, ties by position).
+    let grad = param_gradient_magnitude(params);
     let inactive: Vec<Tensor> = mask.tensors().iter().map(|m| m.le(0.5)).collect();
-    let grow = select_smallest_per_tensor(
-        &neg_grad.iter().collect::<Vec<_>>(),
+    let grow = select_largest_per_tensor(
+        &grad.iter().collect::<Vec<_>>(),
         &inactive.iter().collect::<Vec<_>>(),
         &regrow,
     )?;

@@ -1,23 +1,115 @@
 //! Property tests of the methods on a small LeNet and toy data.
 
 use super::*;
-use crate::dynamic::{Gradual, Regrow, Schedule};
+use crate::dynamic::Gradual;
+use crate::rounds::{validate_rates, SnapshotAt};
 use crate::schedule::gmp_target_kept;
+use ap_criteria::{Allocation, Criterion, HostCriterion};
+use ap_data::Dataset;
 use ap_data::{DatasetKind, Split};
+use ap_mask::Mask;
+use ap_models::Model;
+use ap_tensor::NamedParams;
+use ap_train::{train_phase, NoHook, Optimizer, StepHook, TrainConfig};
 use ap_train::{LrSchedule, OptimizerSpec};
 use proptest::prelude::*;
+use tch::Tensor;
 use tch::{Device, Kind};
 
 pub(crate) use ap_testkit::torch_lock;
 
-/// What a magnitude event needs of its host: the model, and nothing else (toy input shape).
-fn host_of(m: &Model) -> HostContext<'_> {
-    HostContext {
+/// A global magnitude host: the model, and nothing else (toy input shape).
+fn host_of(m: &Model) -> HostCriterion<'_> {
+    HostCriterion {
+        criterion: Criterion::Magnitude,
+        allocation: &Allocation::Global,
         model: m,
         batches: &[],
         input_shape: &[1, 2, 2],
         seed: 1,
         synflow_iterations: 1,
+    }
+}
+
+/// A hand-set schedule for the hook's tests: GMP-shaped pruning from `prune` and
+/// drop-and-grow from `regrow`, with settings the methods' own configs fix.
+struct Scripted {
+    /// (begin, end, every, initial sparsity, final sparsity) of the pruning events.
+    prune: Option<(u64, u64, u64, f64, f64)>,
+    /// Drop-and-grow: from `begin` every `every` steps before `stop`.
+    regrow: Option<ScriptedRegrow>,
+}
+
+struct ScriptedRegrow {
+    begin: u64,
+    every: u64,
+    stop: u64,
+    initial: f64,
+    decay_until: u64,
+    rounding: DropRounding,
+    dense_layers: Vec<String>,
+}
+
+impl crate::dynamic::DuringTraining for Scripted {
+    fn prune_to(&self, t: u64, total: i64) -> Option<(i64, &Allocation)> {
+        let (begin, end, every, from, to) = self.prune?;
+        crate::schedule::is_event_step(t, begin, end, every).then(|| {
+            (
+                gmp_target_kept(t, begin, end, from, to, total),
+                &Allocation::Global,
+            )
+        })
+    }
+
+    fn drop_grow(&self, t: u64, _iterations: u64) -> Option<DropGrow<'_>> {
+        let r = self.regrow.as_ref()?;
+        let due = t >= r.begin && t < r.stop && (t - r.begin) % r.every == 0;
+        due.then(|| DropGrow {
+            fraction: crate::schedule::cosine_decay(r.initial, t, r.decay_until),
+            rounding: r.rounding,
+            dense_layers: &r.dense_layers,
+        })
+    }
+}
+
+/// RigL-shaped: drop-and-grow every `every` steps from `every` until `stop`.
+fn rigl_script(
+    every: u64,
+    stop: u64,
+    initial: f64,
+    decay_until: u64,
+    rounding: DropRounding,
+) -> Scripted {
+    Scripted {
+        prune: None,
+        regrow: Some(ScriptedRegrow {
+            begin: every,
+            every,
+            stop,
+            initial,
+            decay_until,
+            rounding,
+            dense_layers: vec![],
+        }),
+    }
+}
+
+/// A run of `method` on `m` and `data` with the test recipe's seeds and batch size.
+fn setup<'a>(
+    m: &'a Model,
+    data: &'a Dataset,
+    cfg: &'a TrainConfig,
+    method: &'a Method,
+    ap: Option<&'a ApConfig>,
+) -> RunSetup<'a> {
+    RunSetup {
+        model: m,
+        data,
+        train: cfg,
+        method,
+        ap,
+        seeds: RunSeeds { data: 3, prune: 4 },
+        eval_batch: 32,
     }
 }
 
@@ -54,7 +146,7 @@ fn model(seed: i64) -> Model {
 fn model_of(arch: &str, seed: i64) -> Model {
     let side = side_of(arch);
     tch::manual_seed(seed);
-    ap_models::build(arch, &[1, side, side], 2, Device::Cpu).unwrap()
+    ap_models::build(arch.parse().unwrap(), &[1, side, side], 2, Device::Cpu).unwrap()
 }
 
 fn side_of(arch: &str) -> i64 {
@@ -118,14 +210,9 @@ fn run_arch(
     let data = toy_for(arch, 64, 1);
     let m = model_of(arch, 2);
     let mut masks = vec![];
+    let cfg = recipe(iterations);
     let records = run_method(
-        &m,
-        &data,
-        &recipe(iterations),
-        method,
-        ap,
-        RunSeeds { data: 3, prune: 4 },
-        32,
+        &setup(&m, &data, &cfg, method, ap),
         |_, mask| {
             masks.push(mask.copy());
             Ok(())
@@ -150,13 +237,13 @@ proptest! {
         let start = params.snapshot();
         let _ = tch::no_grad(|| params.tensors()[0].shallow_clone().g_add_(&(Tensor::randn_like(params.tensors()[0]) * 0.1)));
         let ap = with_ap.then(|| ApConfig::with_rate(p * ap_share));
-        let host = HostContext { model: &m, batches: &[], input_shape: &[1, 2, 2], seed: 9, synflow_iterations: 1 };
+        let host = HostCriterion { seed: 9, ..host_of(&m) };
         let mut mask = Mask::dense(&params);
         let mut expected = params.numel();
         for i in 0..k {
             let prev = mask.copy();
             let budget = Budget::from_rates(mask.kept(), p, ap.as_ref(), i);
-            let e = pruning_event(&params, &mut mask, &start, budget, criterion, &Allocation::Global, &host, ap.as_ref(), i, None).unwrap();
+            let e = pruning_event(&params, &mut mask, &start, &HostCriterion { criterion, allocation: &Allocation::Global, ..host }, ap.as_ref(), EventAt { budget, index: i, iteration: None }).unwrap();
             // The release's budget, computed here: n = floor(p·S), n_AP = floor(p_AP·S).
             let n = (p * expected as f64).floor() as i64;
             let n_ap = if with_ap { ((p * ap_share) * expected as f64).floor() as i64 } else { 0 };
@@ -181,7 +268,7 @@ proptest! {
         let _g = torch_lock();
         let (begin, end) = (3u64, 27u64);
         let ap = with_ap.then(|| ApConfig::with_rate(0.0));
-        let method = Method::Gmp { final_density, begin, end, every, allocation: Allocation::Global };
+        let method = Method::Gmp(GmpConfig { final_density, begin, end, every, allocation: Allocation::Global });
         let (records, _) = run(&method, ap.as_ref(), 30);
         let r = &records[0];
         let total = r.density.total;
@@ -233,18 +320,18 @@ fn rigl_hook_keeps_density_and_dense_layers() {
         let before = mask.report();
         let shared = mask.shallow_clone();
         let host = host_of(&m);
-        let regrow = Regrow {
-            initial: 0.3,
-            decay_until: 40,
-            dense_layers: vec!["fc3.weight".into()],
-            rounding: DropRounding::Floor,
-        };
-        let schedule = Schedule::Rigl {
-            every: 5,
-            stop: 30,
-            regrow,
-        };
-        let mut hook = Gradual::new(&params, &mut mask, ap.as_ref(), host, schedule);
+        let mut schedule = rigl_script(5, 30, 0.3, 40, DropRounding::Floor);
+        if let Some(r) = schedule.regrow.as_mut() {
+            r.dense_layers = vec!["fc3.weight".into()];
+        }
+        let mut hook = Gradual::new(
+            &params,
+            mask.shallow_clone(),
+            ap.as_ref(),
+            host,
+            &schedule,
+            40,
+        );
         let phase = train_phase(
             &m,
             &data.train,
@@ -254,9 +341,8 @@ fn rigl_hook_keeps_density_and_dense_layers() {
             0,
             &mut hook,
             |_| {},
-        )
-        .unwrap();
-        let events = hook.finish(None).unwrap();
+        );
+        let (events, phase) = hook.finish(phase).unwrap();
         assert_eq!(events.len(), 5, "events at 5, 10, 15, 20, 25");
         for e in &events {
             assert_eq!(e.regrown, e.dropped, "as many grown as dropped");
@@ -435,26 +521,26 @@ fn every_method_reaches_its_density() {
     let _g = torch_lock();
     let methods = vec![
         (
-            Method::Imp {
+            Method::Imp(ImpConfig {
                 rounds: 2,
                 rate: 0.5,
                 criterion: Criterion::Magnitude,
                 allocation: Allocation::Global,
                 rewind_iteration: 4,
-            },
+            }),
             0.25,
         ),
         (
-            Method::Lrr {
+            Method::Lrr(LrrConfig {
                 rounds: 2,
                 rate: 0.5,
                 criterion: Criterion::Lamp,
                 allocation: Allocation::Global,
-            },
+            }),
             0.25,
         ),
         (
-            Method::OneShot {
+            Method::OneShot(OneShotConfig {
                 density: 0.1,
                 criterion: Criterion::Snip,
                 at_init: true,
@@ -462,11 +548,11 @@ fn every_method_reaches_its_density() {
                 allocation: Allocation::Global,
                 synflow_iterations: 5,
                 snip_batches: 2,
-            },
+            }),
             0.1,
         ),
         (
-            Method::OneShot {
+            Method::OneShot(OneShotConfig {
                 density: 0.1,
                 criterion: Criterion::Synflow,
                 at_init: true,
@@ -474,11 +560,11 @@ fn every_method_reaches_its_density() {
                 allocation: Allocation::Global,
                 synflow_iterations: 5,
                 snip_batches: 1,
-            },
+            }),
             0.1,
         ),
         (
-            Method::OneShot {
+            Method::OneShot(OneShotConfig {
                 density: 0.2,
                 criterion: Criterion::Magnitude,
                 at_init: false,
@@ -486,21 +572,21 @@ fn every_method_reaches_its_density() {
                 allocation: Allocation::Global,
                 synflow_iterations: 5,
                 snip_batches: 1,
-            },
+            }),
             0.2,
         ),
         (
-            Method::Gmp {
+            Method::Gmp(GmpConfig {
                 final_density: 0.1,
                 begin: 2,
                 end: 18,
                 every: 4,
                 allocation: Allocation::Global,
-            },
+            }),
             0.1,
         ),
         (
-            Method::Granet {
+            Method::Granet(GranetConfig {
                 final_density: 0.1,
                 initial_density: 1.0,
                 begin: 2,
@@ -508,18 +594,18 @@ fn every_method_reaches_its_density() {
                 every: 4,
                 drop_fraction: 0.5,
                 allocation: Allocation::Global,
-            },
+            }),
             0.1,
         ),
         (
-            Method::Rigl {
+            Method::Rigl(RiglConfig {
                 density: 0.1,
                 every: 5,
                 drop_fraction: 0.3,
                 end_fraction: 0.75,
                 dense_layers: vec![],
                 dense_in_budget: false,
-            },
+            }),
             0.1,
         ),
     ];
@@ -541,7 +627,7 @@ fn every_method_reaches_its_density() {
                 "{} records its events",
                 method.name()
             );
-            if ap.is_some() && !matches!(method, Method::Rigl { .. }) {
+            if ap.is_some() && !matches!(method, Method::Rigl(_)) {
                 assert!(
                     records
                         .iter()
@@ -551,7 +637,7 @@ fn every_method_reaches_its_density() {
                     method.name()
                 );
             }
-            if !matches!(method, Method::Granet { .. } | Method::Rigl { .. }) {
+            if !matches!(method, Method::Granet(_) | Method::Rigl(_)) {
                 for w in masks.windows(2) {
                     assert!(
                         w[1].is_subset_of(&w[0]),
@@ -568,23 +654,23 @@ fn every_method_reaches_its_density() {
 fn invalid_settings_name_the_field() {
     let _g = torch_lock();
     let t = recipe(10);
-    let e = Method::Gmp {
+    let e = Method::Gmp(GmpConfig {
         final_density: 0.1,
         begin: 5,
         end: 50,
         every: 1,
         allocation: Allocation::Global,
-    }
+    })
     .validate(&t, None)
     .unwrap_err();
     assert!(e.to_string().contains("prune.end"), "{e}");
-    let e = Method::Imp {
+    let e = Method::Imp(ImpConfig {
         rounds: 1,
         rate: 0.2,
         criterion: Criterion::Magnitude,
         allocation: Allocation::Global,
         rewind_iteration: 10,
-    }
+    })
     .validate(&t, None)
     .unwrap_err();
     assert!(e.to_string().contains("rewind_iteration"), "{e}");
@@ -613,20 +699,13 @@ fn resumed_equals_uninterrupted_on(
 ) {
     let data = toy_for(arch, 64, 1);
     let cfg = recipe(12);
-    let seeds = RunSeeds { data: 3, prune: 4 };
     let whole = run_arch(arch, method, ap, 12).0;
     let m = model_of(arch, 2);
     type Saved = (Vec<RoundRecord>, Vec<(String, Tensor)>);
     let mut saved: Option<Saved> = None;
     let mut seen = vec![];
     let err = run_method_from(
-        &m,
-        &data,
-        &cfg,
-        method,
-        ap,
-        seeds,
-        32,
+        &setup(&m, &data, &cfg, method, ap),
         None,
         |r, _, ckpt| {
             seen.push(r.clone());
@@ -637,7 +716,7 @@ fn resumed_equals_uninterrupted_on(
                     .map(|(n, t)| (n.clone(), t.copy()))
                     .collect();
                 saved = Some((seen.clone(), deep));
-                return Err(PruneError::Config("interrupted".into()));
+                return Err(PruneError::OnRound("interrupted".into()));
             }
             Ok(())
         },
@@ -648,13 +727,7 @@ fn resumed_equals_uninterrupted_on(
     let (records, tensors) = saved.expect("stopped after a round");
     let other = model_of(arch, 77);
     let resumed = run_method_from(
-        &other,
-        &data,
-        &cfg,
-        method,
-        ap,
-        seeds,
-        32,
+        &setup(&other, &data, &cfg, method, ap),
         Some(Resume {
             records,
             checkpoint: Checkpoint { tensors },
@@ -676,13 +749,13 @@ fn resumed_equals_uninterrupted_on(
 #[test]
 fn imp_with_ap_resumes_exactly() {
     let _g = torch_lock();
-    let imp = Method::Imp {
+    let imp = Method::Imp(ImpConfig {
         rounds: 3,
         rate: 0.3,
         criterion: Criterion::Magnitude,
         allocation: Allocation::Global,
         rewind_iteration: 4,
-    };
+    });
     resumed_equals_uninterrupted(&imp, Some(&ApConfig::with_rate(0.05)), 1);
     resumed_equals_uninterrupted(&imp, Some(&ApConfig::with_rate(0.05)), 3);
 }
@@ -690,14 +763,14 @@ fn imp_with_ap_resumes_exactly() {
 #[test]
 fn lrr_and_one_shot_resume_exactly() {
     let _g = torch_lock();
-    let lrr = Method::Lrr {
+    let lrr = Method::Lrr(LrrConfig {
         rounds: 2,
         rate: 0.4,
         criterion: Criterion::Random,
         allocation: Allocation::Global,
-    };
+    });
     resumed_equals_uninterrupted(&lrr, None, 2);
-    let one_shot = Method::OneShot {
+    let one_shot = Method::OneShot(OneShotConfig {
         density: 0.2,
         criterion: Criterion::Magnitude,
         at_init: false,
@@ -705,7 +778,7 @@ fn lrr_and_one_shot_resume_exactly() {
         allocation: Allocation::Global,
         synflow_iterations: 1,
         snip_batches: 1,
-    };
+    });
     resumed_equals_uninterrupted(&one_shot, Some(&ApConfig::with_rate(0.05)), 1);
 }
 
@@ -735,7 +808,13 @@ fn ap_budget_of_schedule_set_events() {
 fn one_shot_ap_takes_the_release_proportion_of_survivors() {
     let _g = torch_lock();
     tch::manual_seed(11);
-    let m = ap_models::build("lenet300-100", &[1, 28, 28], 10, Device::Cpu).unwrap();
+    let m = ap_models::build(
+        ap_models::ModelKind::LeNet300_100,
+        &[1, 28, 28],
+        10,
+        Device::Cpu,
+    )
+    .unwrap();
     let params = NamedParams::from_var_store(&m.vs, &m.net.prunable()).unwrap();
     let theta0 = params.snapshot();
     // "Training": move every weight a little, so movement differs from magnitude.
@@ -744,12 +823,9 @@ fn one_shot_ap_takes_the_release_proportion_of_survivors() {
             let _ = w.shallow_clone().g_add_(&(Tensor::randn_like(w) * 0.01));
         }
     });
-    let host = HostContext {
-        model: &m,
-        batches: &[],
+    let host = HostCriterion {
         input_shape: &[1, 28, 28],
-        seed: 1,
-        synflow_iterations: 1,
+        ..host_of(&m)
     };
     let total = Mask::dense(&params).kept();
     let n = total - (0.05 * total as f64).round() as i64;
@@ -762,13 +838,17 @@ fn one_shot_ap_takes_the_release_proportion_of_survivors() {
             &params.snapshot(),
             &mut mask,
             &theta0,
-            Budget::from_count(n, total, a, 0),
-            Criterion::Magnitude,
-            &Allocation::Global,
-            &host,
+            &HostCriterion {
+                criterion: Criterion::Magnitude,
+                allocation: &Allocation::Global,
+                ..host
+            },
             a,
-            0,
-            None,
+            EventAt {
+                budget: Budget::from_count(n, total, a, 0),
+                index: 0,
+                iteration: None,
+            },
         )
         .unwrap();
         let survivors = total - n;
@@ -818,7 +898,7 @@ proptest! {
             let a = with_ap.then_some(&ap);
             let s = mask.kept();
             let budget = Budget::from_rates(s, rate, a, 0);
-            let e = pruning_event(&params.snapshot(), &mut mask, &theta0, budget, Criterion::Magnitude, &alloc, &host, a, 0, None).unwrap();
+            let e = pruning_event(&params.snapshot(), &mut mask, &theta0, &HostCriterion { criterion: Criterion::Magnitude, allocation: &alloc, ..host }, a, EventAt { budget, index: 0, iteration: None }).unwrap();
             // The release's budget, computed here: n = floor(p·S), n_AP = floor(p_AP·S).
             let n = (rate * s as f64).floor() as i64;
             let n_ap = if with_ap { (ap.rate * s as f64).floor() as i64 } else { 0 };
@@ -867,25 +947,23 @@ fn granet_grown_connections_start_with_zero_state() {
     let data = toy(64, 9);
     let m = model(10);
     let params = NamedParams::from_var_store(&m.vs, &m.net.prunable()).unwrap();
-    let mut mask = Mask::dense(&params);
+    let mask = Mask::dense(&params);
     let shared = mask.shallow_clone();
     let host = host_of(&m);
-    let schedule = Schedule::Gmp {
-        initial_sparsity: 0.0,
-        sparsity: 0.9,
-        begin: 2,
-        end: 30,
-        every: 2,
-        allocation: Allocation::Global,
-        regrow: Some(Regrow {
+    let schedule = Scripted {
+        prune: Some((2, 30, 2, 0.0, 0.9)),
+        regrow: Some(ScriptedRegrow {
+            begin: 2,
+            every: 2,
+            stop: u64::MAX,
             initial: 0.5,
             decay_until: 40,
-            dense_layers: vec![],
             rounding: DropRounding::Ceil,
+            dense_layers: vec![],
         }),
     };
     let mut probe = Probe {
-        inner: Gradual::new(&params, &mut mask, None, host, schedule),
+        inner: Gradual::new(&params, mask.shallow_clone(), None, host, &schedule, 40),
         worst: 0.0,
     };
     let adam = TrainConfig {
@@ -909,7 +987,7 @@ fn granet_grown_connections_start_with_zero_state() {
         |_| {},
     )
     .unwrap();
-    assert!(probe.inner.finish(None).unwrap().len() > 10);
+    assert!(probe.inner.finish(Ok(())).unwrap().0.len() > 10);
     assert_eq!(probe.worst, 0.0, "a grown connection kept optimizer state");
 }
 
@@ -927,13 +1005,13 @@ fn ap_acts_only_inside_its_window() {
     let ap = window(1, Some(3));
     assert!(!ap.active(0) && ap.active(1) && ap.active(2) && !ap.active(3));
     assert!(window(2, None).active(1000) && !window(2, None).active(1));
-    let imp = Method::Imp {
+    let imp = Method::Imp(ImpConfig {
         rounds: 4,
         rate: 0.3,
         criterion: Criterion::Magnitude,
         allocation: Allocation::Global,
         rewind_iteration: 0,
-    };
+    });
     let (records, _) = run(&imp, Some(&ap), 8);
     let events: Vec<&EventReport> = records.iter().flat_map(|r| &r.events).collect();
     assert_eq!(events.len(), 4);
@@ -951,13 +1029,13 @@ fn ap_acts_only_inside_its_window() {
             (0.3 * e.surviving as f64).floor() as i64
         );
     }
-    let gmp = Method::Gmp {
+    let gmp = Method::Gmp(GmpConfig {
         final_density: 0.1,
         begin: 2,
         end: 18,
         every: 4,
         allocation: Allocation::Global,
-    };
+    });
     let (records, _) = run(&gmp, Some(&window(2, Some(4))), 20);
     let events = &records[0].events;
     assert_eq!(events.len(), 5, "events at 2, 6, 10, 14, 18");
@@ -1007,13 +1085,17 @@ fn per_layer_shortfall_is_made_up_in_its_layer() {
             &p,
             &mut mask,
             &w0,
-            budget,
-            Criterion::Magnitude,
-            &Allocation::Uniform,
-            &host,
+            &HostCriterion {
+                criterion: Criterion::Magnitude,
+                allocation: &Allocation::Uniform,
+                ..host
+            },
             a,
-            0,
-            None,
+            EventAt {
+                budget,
+                index: 0,
+                iteration: None,
+            },
         )
         .unwrap();
         let kept: Vec<Vec<f32>> = mask.tensors().iter().map(|t| values(t)).collect();
@@ -1046,49 +1128,40 @@ fn gradual_hook_reports_its_error_and_divergence() {
     let _g = torch_lock();
     let m = model(0);
     let params = NamedParams::from_var_store(&m.vs, &m.net.prunable()).unwrap();
-    let rigl = || Schedule::Rigl {
-        every: 5,
-        stop: 30,
-        regrow: Regrow {
-            initial: 0.3,
-            decay_until: 40,
-            dense_layers: vec![],
-            rounding: DropRounding::Floor,
-        },
-    };
+    let rigl = rigl_script(5, 30, 0.3, 40, DropRounding::Floor);
     let diverged = TrainError::Diverged {
         iteration: 7,
         loss: f64::INFINITY,
     };
     // No event ran: a divergence is an error, no error is the (empty) event list.
-    let mut mask = Mask::dense(&params);
-    let hook = Gradual::new(&params, &mut mask, None, host_of(&m), rigl());
-    match hook.finish(Some(&diverged)) {
+    let mask = Mask::dense(&params);
+    let hook = Gradual::new(&params, mask, None, host_of(&m), &rigl, 40);
+    match hook.finish::<()>(Err(diverged)) {
         Err(PruneError::Train(TrainError::Diverged { iteration: 7, loss })) => {
             assert_eq!(loss, f64::INFINITY)
         }
         other => panic!("expected the divergence, got {other:?}"),
     }
-    let mut mask = Mask::dense(&params);
-    let hook = Gradual::new(&params, &mut mask, None, host_of(&m), rigl());
-    assert_eq!(hook.finish(None).unwrap(), vec![]);
+    let mask = Mask::dense(&params);
+    let hook = Gradual::new(&params, mask, None, host_of(&m), &rigl, 40);
+    assert_eq!(hook.finish(Ok(())).unwrap().0, vec![]);
     // A mask of one layer for three parameters: the drop-and-grow event at step 5 fails,
     // the hook fails the step, and `finish` returns the event's error, not the loop's.
-    let mut mask = Mask::from_entries(vec![(
+    let mask = Mask::from_entries(vec![(
         "fc1.weight".into(),
         Mask::dense(&params).get("fc1.weight").unwrap().copy(),
     )]);
     let mut opt = plain_sgd(&m.vs, Some(&mask));
-    let mut hook = Gradual::new(&params, &mut mask, None, host_of(&m), rigl());
+    let mut hook = Gradual::new(&params, mask, None, host_of(&m), &rigl, 40);
     hook.after_backward(4, &mut opt).unwrap(); // not an event step
     let step_error = hook.after_backward(5, &mut opt).unwrap_err();
     assert!(
-        matches!(&step_error, TrainError::Hook(msg) if msg.contains("iteration 5")),
+        matches!(&step_error, TrainError::Hook(e) if e.to_string().contains("iteration 5")),
         "{step_error:?}"
     );
-    match hook.finish(Some(&step_error)) {
-        Err(PruneError::Train(e)) => panic!("the loop's error, not the event's: {e:?}"),
-        Err(_) => {}
+    match hook.finish::<()>(Err(step_error)) {
+        Err(PruneError::DuringTraining { iteration: 5, .. }) => {}
+        Err(e) => panic!("the event's error, typed, not {e:?}"),
         Ok(events) => panic!("the event error was dropped: {events:?}"),
     }
 }
@@ -1102,27 +1175,29 @@ fn granet_hook_drops_and_grows_at_the_schedule_steps() {
     let _g = torch_lock();
     let m = model(0);
     let params = NamedParams::from_var_store(&m.vs, &m.net.prunable()).unwrap();
-    let mut mask = Mask::dense(&params);
+    let mask = Mask::dense(&params);
     let mut opt = plain_sgd(&m.vs, Some(&mask));
-    let schedule = Schedule::Gmp {
-        initial_sparsity: 0.0,
-        sparsity: 0.5,
+    let granet = GranetConfig {
+        final_density: 0.5,
+        initial_density: 1.0,
         begin: 3,
         end: 11,
         every: 4,
+        drop_fraction: 0.3,
         allocation: Allocation::Global,
-        regrow: Some(Regrow {
-            initial: 0.3,
-            decay_until: 100,
-            dense_layers: vec![],
-            rounding: DropRounding::Ceil,
-        }),
     };
-    let mut hook = Gradual::new(&params, &mut mask, None, host_of(&m), schedule);
+    let mut hook = Gradual::new(
+        &params,
+        mask.shallow_clone(),
+        None,
+        host_of(&m),
+        &granet,
+        100,
+    );
     for it in 0..=20 {
         hook.after_backward(it, &mut opt).unwrap();
     }
-    let events = hook.finish(None).unwrap();
+    let (events, ()) = hook.finish(Ok(())).unwrap();
     let at: Vec<Option<u64>> = events.iter().map(|e| e.iteration).collect();
     assert_eq!(at, [3, 7, 11, 15, 19].map(Some).to_vec());
     for e in &events {
@@ -1143,28 +1218,26 @@ fn rigl_step_reports_ap_share_and_shortfall() {
     let w: Vec<f32> = (1..=40).map(|i| i as f32 / 40.0).collect();
     let run = |in_drop_and_grow: bool| {
         let params = NamedParams::from_entries(vec![("l0.weight".into(), Tensor::from_slice(&w))]);
-        let mut mask = Mask::dense(&params);
+        let mask = Mask::dense(&params);
         let vs = tch::nn::VarStore::new(Device::Cpu);
         let mut opt = plain_sgd(&vs, None);
         let ap = ApConfig {
             in_drop_and_grow,
             ..ApConfig::with_rate(0.2)
         };
-        let schedule = Schedule::Rigl {
-            every: 5,
-            stop: 30,
-            regrow: Regrow {
-                initial: 0.5,
-                decay_until: 1000,
-                dense_layers: vec![],
-                rounding: DropRounding::Ceil,
-            },
-        };
-        let mut hook = Gradual::new(&params, &mut mask, Some(&ap), host_of(&m), schedule);
+        let schedule = rigl_script(5, 30, 0.5, 1000, DropRounding::Ceil);
+        let mut hook = Gradual::new(
+            &params,
+            mask.shallow_clone(),
+            Some(&ap),
+            host_of(&m),
+            &schedule,
+            40,
+        );
         for it in 0..=5 {
             hook.after_backward(it, &mut opt).unwrap();
         }
-        let events = hook.finish(None).unwrap();
+        let (events, ()) = hook.finish(Ok(())).unwrap();
         assert_eq!(events.len(), 1);
         let e = events[0];
         (
@@ -1277,13 +1350,17 @@ fn global_shortfall_is_made_up_by_the_host() {
                     &params,
                     &mut mask,
                     &w0,
-                    budget,
-                    Criterion::Magnitude,
-                    &Allocation::Global,
-                    &host,
+                    &HostCriterion {
+                        criterion: Criterion::Magnitude,
+                        allocation: &Allocation::Global,
+                        ..host
+                    },
                     Some(&ap),
-                    0,
-                    None,
+                    EventAt {
+                        budget,
+                        index: 0,
+                        iteration: None,
+                    },
                 )
                 .unwrap(),
             )
@@ -1347,13 +1424,17 @@ fn synflow_event_ignores_a_layer_wise_allocation() {
                 &params,
                 &mut mask,
                 &params.snapshot(),
-                budget,
-                Criterion::Synflow,
-                alloc,
-                &host,
+                &HostCriterion {
+                    criterion: Criterion::Synflow,
+                    allocation: alloc,
+                    ..host
+                },
                 None,
-                0,
-                None,
+                EventAt {
+                    budget,
+                    index: 0,
+                    iteration: None,
+                },
             )
             .unwrap();
             assert_eq!((e.host_removed, e.ap_removed), (n, 0));
@@ -1376,23 +1457,18 @@ fn theta_k_includes_batchnorm_buffers() {
     tch::set_num_threads(1);
     let k = 5;
     let data = toy_for("resnet20", 64, 1);
-    let imp = Method::Imp {
+    let imp = Method::Imp(ImpConfig {
         rounds: 1,
         rate: 0.3,
         criterion: Criterion::Magnitude,
         allocation: Allocation::Global,
         rewind_iteration: k,
-    };
+    });
     let m = model_of("resnet20", 2);
     let mut rewind: Vec<(String, Tensor)> = vec![];
+    let cfg = recipe(12);
     run_method_from(
-        &m,
-        &data,
-        &recipe(12),
-        &imp,
-        None,
-        RunSeeds { data: 3, prune: 4 },
-        32,
+        &setup(&m, &data, &cfg, &imp, None),
         None,
         |r, _, ckpt| {
             if r.round == 0 {
@@ -1432,12 +1508,12 @@ fn theta_k_includes_batchnorm_buffers() {
 fn batchnorm_model_resumes_exactly() {
     let _g = torch_lock();
     tch::set_num_threads(1);
-    let imp = Method::Imp {
+    let imp = Method::Imp(ImpConfig {
         rounds: 2,
         rate: 0.3,
         criterion: Criterion::Magnitude,
         allocation: Allocation::Global,
         rewind_iteration: 4,
-    };
+    });
     resumed_equals_uninterrupted_on("resnet20", &imp, Some(&ApConfig::with_rate(0.05)), 1);
 }

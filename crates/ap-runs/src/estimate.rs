@@ -6,82 +6,50 @@
 
 use std::collections::BTreeMap;
 
-use ap_prune::Method;
+use ap_models::ModelKind;
 
 use crate::spec::RunSpec;
 use crate::store::{RunDir, RunState};
 
 /// Training iterations of a whole run (every phase).
 pub fn total_iterations(spec: &RunSpec) -> u64 {
-    let it = spec.train.iterations;
-    match &spec.prune {
-        Method::Imp {
-            rounds,
-            rewind_iteration,
-            ..
-        } => it + *rounds as u64 * it.saturating_sub(*rewind_iteration),
-        Method::Lrr { rounds, .. } => (*rounds as u64 + 1) * it,
-        Method::OneShot { at_init: true, .. } => it,
-        Method::OneShot {
-            fine_tune_iterations,
-            ..
-        } => it + fine_tune_iterations.unwrap_or(it),
-        Method::Gmp { .. } | Method::Granet { .. } | Method::Rigl { .. } => it,
-    }
+    remaining_iterations(spec, 0)
 }
 
 /// Iterations still to do for a run with `finished` rounds behind it.
 pub fn remaining_iterations(spec: &RunSpec, finished: usize) -> u64 {
-    if finished == 0 {
-        return total_iterations(spec);
-    }
-    let it = spec.train.iterations;
-    match &spec.prune {
-        Method::Imp {
-            rounds,
-            rewind_iteration,
-            ..
-        } => {
-            (*rounds as u64 + 1).saturating_sub(finished as u64)
-                * it.saturating_sub(*rewind_iteration)
-        }
-        Method::Lrr { rounds, .. } => (*rounds as u64 + 1).saturating_sub(finished as u64) * it,
-        Method::OneShot {
-            at_init: false,
-            fine_tune_iterations,
-            ..
-        } if finished == 1 => fine_tune_iterations.unwrap_or(it),
-        _ => 0,
-    }
+    spec.prune
+        .as_method()
+        .iterations_from(finished, spec.train.iterations)
 }
 
 /// Seconds per training iteration at batch 60 with one libtorch thread on the 2-core
 /// development machine, for runs never seen before (rough: ±50%), and what one test-set
 /// evaluation costs in training iterations.
-fn default_cost(model: &str) -> (f64, f64) {
+fn default_cost(model: ModelKind) -> (f64, f64) {
+    use ModelKind::*;
     match model {
-        "lenet300-100" => (0.0028, 100.0),
-        "conv2" => (0.2, 50.0),
-        "conv4" => (0.25, 50.0),
-        "conv6" => (0.3, 50.0),
-        m if m.starts_with("resnet20") => (0.12, 60.0),
-        m if m.starts_with("resnet32") => (0.19, 60.0),
-        m if m.starts_with("resnet56") => (0.33, 60.0),
-        m if m.starts_with("vgg") => (0.45, 60.0),
-        _ => (0.05, 50.0),
+        LeNet300_100 => (0.0028, 100.0),
+        Conv2 => (0.2, 50.0),
+        Conv4 => (0.25, 50.0),
+        Conv6 => (0.3, 50.0),
+        ResNet20 | ResNet20B => (0.12, 60.0),
+        ResNet32 | ResNet32B => (0.19, 60.0),
+        ResNet56 | ResNet56B => (0.33, 60.0),
+        Vgg11 | Vgg16 | Vgg19 => (0.45, 60.0),
     }
 }
 
 /// Work of a run in units of training iterations: iterations plus evaluations.
 fn work(spec: &RunSpec, iterations: u64, evaluations: u64) -> f64 {
-    iterations as f64 + evaluations as f64 * default_cost(&spec.model).1
+    iterations as f64 + evaluations as f64 * default_cost(spec.model).1
 }
 
 /// Seconds-per-iteration table built from the store.
 #[derive(Debug, Default)]
 pub struct Estimator {
     /// (seconds, work) summed over finished runs.
-    measured: BTreeMap<(String, String, usize), (f64, f64)>,
+    measured: BTreeMap<(ModelKind, String, usize), (f64, f64)>,
 }
 
 impl Estimator {
@@ -107,7 +75,7 @@ impl Estimator {
     pub fn seconds_per_iteration(&self, spec: &RunSpec) -> f64 {
         match self.measured.get(&key(spec)) {
             Some(&(secs, w)) if w > 0.0 => secs / w,
-            _ => default_cost(&spec.model).0 * spec.train.batch_size as f64 / 60.0,
+            _ => default_cost(spec.model).0 * spec.train.batch_size as f64 / 60.0,
         }
     }
 
@@ -118,8 +86,8 @@ impl Estimator {
     }
 }
 
-fn key(s: &RunSpec) -> (String, String, usize) {
-    (s.model.clone(), s.dataset.clone(), s.train.batch_size)
+fn key(s: &RunSpec) -> (ModelKind, String, usize) {
+    (s.model, s.dataset.clone(), s.train.batch_size)
 }
 
 /// `1h 05m`, `12m 30s`, `45s`.

@@ -1,9 +1,10 @@
 //! The progress display of `ap reproduce`: one overall bar (runs done / total, ETA) and one
 //! line per run in flight (round, epoch, density, accuracy), redrawn in place on a
-//! terminal. When stderr is not a terminal it stays quiet except for one line per
-//! finished run, so logs and CI output stay readable.
+//! terminal. When its output is not a terminal it stays quiet except for one line per
+//! finished run, so logs and CI output stay readable. It writes to the writer it is given
+//! (the `ap` program gives it stderr).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::time::Instant;
 
 use crate::estimate::human;
@@ -17,8 +18,7 @@ struct Slot {
 }
 
 /// Shared progress state (wrap it in a `Mutex`).
-#[derive(Debug)]
-pub struct Board {
+pub struct Board<'w> {
     total: usize,
     done: usize,
     failed: usize,
@@ -27,14 +27,34 @@ pub struct Board {
     /// Estimated seconds of the runs to do, and of those finished so far.
     work_total: f64,
     work_done: f64,
+    /// Redraw in place (the output is a terminal).
     tty: bool,
     drawn_lines: usize,
+    out: &'w mut (dyn Write + Send),
 }
 
-impl Board {
+impl std::fmt::Debug for Board<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Board")
+            .field("total", &self.total)
+            .field("done", &self.done)
+            .field("failed", &self.failed)
+            .field("slots", &self.slots)
+            .field("tty", &self.tty)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'w> Board<'w> {
     /// A board for `total` runs with `work_total` estimated seconds of work, drawn by
-    /// `slots` workers.
-    pub fn new(total: usize, work_total: f64, slots: usize) -> Board {
+    /// `slots` workers on `out`; `tty`: `out` is a terminal, redraw the live lines there.
+    pub fn new(
+        total: usize,
+        work_total: f64,
+        slots: usize,
+        out: &'w mut (dyn Write + Send),
+        tty: bool,
+    ) -> Board<'w> {
         Board {
             total,
             done: 0,
@@ -43,8 +63,9 @@ impl Board {
             started: Instant::now(),
             work_total,
             work_done: 0.0,
-            tty: std::io::stderr().is_terminal(),
+            tty,
             drawn_lines: 0,
+            out,
         }
     }
 
@@ -95,7 +116,8 @@ impl Board {
         if self.tty {
             self.clear();
         }
-        eprintln!(
+        let _ = writeln!(
+            self.out,
             "[{}/{}] {} {name}{}",
             self.done,
             self.total,
@@ -119,9 +141,8 @@ impl Board {
     }
 
     fn clear(&mut self) {
-        let mut err = std::io::stderr().lock();
         for _ in 0..self.drawn_lines {
-            let _ = write!(err, "\x1b[1A\x1b[2K");
+            let _ = write!(self.out, "\x1b[1A\x1b[2K");
         }
         self.drawn_lines = 0;
     }
@@ -152,9 +173,8 @@ impl Board {
         for s in self.slots.iter().filter(|s| !s.name.is_empty()) {
             lines.push(format!("  {}: {}", s.name, s.status));
         }
-        let mut err = std::io::stderr().lock();
         for l in &lines {
-            let _ = writeln!(err, "{l}");
+            let _ = writeln!(self.out, "{l}");
         }
         self.drawn_lines = lines.len();
     }
@@ -164,5 +184,67 @@ impl Board {
         if self.tty {
             self.clear();
         }
+    }
+
+    /// The writer back, for lines after the display (close it first).
+    pub fn into_writer(self) -> &'w mut (dyn Write + Send) {
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn off_a_terminal_only_finished_runs_are_written() {
+        let mut out: Vec<u8> = vec![];
+        {
+            let mut b = Board::new(2, 10.0, 2, &mut out, false);
+            b.start(0, "a");
+            b.update(
+                0,
+                &Progress::Round {
+                    round: 1,
+                    density: 0.8,
+                    accuracy: 0.9,
+                },
+            );
+            b.start(1, "b");
+            b.finish(0, true, 5.0, "");
+            assert!(b.eta().is_some());
+            b.finish(1, false, 5.0, "boom");
+            b.close();
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "[1/2] done a\n[2/2] FAILED b: boom\n"
+        );
+    }
+
+    #[test]
+    fn on_a_terminal_live_lines_are_drawn_and_cleared() {
+        let mut out: Vec<u8> = vec![];
+        {
+            let mut b = Board::new(1, 1.0, 1, &mut out, true);
+            b.start(0, "run-a");
+            b.update(
+                0,
+                &Progress::Epoch {
+                    round: 2,
+                    epoch: 3,
+                    loss: 0.5,
+                },
+            );
+            b.close();
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("0/1 runs"), "{text}");
+        assert!(
+            text.contains("  run-a: round 2 epoch 3 loss 0.500\n"),
+            "{text}"
+        );
+        // Two live lines (bar and run) cleared at the end.
+        assert!(text.ends_with("\x1b[1A\x1b[2K\x1b[1A\x1b[2K"), "{text:?}");
     }
 }

@@ -137,7 +137,7 @@ fn rigl_dense_layers(spec: &mut toml::Value) {
     let model = spec
         .get("model")
         .and_then(|m| m.as_str())
-        .map(str::to_string);
+        .and_then(|m| m.parse::<ap_models::ModelKind>().ok());
     let Some(prune) = spec.get_mut("prune").and_then(|p| p.as_table_mut()) else {
         return;
     };
@@ -146,11 +146,12 @@ fn rigl_dense_layers(spec: &mut toml::Value) {
     {
         return;
     }
+    // An unknown model is left to the spec's parse, whose error lists the valid names.
     let Some(model) = model else { return };
-    let dense = ap_models::rigl_dense_layers(&model);
+    let dense = model.rigl_dense_layers().iter();
     prune.insert(
         "dense_layers".into(),
-        toml::Value::Array(dense.into_iter().map(toml::Value::String).collect()),
+        toml::Value::Array(dense.map(|&l| toml::Value::String(l.into())).collect()),
     );
 }
 

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use ap_data::{Dataset, DatasetKind};
-use ap_prune::{run_method_from, PruneError, RoundRecord, RunSeeds};
+use ap_prune::{run_method_from, PruneError, Resume, RoundRecord, RunSeeds, RunSetup};
 use ap_tensor::{derive_seed, seed_torch};
 use ap_train::TrainError;
 use tch::Device;
@@ -20,13 +20,16 @@ pub struct RunOptions {
     pub data_dir: std::path::PathBuf,
     /// Device to run on.
     pub device: Device,
-    /// Print a line per round (and per epoch when `verbose`).
+    /// Send a line per round (and the resume point) to `log`.
     pub progress: bool,
-    /// Print every epoch too.
+    /// Send a line per epoch to `log` too.
     pub verbose: bool,
     /// Whether deterministic mode is on ([`ap_tensor::set_deterministic`]); recorded in
     /// provenance.json.
     pub deterministic: bool,
+    /// Where the lines of `progress` and `verbose` go, each prefixed with `[<run>] `
+    /// (the `ap` program prints them on stderr); none: only to the run's log.
+    pub log: Option<LogFn>,
     /// Called after every epoch and round (e.g. to feed a progress display).
     pub report: Option<ProgressFn>,
 }
@@ -42,6 +45,9 @@ impl std::fmt::Debug for RunOptions {
             .finish_non_exhaustive()
     }
 }
+
+/// A sink for human-readable progress lines, shared with the threads that train.
+pub type LogFn = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
 /// A progress callback, shared with the threads that train.
 pub type ProgressFn = std::sync::Arc<dyn Fn(&Progress) + Send + Sync>;
@@ -83,7 +89,8 @@ const CHECKPOINTS_KEPT: usize = 2;
 
 /// Runs `spec` unless its directory says DONE; returns its round records either way.
 /// A partial run (interrupted before DONE) continues from its last checkpoint that
-/// verifies, and gives the same records as an uninterrupted run.
+/// verifies, and gives the same records as an uninterrupted run. When another live process
+/// holds the run, the error is [`crate::store::RunError::Locked`].
 pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec<RoundRecord>> {
     spec.validate()?;
     let dir = RunDir::of(runs_dir, spec);
@@ -113,51 +120,124 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
             .to_string()
             .as_bytes(),
     )?;
+    let (data, model) = load(spec, opts)?;
+    let recorder = Recorder {
+        dir: &dir,
+        label: spec.dir_name(),
+        opts,
+    };
+    let mut records = recorder.resumed_records(resume.as_ref())?;
+    let seeds = RunSeeds {
+        data: derive_seed(spec.seed, "data"),
+        prune: derive_seed(spec.seed, "prune"),
+    };
+    let ap = spec.ap_config();
+    let setup = RunSetup {
+        model: &model,
+        data: &data,
+        train: &spec.train,
+        method: &spec.prune,
+        ap: ap.as_ref(),
+        seeds,
+        eval_batch: spec.eval_batch_size,
+    };
+    let result = run_method_from(
+        &setup,
+        resume,
+        |r, mask, ckpt| recorder.round(&mut records, r, mask, ckpt),
+        |round, e| recorder.epoch(round, e),
+    );
+    if let Err(e @ PruneError::Train(TrainError::Diverged { .. })) = &result {
+        // A property of the spec, not of the machine: record it so reruns skip it.
+        write_atomic(&dir.path.join("FAILED"), format!("{e}\n").as_bytes())?;
+    }
+    result?;
+    dir.mark_done()?;
+    testpoint::reached(&recorder.label, testpoint::Point::AfterDone);
+    // The newest checkpoint stays: it is the final pruned network and its mask.
+    dir.keep_checkpoints(1);
+    tracing::info!("{} done", recorder.label);
+    dir.rounds()
+}
+
+/// The run's data set on its device and its freshly initialised model.
+fn load(spec: &RunSpec, opts: &RunOptions) -> Result<(Dataset, ap_models::Model)> {
     let kind = DatasetKind::from_name(&spec.dataset)?;
     let data = Dataset::load(kind, &opts.data_dir, opts.device)
         .with_context(|| format!("loading {}", spec.dataset))?;
+    spec.check_batch_size(data.train.len())?;
     seed_torch(spec.seed, "init");
     let input: Vec<i64> = data.train.images.size()[1..].to_vec();
-    let model = ap_models::build(&spec.model, &input, data.num_classes() as i64, opts.device)?;
+    let model = ap_models::build(spec.model, &input, data.num_classes() as i64, opts.device)?;
     ap_models::initialise(&model, spec.init);
-    let label = spec.dir_name();
-    let mut records: Vec<RoundRecord> = match &resume {
-        Some(r) => {
-            tracing::info!(
-                "resuming {label} after round {} from its checkpoint",
-                r.records.len() - 1
-            );
-            if opts.progress {
-                eprintln!(
-                    "[{label}] resuming after round {} from its checkpoint",
-                    r.records.len() - 1
-                );
-            }
-            // The checkpoint's copy of the records is the verified one.
-            dir.write_rounds(&r.records)?;
-            r.records.clone()
+    Ok((data, model))
+}
+
+/// Saves and reports what a running run produces: its rounds (records, mask,
+/// checkpoint) and its epochs.
+struct Recorder<'a> {
+    dir: &'a RunDir,
+    /// The run directory's name, prefixed to the lines it reports.
+    label: String,
+    opts: &'a RunOptions,
+}
+
+impl Recorder<'_> {
+    /// `line` into the run's log, and to [`RunOptions::log`] when `show`.
+    fn say(&self, line: &str, show: bool) {
+        tracing::info!("{line}");
+        if let (true, Some(log)) = (show, &self.opts.log) {
+            log(&format!("[{}] {line}", self.label));
         }
-        None => vec![],
-    };
-    let on_round = |r: &RoundRecord,
-                    mask: &ap_mask::Mask,
-                    ckpt: &ap_prune::Checkpoint|
-     -> Result<(), ap_prune::PruneError> {
+    }
+
+    /// The records a resumed run starts from (none for a fresh run); the checkpoint's
+    /// copy is the verified one, so it also repairs rounds.jsonl.
+    fn resumed_records(&self, resume: Option<&Resume>) -> Result<Vec<RoundRecord>> {
+        let Some(r) = resume else {
+            return Ok(vec![]);
+        };
+        let line = format!(
+            "resuming {} after round {} from its checkpoint",
+            self.label,
+            r.records.len() - 1
+        );
+        tracing::info!("{line}");
+        if let (true, Some(log)) = (self.opts.progress, &self.opts.log) {
+            log(&format!(
+                "[{}] resuming after round {} from its checkpoint",
+                self.label,
+                r.records.len() - 1
+            ));
+        }
+        self.dir.write_rounds(&r.records)?;
+        Ok(r.records.clone())
+    }
+
+    /// A round finished: appends its record and persists records, mask and checkpoint (the
+    /// checkpoint last: it carries its own copy of the records), then reports the round.
+    fn round(
+        &self,
+        records: &mut Vec<RoundRecord>,
+        r: &RoundRecord,
+        mask: &ap_mask::Mask,
+        ckpt: &ap_prune::Checkpoint,
+    ) -> Result<(), PruneError> {
         records.push(r.clone());
-        // The checkpoint goes last: it carries its own copy of the records.
-        let persisted = dir
-            .write_rounds(&records)
+        let persisted = self
+            .dir
+            .write_rounds(records)
             .and_then(|_| {
-                mask.save(&dir.path.join("mask.safetensors"))
+                mask.save(&self.dir.path.join("mask.safetensors"))
                     .map_err(Into::into)
             })
-            .and_then(|_| dir.write_checkpoint(&records, ckpt, CHECKPOINTS_KEPT));
+            .and_then(|_| self.dir.write_checkpoint(records, ckpt, CHECKPOINTS_KEPT));
         if let Err(e) = persisted {
-            return Err(ap_prune::PruneError::Config(format!(
-                "cannot write run files: {e:#}"
-            )));
+            return Err(PruneError::OnRound(
+                format!("cannot write run files: {e:#}").into(),
+            ));
         }
-        testpoint::reached(&label, testpoint::Point::AfterCheckpoint(r.round));
+        testpoint::reached(&self.label, testpoint::Point::AfterCheckpoint(r.round));
         let line = format!(
             "round {:>2} density {:>6.2}% test acc {:>6.2}% dyn DNR {:.3} static DNR {:.3} ({:.1}s)",
             r.round,
@@ -167,11 +247,8 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
             r.test.dnr.static_,
             r.seconds
         );
-        tracing::info!("{line}");
-        if opts.progress {
-            eprintln!("[{label}] {line}");
-        }
-        if let Some(report) = &opts.report {
+        self.say(&line, self.opts.progress);
+        if let Some(report) = &self.opts.report {
             report(&Progress::Round {
                 round: r.round,
                 density: r.density.density(),
@@ -179,59 +256,30 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
             });
         }
         Ok(())
-    };
-    let on_epoch = |round: usize, e: &ap_train::EpochStats| {
+    }
+
+    /// An epoch of `round` finished.
+    fn epoch(&self, round: usize, e: &ap_train::EpochStats) {
         let line = format!(
             "round {round} epoch {} it {} loss {:.4} lr {:.2e}",
             e.epoch, e.iteration, e.train_loss, e.lr
         );
-        tracing::info!("{line}");
-        if opts.verbose {
-            eprintln!("[{label}] {line}");
-        }
+        self.say(&line, self.opts.verbose);
         testpoint::reached(
-            &label,
+            &self.label,
             testpoint::Point::AfterEpoch {
                 round,
                 epoch: e.epoch,
             },
         );
-        if let Some(report) = &opts.report {
+        if let Some(report) = &self.opts.report {
             report(&Progress::Epoch {
                 round,
                 epoch: e.epoch,
                 loss: e.train_loss,
             });
         }
-    };
-    let seeds = RunSeeds {
-        data: derive_seed(spec.seed, "data"),
-        prune: derive_seed(spec.seed, "prune"),
-    };
-    let ap = spec.ap_config();
-    let result = run_method_from(
-        &model,
-        &data,
-        &spec.train,
-        &spec.prune,
-        ap.as_ref(),
-        seeds,
-        spec.eval_batch_size,
-        resume,
-        on_round,
-        on_epoch,
-    );
-    if let Err(e @ PruneError::Train(TrainError::Diverged { .. })) = &result {
-        // A property of the spec, not of the machine: record it so reruns skip it.
-        write_atomic(&dir.path.join("FAILED"), format!("{e}\n").as_bytes())?;
     }
-    result?;
-    dir.mark_done()?;
-    testpoint::reached(&label, testpoint::Point::AfterDone);
-    // The newest checkpoint stays: it is the final pruned network and its mask.
-    dir.keep_checkpoints(1);
-    tracing::info!("{label} done");
-    dir.rounds()
 }
 
 fn provenance(device: Device, deterministic: bool) -> serde_json::Value {

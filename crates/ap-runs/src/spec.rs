@@ -6,66 +6,32 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use ap_criteria::ApOptions;
-use ap_prune::{ApConfig, Method};
+use ap_criteria::ApConfig;
+use ap_prune::Method;
 use ap_train::TrainConfig;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// AP on or off, and its share p_AP.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// AP on or off, with its settings: the `[ap]` table is `enabled` plus the fields of
+/// [`ApConfig`], whose definitions and defaults it shares (so `[ap] enabled = true` alone
+/// is AP as released). Serialises flat, as `{"enabled": …, "rate": …, …}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ApSpec {
     /// Whether AP takes a share of each pruning event.
     pub enabled: bool,
-    /// p_AP, as a fraction of surviving weights (released code: 0.02).
-    #[serde(default = "default_ap_rate")]
-    pub rate: f64,
-    /// For events whose size a schedule sets (one-shot, GMP, GraNet): AP's most of the event.
-    #[serde(default = "ap_prune::default_share")]
-    pub share: f64,
-    /// ... and its most of the weights surviving the event (ap_prune::Budget::from_count).
-    #[serde(default = "ap_prune::default_survivor_share")]
-    pub survivor_share: f64,
-    /// Whether AP takes `share` of GraNet's and RigL's drop (not a pruning event).
-    #[serde(default)]
-    pub in_drop_and_grow: bool,
-    /// Candidate sign and score (ablations).
-    #[serde(default)]
-    pub options: ApOptions,
-    /// First event (0-based) at which AP acts.
-    #[serde(default)]
-    pub from_event: usize,
-    /// Event before which AP stops (none: every event).
-    #[serde(default)]
-    pub until_event: Option<usize>,
-}
-
-fn default_ap_rate() -> f64 {
-    0.02
-}
-
-impl Default for ApSpec {
-    fn default() -> Self {
-        ApSpec {
-            enabled: false,
-            rate: default_ap_rate(),
-            share: ap_prune::default_share(),
-            survivor_share: ap_prune::default_survivor_share(),
-            in_drop_and_grow: false,
-            options: ApOptions::default(),
-            from_event: 0,
-            until_event: None,
-        }
-    }
+    /// AP's settings (used when enabled; part of the run key either way).
+    #[serde(flatten)]
+    pub config: ApConfig,
 }
 
 /// Everything that determines a run's results. Its canonical JSON hashes to the run key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunSpec {
-    /// Registered model name (see `ap_models::MODELS`).
-    pub model: String,
+    /// The model; written as its registered name (`model = "resnet20"`, see
+    /// `ap_models::ModelKind`), so an unknown name is a parse error listing the valid ones.
+    pub model: ap_models::ModelKind,
     /// Dataset name (`mnist`, `fashion-mnist`).
     pub dataset: String,
     /// Run seed; init and data order derive their own seeds from it.
@@ -112,37 +78,37 @@ impl RunSpec {
 
     /// Checks names and ranges; the error names the field.
     pub fn validate(&self) -> Result<()> {
-        if !ap_models::MODELS.contains(&self.model.as_str()) {
-            bail!(
-                "model = {:?} is unknown; valid models: {}",
-                self.model,
-                ap_models::MODELS.join(", ")
-            );
-        }
-        ap_data::DatasetKind::from_name(&self.dataset)
+        let dataset = ap_data::DatasetKind::from_name(&self.dataset)
             .map_err(|e| anyhow::anyhow!("dataset: {e}"))?;
+        self.model
+            .check_input(&dataset.image_shape())
+            .map_err(|e| anyhow::anyhow!("dataset = {:?}: {e}", self.dataset))?;
         self.train
             .validate()
             .map_err(|e| anyhow::anyhow!("train: {e}"))?;
+        self.check_batch_size(dataset.train_examples())?;
         if self.eval_batch_size < 1 {
             bail!(
                 "eval_batch_size = {} must be at least 1",
                 self.eval_batch_size
             );
         }
-        if !(self.ap.rate >= 0.0 && self.ap.rate < 1.0) {
-            bail!("ap.rate = {} must be in [0, 1)", self.ap.rate);
+        let ap_rate = self.ap.config.rate;
+        if !(0.0..1.0).contains(&ap_rate) {
+            bail!("ap.rate = {ap_rate} must be in [0, 1)");
         }
         self.prune
             .validate(&self.train, self.ap_config().as_ref())?;
-        // Naming layers needs the model's layer list, which builds the model (drawing
-        // from libtorch's generator): only for settings that name layers.
-        if let ap_prune::Method::Rigl { dense_layers, .. } = &self.prune {
-            let prunable = if dense_layers.is_empty() {
-                vec![]
-            } else {
-                ap_models::prunable_names(&self.model)
-            };
+        // The network's prunable layers for this data set: built once per model and input
+        // in a process, drawing from libtorch's generator then (a run seeds the generator
+        // itself before it builds its model).
+        let shapes = ap_models::prunable_shapes(
+            self.model,
+            &dataset.image_shape(),
+            dataset.num_classes() as i64,
+        );
+        let prunable: Vec<String> = shapes.iter().map(|(n, _)| n.clone()).collect();
+        if let Method::Rigl(ap_prune::RiglConfig { dense_layers, .. }) = &self.prune {
             if let Some(bad) = dense_layers.iter().find(|d| !prunable.contains(d)) {
                 bail!(
                     "prune.dense_layers: {bad:?} is not a prunable layer of {}; valid: {}",
@@ -151,31 +117,40 @@ impl RunSpec {
                 );
             }
         }
-        if let Some(alloc @ ap_criteria::Allocation::PerLayer { .. }) = self.prune.allocation() {
+        if let Some(alloc) = self.prune.allocation() {
             alloc
-                .validate(&ap_models::prunable_names(&self.model))
+                .validate(&prunable)
                 .map_err(|e| anyhow::anyhow!("prune.allocation: {e}"))?;
+        }
+        // What the run would leave of each layer: no event may empty one.
+        self.prune.check_layers(&shapes)?;
+        Ok(())
+    }
+
+    /// Errors when `train.batch_size` exceeds the `n_train` examples of the training set
+    /// (the official size at validation, the loaded one before training): such a batch
+    /// would silently be the whole set, and an epoch one step.
+    pub fn check_batch_size(&self, n_train: usize) -> Result<()> {
+        if self.train.batch_size > n_train {
+            bail!(
+                "train.batch_size = {} is larger than the training set of {} ({n_train} examples)",
+                self.train.batch_size,
+                self.dataset
+            );
         }
         Ok(())
     }
 
     /// AP's configuration when enabled.
     pub fn ap_config(&self) -> Option<ApConfig> {
-        self.ap.enabled.then_some(ApConfig {
-            rate: self.ap.rate,
-            share: self.ap.share,
-            survivor_share: self.ap.survivor_share,
-            in_drop_and_grow: self.ap.in_drop_and_grow,
-            options: self.ap.options,
-            from_event: self.ap.from_event,
-            until_event: self.ap.until_event,
-        })
+        self.ap.enabled.then(|| self.ap.config.clone())
     }
 
     /// The per-event rate p of round-based methods (none for schedule-driven ones).
     pub fn prune_rate(&self) -> Option<f64> {
         match &self.prune {
-            Method::Imp { rate, .. } | Method::Lrr { rate, .. } => Some(*rate),
+            Method::Imp(c) => Some(c.rate),
+            Method::Lrr(c) => Some(c.rate),
             _ => None,
         }
     }
@@ -286,7 +261,12 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, source: &str) -> R
             let col = s.start - text[..s.start].rfind('\n').map_or(0, |i| i + 1) + 1;
             format!(":{line}:{col}")
         });
-        anyhow::anyhow!("{source}{}: {}", at.unwrap_or_default(), e.message().trim())
+        // toml leaves the message empty for a missing value, and may span lines.
+        let msg = match e.message().trim() {
+            "" => "a value is missing or invalid here".to_owned(),
+            m => m.replace('\n', "; "),
+        };
+        anyhow::anyhow!("{source}{}: {msg}", at.unwrap_or_default())
     })
 }
 
@@ -402,7 +382,7 @@ enabled = true
         let _g = ap_testkit::torch_lock();
         let s: RunSpec = parse_toml(SPEC, "spec.toml").unwrap();
         s.validate().unwrap();
-        assert_eq!(s.ap.rate, 0.02);
+        assert_eq!(s.ap.config.rate, 0.02);
         assert_eq!(s.eval_batch_size, 1000);
         let back: RunSpec = parse_toml(&toml::to_string(&s).unwrap(), "x").unwrap();
         assert_eq!(back, s);
@@ -422,8 +402,53 @@ enabled = true
         );
     }
 
+    /// LeNet-300-100 has 266,200 prunable weights in 3 layers; rate 0.9 leaves
+    /// 26,620 → 2,662 → 267 → 27 → 3 → 1: the sixth round leaves fewer weights than
+    /// layers. Layer-wise, the uniform rate's floor always leaves a layer a weight, but
+    /// the output layer (1,000 weights) at twice a rate of 0.6 loses them all in round 1.
+    #[test]
+    fn rounds_that_would_empty_a_layer_are_rejected_naming_the_round() {
+        let _g = ap_testkit::torch_lock();
+        let spec = |rounds: usize, rate: f64, alloc: &str| {
+            let text = SPEC
+                .replace(
+                    "rounds = 2",
+                    &format!("rounds = {rounds}\nallocation = {alloc}"),
+                )
+                .replace("rate = 0.2", &format!("rate = {rate}"));
+            parse_toml::<RunSpec>(&text, "x").unwrap().validate()
+        };
+        spec(5, 0.9, "\"global\"").unwrap();
+        let e = spec(6, 0.9, "\"global\"").unwrap_err().to_string();
+        assert!(
+            e.contains("after round 6") && e.contains("only 1 weights"),
+            "{e}"
+        );
+        spec(8, 0.9, "\"uniform\"").unwrap();
+        let doubled = "{ per_layer = { overrides = { \"fc3.weight\" = 2.0 } } }";
+        spec(1, 0.4, doubled).unwrap();
+        let e = spec(1, 0.6, doubled).unwrap_err().to_string();
+        assert!(
+            e.contains("after round 1") && e.contains("`fc3.weight`"),
+            "{e}"
+        );
+    }
+
+    /// `[ap]` shares ApConfig's fields: an unknown one is still an error naming it.
+    #[test]
+    fn ap_table_rejects_unknown_fields() {
+        let e = parse_toml::<RunSpec>(
+            &SPEC.replace("enabled = true", "enabled = true\nratte = 0.1"),
+            "x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("ratte"), "{e}");
+    }
+
     #[test]
     fn out_of_range_rates_name_the_field() {
+        let _g = ap_testkit::torch_lock();
         let s: RunSpec = parse_toml(&SPEC.replace("rate = 0.2", "rate = 1.5"), "x").unwrap();
         assert!(s.validate().unwrap_err().to_string().contains("prune.rate"));
         let s: RunSpec = parse_toml(
@@ -690,7 +715,7 @@ options = { score = { random = { seed = 7 } } }
         assert_eq!(specs.len(), 3);
         assert_eq!(specs[0].train.iterations, 50);
         assert_eq!(specs[0].train.batch_size, 60, "tables merge, not replace");
-        assert_eq!((specs[1].model.as_str(), specs[1].seed), ("conv2", 1));
+        assert_eq!((specs[1].model.name(), specs[1].seed), ("conv2", 1));
         assert_eq!(specs[2].train.iterations, 100);
         let dup: GridSpec =
             parse_toml(&text("[[part]]\n[[part]]\nname = \"again\"\n"), "d.toml").unwrap();

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::slurm::{self, TaskState};
+use crate::backend::slurm::{self, TaskState};
 use crate::spec::RunSpec;
 use crate::store::{RunDir, RunState};
 
@@ -221,7 +221,7 @@ pub fn render(runs: &[RunStatus]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slurm::JobRecord;
+    use crate::backend::slurm::JobRecord;
 
     fn task(dir: &Path, state: Option<&str>) -> TaskState {
         TaskState {

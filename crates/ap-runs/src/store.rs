@@ -53,6 +53,35 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }
 
+/// Errors of the run store that callers branch on.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Another live process (here, or on another host sharing the store) holds the run's
+    /// lock: the run is being run, and must not be run twice.
+    #[error("{} is being run by process {holder} (lock {}; if that host is gone, delete the lock)", .dir.display(), .dir.join("LOCK").display())]
+    Locked {
+        /// The run directory.
+        dir: PathBuf,
+        /// The lock's content: `<pid> <host>` of its holder.
+        holder: String,
+    },
+    /// The lock file could not be created (not because another process holds it).
+    #[error("cannot create {}", .path.display())]
+    LockFile {
+        /// The LOCK file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Stale locks kept reappearing: other processes are taking this lock at this moment.
+    #[error("could not take the lock {}", .path.display())]
+    LockContended {
+        /// The LOCK file.
+        path: PathBuf,
+    },
+}
+
 /// State of a run in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunState {
@@ -117,10 +146,11 @@ impl RunDir {
         write_atomic(&spec_path, text.as_bytes())
     }
 
-    /// Takes the run's lock; fails if a live process holds it. A lock left by a dead
-    /// process on this machine is taken over. LOCK holds `<pid> <host>`: a lock of
-    /// another host is respected, since its process cannot be checked from here.
-    pub fn lock(&self) -> Result<RunLock> {
+    /// Takes the run's lock; fails with [`RunError::Locked`] if a live process holds it. A
+    /// lock left by a dead process on this machine is taken over. LOCK holds
+    /// `<pid> <host>`: a lock of another host is respected, since its process cannot be
+    /// checked from here.
+    pub fn lock(&self) -> Result<RunLock, RunError> {
         let path = self.path.join("LOCK");
         for _ in 0..2 {
             match fs::OpenOptions::new()
@@ -135,21 +165,17 @@ impl RunDir {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let holder = fs::read_to_string(&path).unwrap_or_default();
                     if lock_is_live(&holder) {
-                        bail!(
-                            "{} is being run by process {} (lock {}; if that host is gone, delete the lock)",
-                            self.path.display(),
-                            holder.trim(),
-                            path.display()
-                        );
+                        return Err(RunError::Locked {
+                            dir: self.path.clone(),
+                            holder: holder.trim().to_string(),
+                        });
                     }
                     fs::remove_file(&path).ok();
                 }
-                Err(e) => {
-                    return Err(e).with_context(|| format!("cannot create {}", path.display()))
-                }
+                Err(source) => return Err(RunError::LockFile { path, source }),
             }
         }
-        bail!("could not take the lock {}", path.display())
+        Err(RunError::LockContended { path })
     }
 
     /// Removes LOCK when the process that wrote it is gone.
@@ -463,9 +489,10 @@ struct CheckpointMeta {
     records: String,
 }
 
+/// Reports damage found in the store (through `tracing`: the `ap` program shows warnings
+/// on stderr and in the run's log).
 fn warn(e: &anyhow::Error) {
     tracing::warn!("{e:#}");
-    eprintln!("warning: {e:#}");
 }
 
 fn records_jsonl(records: &[RoundRecord]) -> Result<String> {
@@ -568,17 +595,23 @@ mod tests {
             path: dir.path().to_path_buf(),
         };
         let held = run.lock().unwrap();
-        assert!(run
-            .lock()
-            .unwrap_err()
-            .to_string()
-            .contains("being run by process"));
+        let err = run.lock().unwrap_err();
+        assert!(err.to_string().contains("being run by process"), "{err}");
+        match err {
+            RunError::Locked { dir, holder } => {
+                assert_eq!(dir, run.path);
+                assert_eq!(holder, format!("{} {}", std::process::id(), hostname()));
+            }
+            other => panic!("expected Locked, got {other:?}"),
+        }
         drop(held);
         fs::write(dir.path().join("LOCK"), "4294967").unwrap(); // no such pid
         drop(run.lock().unwrap());
         // Another host's lock cannot be checked from here, so it holds.
         fs::write(dir.path().join("LOCK"), "4294967 some-other-node").unwrap();
-        assert!(run.lock().is_err());
+        assert!(
+            matches!(run.lock(), Err(RunError::Locked { holder, .. }) if holder == "4294967 some-other-node")
+        );
         run.remove_stale_lock();
         assert!(dir.path().join("LOCK").exists());
         fs::write(dir.path().join("LOCK"), format!("4294967 {}", hostname())).unwrap();

@@ -2,28 +2,13 @@
 //! clear one-line errors for bad specs and bad data files.
 
 mod common;
-use common::data_dir as real_data_dir;
+use common::{assert_clean_error, data_dir as real_data_dir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use ap_data::idx::encode_idx;
-
-const SPEC: &str = r#"
-model = "lenet300-100"
-dataset = "mnist"
-seed = 3
-[train]
-batch_size = 60
-iterations = 300
-optimizer = { kind = "adam", lr = 1.2e-3 }
-[prune]
-method = "imp"
-rounds = 2
-rate = 0.2
-[ap]
-enabled = true
-rate = 0.02
-"#;
+use ap_testkit::fixtures::{grid_of, lenet_mnist_spec, write_toml};
+use ap_testkit::TomlExt;
 
 fn ap(args: &[&str], data_dir: Option<&Path>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ap"));
@@ -38,41 +23,33 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-/// The error a user sees: exit code 1, one `error:` line, no panic.
-fn assert_clean_error(o: &Output, needles: &[&str]) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("error:"))
-        .unwrap_or_else(|| panic!("no error line in {err}"));
-    for n in needles {
-        assert!(line.contains(n), "`{n}` missing from: {line}");
-    }
-}
-
-#[test]
-fn run_writes_its_directory_and_a_second_run_reuses_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let spec = write(tmp.path(), "spec.toml", SPEC);
-    let runs = tmp.path().join("runs");
-    let data = real_data_dir();
-    let o = ap(
+/// `ap run <spec> --runs-dir <runs>`, with `--data-dir <data>` if given.
+fn ap_run(spec: &Path, runs: &Path, data: Option<&Path>) -> Output {
+    ap(
         &[
             "run",
             spec.to_str().unwrap(),
             "--runs-dir",
             runs.to_str().unwrap(),
         ],
-        Some(&data),
-    );
+        data,
+    )
+}
+
+/// `ap reproduce --grid <grid> --runs-dir <runs> --out <out> --jobs 1`.
+fn reproduce_args<'a>(grid: &'a Path, runs: &'a Path, out: &'a Path) -> Vec<&'a str> {
+    let mut args = common::reproduce_args(grid, runs, out);
+    args.extend(["--jobs", "1"]);
+    args
+}
+
+#[test]
+fn run_writes_its_directory_and_a_second_run_reuses_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_toml(tmp.path(), "spec.toml", &lenet_mnist_spec());
+    let runs = tmp.path().join("runs");
+    let data = real_data_dir();
+    let o = ap_run(&spec, &runs, Some(&data));
     assert!(o.status.success(), "{}", stderr(&o));
     let dirs: Vec<_> = std::fs::read_dir(&runs)
         .unwrap()
@@ -137,15 +114,7 @@ fn run_writes_its_directory_and_a_second_run_reuses_it() {
         .unwrap()
         .modified()
         .unwrap();
-    let again = ap(
-        &[
-            "run",
-            spec.to_str().unwrap(),
-            "--runs-dir",
-            runs.to_str().unwrap(),
-        ],
-        Some(&data),
-    );
+    let again = ap_run(&spec, &runs, Some(&data));
     assert!(again.status.success(), "{}", stderr(&again));
     // Reused, not retrained: the directory is exactly as it was, and the report printed
     // is the same.
@@ -178,25 +147,14 @@ fn run_writes_its_directory_and_a_second_run_reuses_it() {
 #[test]
 fn same_spec_gives_identical_metrics_on_cpu() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = write(
-        tmp.path(),
-        "spec.toml",
-        &SPEC
-            .replace("rounds = 2", "rounds = 1")
-            .replace("iterations = 300", "iterations = 150"),
-    );
+    let short = lenet_mnist_spec()
+        .with("prune.rounds", 1)
+        .with("train.iterations", 150);
+    let spec = write_toml(tmp.path(), "spec.toml", &short);
     let data = real_data_dir();
     let metrics = |runs: &str| {
         let runs = tmp.path().join(runs);
-        let o = ap(
-            &[
-                "run",
-                spec.to_str().unwrap(),
-                "--runs-dir",
-                runs.to_str().unwrap(),
-            ],
-            Some(&data),
-        );
+        let o = ap_run(&spec, &runs, Some(&data));
         assert!(o.status.success(), "{}", stderr(&o));
         let run = std::fs::read_dir(&runs)
             .unwrap()
@@ -218,43 +176,48 @@ fn same_spec_gives_identical_metrics_on_cpu() {
 fn bad_specs_are_one_line_errors_naming_file_and_field() {
     let tmp = tempfile::tempdir().unwrap();
     let runs = tmp.path().join("runs");
-    let r = runs.to_str().unwrap();
-    let unknown = write(
+    let unknown = write_toml(
         tmp.path(),
         "unknown.toml",
-        &SPEC.replace("seed = 3", "seed = 3\nlearning_rate = 0.1"),
+        &lenet_mnist_spec().with("learning_rate", 0.1),
     );
-    assert_clean_error(
-        &ap(&["run", unknown.to_str().unwrap(), "--runs-dir", r], None),
-        &["unknown.toml:5:1", "learning_rate"],
-    );
-    let rate = write(
-        tmp.path(),
-        "rate.toml",
-        &SPEC.replace("rate = 0.2", "rate = 1.5"),
-    );
-    assert_clean_error(
-        &ap(&["run", rate.to_str().unwrap(), "--runs-dir", r], None),
-        &["rate.toml", "prune.rate = 1.5"],
-    );
-    let ap_rate = write(
-        tmp.path(),
-        "ap.toml",
-        &SPEC.replace("rate = 0.02", "rate = 0.25"),
-    );
-    assert_clean_error(
-        &ap(&["run", ap_rate.to_str().unwrap(), "--runs-dir", r], None),
-        &["ap.rate = 0.25"],
-    );
-    let model = write(
-        tmp.path(),
-        "model.toml",
-        &SPEC.replace("lenet300-100", "lenet5"),
-    );
-    assert_clean_error(
-        &ap(&["run", model.to_str().unwrap(), "--runs-dir", r], None),
-        &["lenet5", "lenet300-100"],
-    );
+    // The error names the file, line and column of the unknown field.
+    let line = 1 + std::fs::read_to_string(&unknown)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("learning_rate"))
+        .unwrap();
+    let at = format!("unknown.toml:{line}:1");
+    let bad = [
+        (unknown, vec![at.as_str(), "learning_rate"]),
+        (
+            write_toml(
+                tmp.path(),
+                "rate.toml",
+                &lenet_mnist_spec().with("prune.rate", 1.5),
+            ),
+            vec!["rate.toml", "prune.rate = 1.5"],
+        ),
+        (
+            write_toml(
+                tmp.path(),
+                "ap.toml",
+                &lenet_mnist_spec().with("ap.rate", 0.25),
+            ),
+            vec!["ap.rate = 0.25"],
+        ),
+        (
+            write_toml(
+                tmp.path(),
+                "model.toml",
+                &lenet_mnist_spec().with("model", "lenet5"),
+            ),
+            vec!["lenet5", "lenet300-100"],
+        ),
+    ];
+    for (file, needles) in &bad {
+        assert_clean_error(&ap_run(file, &runs, None), needles);
+    }
     assert!(!runs.exists(), "nothing is written for an invalid spec");
 }
 
@@ -278,26 +241,16 @@ fn fake_mnist(dir: &Path, corrupt: impl Fn(&str, Vec<u8>) -> Vec<u8>) -> PathBuf
 #[test]
 fn bad_data_files_are_one_line_errors_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = write(tmp.path(), "spec.toml", SPEC);
+    let spec = write_toml(tmp.path(), "spec.toml", &lenet_mnist_spec());
     let runs = tmp.path().join("runs");
-    let run = |data: &Path| {
-        ap(
-            &[
-                "run",
-                spec.to_str().unwrap(),
-                "--runs-dir",
-                runs.to_str().unwrap(),
-            ],
-            Some(data),
-        )
-    };
+    let run_on = |data: &Path| ap_run(&spec, &runs, Some(data));
     let truncated = fake_mnist(&tmp.path().join("truncated"), |n, mut b| {
         if n == "train-images-idx3-ubyte" {
             b.truncate(b.len() - 100);
         }
         b
     });
-    assert_clean_error(&run(&truncated), &["train-images-idx3-ubyte"]);
+    assert_clean_error(&run_on(&truncated), &["train-images-idx3-ubyte"]);
     let magic = fake_mnist(&tmp.path().join("magic"), |n, mut b| {
         if n == "t10k-labels-idx1-ubyte" {
             b[0] = 0x1f;
@@ -305,7 +258,7 @@ fn bad_data_files_are_one_line_errors_naming_the_file() {
         }
         b
     });
-    assert_clean_error(&run(&magic), &["t10k-labels-idx1-ubyte"]);
+    assert_clean_error(&run_on(&magic), &["t10k-labels-idx1-ubyte"]);
     let mismatch = fake_mnist(&tmp.path().join("mismatch"), |n, b| {
         if n == "train-labels-idx1-ubyte" {
             encode_idx(&[5], &[0, 1, 2, 3, 4])
@@ -313,38 +266,31 @@ fn bad_data_files_are_one_line_errors_naming_the_file() {
             b
         }
     });
-    assert_clean_error(&run(&mismatch), &["train-labels-idx1-ubyte", "6", "5"]);
+    assert_clean_error(&run_on(&mismatch), &["train-labels-idx1-ubyte", "6", "5"]);
     let missing = tmp.path().join("empty");
     std::fs::create_dir_all(&missing).unwrap();
-    assert_clean_error(&run(&missing), &["cargo xtask setup"]);
+    assert_clean_error(&run_on(&missing), &["cargo xtask setup"]);
 }
 
 #[test]
 fn reproduce_lists_runs_and_keeps_old_results_when_the_grid_is_bad() {
     let tmp = tempfile::tempdir().unwrap();
-    let base = SPEC
-        .replace("[train]", "[base.train]")
-        .replace("[prune]", "[base.prune]")
-        .replace("[ap]", "[base.ap]");
-    let grid = write(
+    let grid = write_toml(
         tmp.path(),
         "grid.toml",
-        &format!(
-            "name = \"g\"\n[axes]\nseed = [0, 1]\n\"ap.enabled\" = [false, true]\n[base]\n{base}"
+        &grid_of(
+            "g",
+            &[
+                ("seed", vec![0, 1].into()),
+                ("ap.enabled", vec![false, true].into()),
+            ],
+            lenet_mnist_spec(),
         ),
     );
-    let runs = tmp.path().join("runs");
-    let o = ap(
-        &[
-            "reproduce",
-            "--grid",
-            grid.to_str().unwrap(),
-            "--runs-dir",
-            runs.to_str().unwrap(),
-            "--dry-run",
-        ],
-        None,
-    );
+    let (runs, out) = (tmp.path().join("runs"), tmp.path().join("out"));
+    let mut dry_run = common::reproduce_args(&grid, &runs, &out);
+    dry_run.push("--dry-run");
+    let o = ap(&dry_run, None);
     assert!(o.status.success(), "{}", stderr(&o));
     let listing = String::from_utf8_lossy(&o.stdout);
     assert_eq!(
@@ -353,26 +299,18 @@ fn reproduce_lists_runs_and_keeps_old_results_when_the_grid_is_bad() {
         "{listing}"
     );
 
-    let out = tmp.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("report.md"), "earlier report").unwrap();
-    let bad = write(
+    let bad = write_toml(
         tmp.path(),
         "bad.toml",
-        &format!("name = \"g\"\n[axes]\nseed = [0]\n\"prune.rate\" = [2.0]\n[base]\n{base}"),
+        &grid_of(
+            "g",
+            &[("seed", vec![0].into()), ("prune.rate", vec![2.0].into())],
+            lenet_mnist_spec(),
+        ),
     );
-    let o = ap(
-        &[
-            "reproduce",
-            "--grid",
-            bad.to_str().unwrap(),
-            "--runs-dir",
-            runs.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        None,
-    );
+    let o = ap(&common::reproduce_args(&bad, &runs, &out), None);
     assert_clean_error(&o, &["bad.toml", "prune.rate = 2"]);
     assert_eq!(
         std::fs::read_to_string(out.join("report.md")).unwrap(),
@@ -383,30 +321,20 @@ fn reproduce_lists_runs_and_keeps_old_results_when_the_grid_is_bad() {
 #[test]
 fn a_diverging_run_is_recorded_and_the_others_continue() {
     let tmp = tempfile::tempdir().unwrap();
-    let base = SPEC
-        .replace("rounds = 2", "rounds = 1")
-        .replace("iterations = 300", "iterations = 100")
-        .replace("[train]", "[base.train]")
-        .replace("[prune]", "[base.prune]")
-        .replace("[ap]", "[base.ap]");
-    let grid = write(
+    let optimizers = vec![
+        ap_testkit::fixtures::adam(1e-3),
+        ap_testkit::fixtures::sgd(1e12, 0.0, 0.0, false),
+    ];
+    let base = lenet_mnist_spec()
+        .with("prune.rounds", 1)
+        .with("train.iterations", 100);
+    let grid = write_toml(
         tmp.path(),
         "grid.toml",
-        &format!("name = \"g\"\n[axes]\n\"train.optimizer\" = [{{ kind = \"adam\", lr = 1e-3 }}, {{ kind = \"sgd\", lr = 1e12 }}]\n[base]\n{base}"),
+        &grid_of("g", &[("train.optimizer", optimizers.into())], base),
     );
-    let runs = tmp.path().join("runs");
-    let out = tmp.path().join("out");
-    let args = [
-        "reproduce",
-        "--grid",
-        grid.to_str().unwrap(),
-        "--runs-dir",
-        runs.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--jobs",
-        "1",
-    ];
+    let (runs, out) = (tmp.path().join("runs"), tmp.path().join("out"));
+    let args = reproduce_args(&grid, &runs, &out);
     let o = ap(&args, Some(&real_data_dir()));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("1 of 2 runs failed"), "{}", stderr(&o));
@@ -466,32 +394,18 @@ fn shipped_grids_and_specs_are_valid() {
 #[test]
 fn conv2_on_fashion_mnist_with_and_without_ap() {
     let tmp = tempfile::tempdir().unwrap();
-    let base = SPEC
-        .replace("lenet300-100", "conv2")
-        .replace("\"mnist\"", "\"fashion-mnist\"")
-        .replace("rounds = 2", "rounds = 1")
-        .replace("iterations = 300", "iterations = 60")
-        .replace("[train]", "[base.train]")
-        .replace("[prune]", "[base.prune]")
-        .replace("[ap]", "[base.ap]");
-    let grid = write(
+    let base = lenet_mnist_spec()
+        .with("model", "conv2")
+        .with("dataset", "fashion-mnist")
+        .with("prune.rounds", 1)
+        .with("train.iterations", 60);
+    let grid = write_toml(
         tmp.path(),
         "grid.toml",
-        &format!("name = \"g\"\n[axes]\n\"ap.enabled\" = [false, true]\n[base]\n{base}"),
+        &grid_of("g", &[("ap.enabled", vec![false, true].into())], base),
     );
-    let runs = tmp.path().join("runs");
-    let out = tmp.path().join("out");
-    let args = [
-        "reproduce",
-        "--grid",
-        grid.to_str().unwrap(),
-        "--runs-dir",
-        runs.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--jobs",
-        "1",
-    ];
+    let (runs, out) = (tmp.path().join("runs"), tmp.path().join("out"));
+    let args = reproduce_args(&grid, &runs, &out);
     let o = ap(&args, Some(&real_data_dir()));
     assert!(o.status.success(), "{}", stderr(&o));
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();

@@ -396,21 +396,9 @@ fn reproduce_env(
     env: &[(&str, String)],
 ) -> Output {
     let (data, grid) = (data_dir(), grid());
-    let mut args = vec![
-        "reproduce",
-        "--grid",
-        grid.to_str().unwrap(),
-        "--runs-dir",
-        runs.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-    ];
+    let mut args = common::reproduce_args(&grid, runs, out);
+    args.extend(["--data-dir", data.to_str().unwrap(), "--device", "cpu"]);
+    args.extend(["--threads", "1"]);
     args.extend_from_slice(extra);
     ap_env(&args, conf, env)
 }
@@ -750,20 +738,15 @@ fn missing_sbatch_is_a_clear_error_that_writes_nothing() {
         .env("PATH", tmp.path()) // an empty directory: no sbatch
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
-    let err = text(&o.stderr);
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("error:"))
-        .unwrap_or_else(|| panic!("{err}"));
-    for needle in [
-        "--backend slurm",
-        "sbatch",
-        "install Slurm's client",
-        "--backend local",
-    ] {
-        assert!(line.contains(needle), "`{needle}` missing from: {line}");
-    }
+    common::assert_clean_error(
+        &o,
+        &[
+            "--backend slurm",
+            "sbatch",
+            "install Slurm's client",
+            "--backend local",
+        ],
+    );
     assert!(
         !runs.join("slurm").exists(),
         "nothing should be written without sbatch"

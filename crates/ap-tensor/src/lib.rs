@@ -9,7 +9,11 @@ use std::path::{Path, PathBuf};
 
 use tch::{nn::VarStore, Device, Kind, TchError, Tensor};
 
+mod field;
+mod safetensors_io;
 mod select;
+pub use field::FieldError;
+pub use safetensors_io::parse_safetensors;
 pub use select::{select_smallest, select_smallest_per_tensor, SelectError};
 
 /// Errors of this crate.
@@ -36,6 +40,15 @@ pub enum TensorError {
         context: String,
         /// The underlying libtorch error.
         source: TchError,
+    },
+    /// A file that is not valid safetensors (truncated, damaged or edited): the file and
+    /// what is wrong with it.
+    #[error("{path}: not a valid safetensors file: {reason}")]
+    BadFile {
+        /// The file (or the name the bytes were given).
+        path: String,
+        /// The field or byte range at fault.
+        reason: String,
     },
     /// An I/O error, with the file involved.
     #[error("{path}: {source}")]
@@ -230,13 +243,15 @@ pub fn save_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(),
 
 /// Reads named tensors from a safetensors file onto `device`, sorted by name.
 ///
-/// The format keeps no tensor order (libtorch hands them back in hash order), so callers
-/// that need the model's order use [`load_safetensors_in_order`].
+/// The format keeps no tensor order, so callers that need the model's order use
+/// [`load_safetensors_in_order`]. The header is validated in Rust ([`parse_safetensors`])
+/// before libtorch sees any of it: a damaged file is a [`TensorError::BadFile`] naming it.
 pub fn load_safetensors(path: &Path, device: Device) -> Result<Vec<(String, Tensor)>, TensorError> {
-    let mut tensors = Tensor::read_safetensors(path).map_err(|source| TensorError::Torch {
-        context: path.display().to_string(),
+    let bytes = std::fs::read(path).map_err(|source| TensorError::Io {
+        path: path.to_path_buf(),
         source,
     })?;
+    let mut tensors = parse_safetensors(&bytes, &path.display().to_string())?;
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(tensors
         .into_iter()

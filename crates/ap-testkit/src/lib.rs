@@ -11,10 +11,19 @@
 //! [`prereq`]: what a test does when a data set or a program it needs is missing here
 //! (fail, or say `SKIPPED` and why — never pass silently), and the `AP_REQUIRE_*`
 //! switches that decide.
+//!
+//! [`fixtures`]: specs, grids and training configurations as `toml::Value`s edited by path;
+//! [`tensors`]: small seeded parameter sets, masks and toy data; [`devices`]: the devices a
+//! device-parametrized test runs on (`AP_TEST_DEVICES`).
 
 use std::sync::{Mutex, MutexGuard};
 
+pub mod devices;
+pub mod fixtures;
 pub mod prereq;
+pub mod tensors;
+pub use devices::devices;
+pub use fixtures::TomlExt;
 pub use prereq::{missing_prerequisite, WhenUnset};
 
 static TORCH: Mutex<()> = Mutex::new(());

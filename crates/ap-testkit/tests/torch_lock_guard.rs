@@ -83,6 +83,11 @@ const TOUCHES: &[&str] = &[
     "prunable_names",
     "rigl_dense_layers",
     "ap_runs::execute",
+    // the test kit's drawing fixtures (`ap_testkit::tensors`)
+    "seeded_normal",
+    "random_keep",
+    "random_selection",
+    "toy_classification",
 ];
 
 const LOCK: &str = "torch_lock";

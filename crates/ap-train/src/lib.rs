@@ -10,6 +10,7 @@ use ap_data::{Augment, Split};
 use ap_eval::{DnrProbe, DnrReport};
 use ap_mask::Mask;
 use ap_models::{Model, NoProbe};
+use ap_tensor::FieldError;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -60,14 +61,14 @@ impl TrainConfig {
 
 impl TrainConfig {
     /// Checks ranges; the error names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         self.optimizer.validate()?;
         self.schedule.validate()?;
         if self.batch_size == 0 {
-            return Err("train.batch_size must be at least 1".into());
+            return Err(FieldError::new("train.batch_size", "must be at least 1"));
         }
         if self.iterations == 0 {
-            return Err("train.iterations must be at least 1".into());
+            return Err(FieldError::new("train.iterations", "must be at least 1"));
         }
         Ok(())
     }
@@ -87,9 +88,10 @@ pub enum TrainError {
     /// Invalid data or batch settings.
     #[error(transparent)]
     Data(#[from] ap_data::DataError),
-    /// A step hook (a pruning method acting during training) failed.
-    #[error("{0}")]
-    Hook(String),
+    /// A step hook (a pruning method acting during training) failed; the hook's own
+    /// error, which its owner can take back with `downcast`.
+    #[error("step hook: {0}")]
+    Hook(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Statistics of one epoch (or the partial epoch that ends a phase).
@@ -219,18 +221,35 @@ pub fn train_phase(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ap_models::{Model, ModelKind};
     use ap_tensor::NamedParams;
+    use ap_testkit::tensors::{random_selection, revived, toy_classification};
+    use ap_testkit::{fixtures, TomlExt};
     use proptest::prelude::*;
     use tch::Device;
 
+    /// `n` toy samples of 1×2×2, labelled by the sign of their sum. The caller holds the
+    /// torch lock.
     fn toy_split(n: i64) -> Split {
-        let images = Tensor::randn([n, 1, 2, 2], (Kind::Float, Device::Cpu));
-        let labels = images
-            .flatten(1, -1)
-            .sum_dim_intlist(1, false, Kind::Float)
-            .gt(0.0)
-            .to_kind(Kind::Int64);
+        let (images, labels) = toy_classification(n, 2);
         Split { images, labels }
+    }
+
+    /// A LeNet-300-100 for the toy samples. The caller holds the torch lock.
+    fn lenet() -> Model {
+        ap_models::build(ModelKind::LeNet300_100, &[1, 2, 2], 2, Device::Cpu).unwrap()
+    }
+
+    /// Training with `optimizer`: constant schedule, no warm-up, no augmentation.
+    fn config(optimizer: &OptimizerSpec, batch_size: i64, iterations: u64) -> TrainConfig {
+        let optimizer = toml::Value::try_from(optimizer).unwrap();
+        fixtures::train(optimizer, batch_size, iterations as i64)
+            .try_into()
+            .unwrap()
+    }
+
+    fn pruned_back(params: &NamedParams, mask: &Mask) -> i64 {
+        revived(params.tensors(), mask.iter().map(|(_, m)| m))
     }
 
     proptest! {
@@ -241,23 +260,20 @@ mod tests {
         fn masked_weights_stay_zero(steps in 1u64..40, keep in 0.05f64..0.95, adam in any::<bool>(), nesterov in any::<bool>(), seed in 0i64..1000) {
             let _g = ap_testkit::torch_lock();
             tch::manual_seed(seed);
-            let model = ap_models::build("lenet300-100", &[1, 2, 2], 2, Device::Cpu).unwrap();
+            let model = lenet();
             let params = NamedParams::from_var_store(&model.vs, &model.net.prunable()).unwrap();
             let mut mask = Mask::dense(&params);
-            let drop: Vec<Tensor> = params.tensors().iter().map(|t| Tensor::rand_like(t).gt(keep)).collect();
-            mask.remove(&drop).unwrap();
+            mask.remove(&random_selection(&params.tensors(), 1.0 - keep)).unwrap();
             mask.apply(&params).unwrap();
             let optimizer = if adam {
-                OptimizerSpec::Adam { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2 }
+                self::adam(1e-2, 0.9, 0.999, 1e-8, 1e-2)
             } else {
-                OptimizerSpec::Sgd { lr: 0.1, momentum: 0.9, weight_decay: 1e-2, nesterov }
+                sgd(0.1, 0.9, 1e-2, nesterov)
             };
-            let cfg = TrainConfig { optimizer: optimizer.clone(), schedule: LrSchedule::Constant, batch_size: 8, iterations: steps, warmup_iterations: 0, augment: Default::default() };
+            let cfg = config(&optimizer, 8, steps);
             let split = toy_split(32);
             train_phase(&model, &split, Some(&mask), &cfg, seed as u64, 0, &mut NoHook, |_| {}).unwrap();
-            for ((_, w), (_, m)) in params.iter().zip(mask.iter()) {
-                prop_assert_eq!(w.ne(0.0).logical_and(&m.eq(0.0)).sum(Kind::Int64).int64_value(&[]), 0);
-            }
+            prop_assert_eq!(pruned_back(&params, &mask), 0);
             // The state itself: a manual loop with one optimizer.
             let mut opt = Optimizer::new(optimizer, &model.vs, Some(&mask));
             for _ in 0..3 {
@@ -275,16 +291,10 @@ mod tests {
     fn state_masking_after_a_new_pruning_event() {
         let _g = ap_testkit::torch_lock();
         tch::manual_seed(3);
-        let model = ap_models::build("lenet300-100", &[1, 2, 2], 2, Device::Cpu).unwrap();
+        let model = lenet();
         let params = NamedParams::from_var_store(&model.vs, &model.net.prunable()).unwrap();
         let mut mask = Mask::dense(&params);
-        let spec = OptimizerSpec::Sgd {
-            lr: 0.1,
-            momentum: 0.9,
-            weight_decay: 0.0,
-            nesterov: false,
-        };
-        let mut opt = Optimizer::new(spec, &model.vs, Some(&mask));
+        let mut opt = Optimizer::new(sgd(0.1, 0.9, 0.0, false), &model.vs, Some(&mask));
         let split = toy_split(16);
         let step = |opt: &mut Optimizer| {
             let loss = model
@@ -296,12 +306,8 @@ mod tests {
         };
         step(&mut opt);
         // prune half of fc1 in place: the optimizer sees the shared mask tensors
-        let sel: Vec<Tensor> = params
-            .tensors()
-            .iter()
-            .map(|t| Tensor::rand_like(t).lt(0.5))
-            .collect();
-        mask.remove(&sel).unwrap();
+        mask.remove(&random_selection(&params.tensors(), 0.5))
+            .unwrap();
         mask.apply(&params).unwrap();
         assert!(
             opt.state_at_pruned() > 0.0,
@@ -310,15 +316,7 @@ mod tests {
         opt.mask_state();
         assert_eq!(opt.state_at_pruned(), 0.0);
         step(&mut opt);
-        for ((_, w), (_, m)) in params.iter().zip(mask.iter()) {
-            assert_eq!(
-                w.ne(0.0)
-                    .logical_and(&m.eq(0.0))
-                    .sum(Kind::Int64)
-                    .int64_value(&[]),
-                0
-            );
-        }
+        assert_eq!(pruned_back(&params, &mask), 0);
     }
 
     #[test]
@@ -326,13 +324,7 @@ mod tests {
         // One parameter, loss = w·x with constant gradient x: momentum buffer b_t = Σ μ^k x.
         let vs = tch::nn::VarStore::new(Device::Cpu);
         let w = vs.root().var("w", &[1], tch::nn::Init::Const(1.0));
-        let spec = OptimizerSpec::Sgd {
-            lr: 0.1,
-            momentum: 0.5,
-            weight_decay: 0.0,
-            nesterov: false,
-        };
-        let mut opt = Optimizer::new(spec, &vs, None);
+        let mut opt = Optimizer::new(sgd(0.1, 0.5, 0.0, false), &vs, None);
         for _ in 0..3 {
             opt.zero_grad();
             (&w * 2.0).sum(Kind::Float).backward();
@@ -346,14 +338,7 @@ mod tests {
     fn adam_first_step_moves_by_lr() {
         let vs = tch::nn::VarStore::new(Device::Cpu);
         let w = vs.root().var("w", &[2], tch::nn::Init::Const(1.0));
-        let spec = OptimizerSpec::Adam {
-            lr: 0.01,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        };
-        let mut opt = Optimizer::new(spec, &vs, None);
+        let mut opt = Optimizer::new(adam(0.01, 0.9, 0.999, 1e-8, 0.0), &vs, None);
         opt.zero_grad();
         (&w * Tensor::from_slice(&[3.0f32, -0.5]))
             .sum(Kind::Float)
@@ -379,30 +364,16 @@ mod tests {
         );
         assert!((LrSchedule::Cosine.lr_at(1.0, 50, 100) - 0.5).abs() < 1e-12);
         let cfg = TrainConfig {
-            optimizer: OptimizerSpec::Sgd {
-                lr: 0.1,
-                momentum: 0.9,
-                weight_decay: 0.0,
-                nesterov: true,
-            },
-            schedule: LrSchedule::Constant,
-            batch_size: 1,
-            iterations: 100,
             warmup_iterations: 10,
-            augment: Default::default(),
+            ..config(&sgd(0.1, 0.9, 0.0, true), 1, 100)
         };
         assert!(
             (cfg.lr_at(0) - 0.01).abs() < 1e-12
                 && (cfg.lr_at(9) - 0.1).abs() < 1e-12
                 && cfg.lr_at(50) == 0.1
         );
-        let bad = OptimizerSpec::Sgd {
-            lr: -1.0,
-            momentum: 0.0,
-            weight_decay: 0.0,
-            nesterov: false,
-        };
-        assert!(bad.validate().unwrap_err().contains("optimizer.lr"));
+        let bad = sgd(-1.0, 0.0, 0.0, false);
+        assert_eq!(bad.validate().unwrap_err().field, "optimizer.lr");
         let toml_err = toml::from_str::<TrainConfig>(
             "batch_size = 1\niterations = 1\nbogus = 2\n[optimizer]\nkind = \"adam\"\nlr = 0.1\n",
         )
@@ -414,33 +385,23 @@ mod tests {
     fn training_reduces_loss_on_a_learnable_task() {
         let _g = ap_testkit::torch_lock();
         tch::manual_seed(0);
-        let model = ap_models::build("lenet300-100", &[1, 2, 2], 2, Device::Cpu).unwrap();
+        let model = lenet();
         let split = toy_split(256);
-        let cfg = TrainConfig {
-            optimizer: OptimizerSpec::Adam {
-                lr: 1e-3,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: 0.0,
-            },
-            schedule: LrSchedule::Constant,
-            batch_size: 32,
-            iterations: 200,
-            warmup_iterations: 0,
-            augment: Default::default(),
-        };
+        let cfg = config(&adam(1e-3, 0.9, 0.999, 1e-8, 0.0), 32, 200);
         let r = train_phase(&model, &split, None, &cfg, 1, 0, &mut NoHook, |_| {}).unwrap();
         assert_eq!(r.epochs.len(), 25);
         assert!(r.epochs.last().unwrap().train_loss < 0.5 * r.epochs[0].train_loss);
         assert_eq!(r.train_dnr.samples, 256);
     }
 
-    /// Records the iterations a phase steps through and the learning rate each step used.
+    /// Records the iterations a phase steps through and the learning rate each step used;
+    /// with `stop_at: Some(k)`, ends the phase with an error right after step `k − 1` (the
+    /// weights are then θ_k).
     #[derive(Default)]
     struct LrLog {
         before: Vec<u64>,
         after: Vec<(u64, f64)>,
+        stop_at: Option<u64>,
     }
 
     impl StepHook for LrLog {
@@ -455,7 +416,18 @@ mod tests {
         fn after_step(&mut self, iteration: u64, opt: &mut Optimizer) -> Result<(), TrainError> {
             self.after
                 .push((iteration, opt.last_lr().expect("a step was taken")));
+            if self.stop_at == Some(iteration + 1) {
+                return Err(TrainError::Hook("stop".into()));
+            }
             Ok(())
+        }
+    }
+
+    /// A hook that ends the phase right after step `k − 1`.
+    fn stop_at(k: u64) -> LrLog {
+        LrLog {
+            stop_at: Some(k),
+            ..LrLog::default()
         }
     }
 
@@ -514,21 +486,12 @@ mod tests {
                 }
                 for start in [0u64, 4, 7] {
                     let cfg = TrainConfig {
-                        optimizer: OptimizerSpec::Sgd {
-                            lr: base,
-                            momentum: 0.9,
-                            weight_decay: 0.0,
-                            nesterov: false,
-                        },
                         schedule: schedule.clone(),
-                        batch_size: per_epoch as usize,
-                        iterations: total,
                         warmup_iterations: warmup,
-                        augment: Default::default(),
+                        ..config(&sgd(base, 0.9, 0.0, false), per_epoch as i64, total)
                     };
                     let what = format!("{schedule:?}, warm-up {warmup}, start {start}");
-                    let model =
-                        ap_models::build("lenet300-100", &[1, 2, 2], 2, Device::Cpu).unwrap();
+                    let model = lenet();
                     let mut log = LrLog::default();
                     let r = train_phase(&model, &split, None, &cfg, 1, start, &mut log, |_| {})
                         .unwrap();
@@ -565,19 +528,6 @@ mod tests {
         }
     }
 
-    /// Ends a phase with an error right after step `k − 1`: the weights are then θ_k.
-    struct StopAt(u64);
-
-    impl StepHook for StopAt {
-        fn after_step(&mut self, iteration: u64, _opt: &mut Optimizer) -> Result<(), TrainError> {
-            if iteration + 1 == self.0 {
-                Err(TrainError::Hook("stop".into()))
-            } else {
-                Ok(())
-            }
-        }
-    }
-
     /// Rewinding resumes the same run: with a stateless optimizer (plain SGD with weight
     /// decay, so a fresh optimizer changes nothing), a cosine schedule with warm-up and
     /// augmentation on, training 0 → k, stopping, and training again from `start = k`
@@ -592,30 +542,23 @@ mod tests {
         tch::manual_seed(21);
         let split = toy_split(18);
         let cfg = TrainConfig {
-            optimizer: OptimizerSpec::Sgd {
-                lr: 0.3,
-                momentum: 0.0,
-                weight_decay: 1e-3,
-                nesterov: false,
-            },
             schedule: LrSchedule::Cosine,
-            batch_size: 4,
-            iterations: 14,
             warmup_iterations: 3,
             augment: Augment {
                 crop_padding: 1,
                 horizontal_flip: true,
             },
+            ..config(&sgd(0.3, 0.0, 1e-3, false), 4, 14)
         };
         let build = || {
             tch::manual_seed(8);
-            ap_models::build("lenet300-100", &[1, 2, 2], 2, Device::Cpu).unwrap()
+            lenet()
         };
         let straight = build();
         train_phase(&straight, &split, None, &cfg, 4, 0, &mut NoHook, |_| {}).unwrap();
         for k in [3u64, 5, 7, 10] {
             let resumed = build();
-            let stopped = train_phase(&resumed, &split, None, &cfg, 4, 0, &mut StopAt(k), |_| {});
+            let stopped = train_phase(&resumed, &split, None, &cfg, 4, 0, &mut stop_at(k), |_| {});
             assert!(matches!(stopped, Err(TrainError::Hook(_))));
             train_phase(&resumed, &split, None, &cfg, 4, k, &mut NoHook, |_| {}).unwrap();
             let a = straight.vs.variables();
@@ -656,21 +599,7 @@ mod tests {
     #[test]
     fn optimizer_state_after_a_later_pruning_event() {
         let (lr, wd) = (0.01, 0.1);
-        let specs = [
-            OptimizerSpec::Sgd {
-                lr,
-                momentum: 0.9,
-                weight_decay: wd,
-                nesterov: false,
-            },
-            OptimizerSpec::Adam {
-                lr,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: wd,
-            },
-        ];
+        let specs = [sgd(lr, 0.9, wd, false), adam(lr, 0.9, 0.999, 1e-8, wd)];
         for spec in specs {
             let vs = tch::nn::VarStore::new(Device::Cpu);
             let init =
@@ -785,22 +714,16 @@ mod tests {
     // both sides, Adam's serde defaults, the step counter and the Debug form.
 
     fn sgd(lr: f64, momentum: f64, weight_decay: f64, nesterov: bool) -> OptimizerSpec {
-        OptimizerSpec::Sgd {
-            lr,
-            momentum,
-            weight_decay,
-            nesterov,
-        }
+        let spec = fixtures::sgd(lr, momentum, weight_decay, nesterov);
+        spec.try_into().unwrap()
     }
 
     fn adam(lr: f64, beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> OptimizerSpec {
-        OptimizerSpec::Adam {
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-        }
+        let spec = fixtures::adam(lr)
+            .with("beta1", beta1)
+            .with("beta2", beta2)
+            .with("eps", eps);
+        spec.with("weight_decay", weight_decay).try_into().unwrap()
     }
 
     #[test]
@@ -834,7 +757,7 @@ mod tests {
         ];
         for (spec, field) in bad {
             let e = spec.validate().unwrap_err();
-            assert!(e.contains(field), "{spec:?}: {e}");
+            assert!(e.field.contains(field), "{spec:?}: {e}");
         }
     }
 
@@ -934,7 +857,7 @@ mod tests {
             (step(&[20, 10], 0.5), "milestones"),
         ] {
             let e = s.validate().unwrap_err();
-            assert!(e.contains(what), "{s:?}: {e}");
+            assert!(e.field.contains(what), "{s:?}: {e}");
         }
     }
 }

@@ -7,6 +7,7 @@
 //! momentum, Adam moments and weight decay can never revive a pruned weight.
 
 use ap_mask::Mask;
+use ap_tensor::FieldError;
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Tensor};
 
@@ -67,12 +68,15 @@ impl OptimizerSpec {
     }
 
     /// Checks ranges; the error names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         let check = |name: &str, v: f64, ok: bool| {
             if ok {
                 Ok(())
             } else {
-                Err(format!("optimizer.{name} = {v} is out of range"))
+                Err(FieldError::new(
+                    format!("optimizer.{name}"),
+                    format!("= {v} is out of range"),
+                ))
             }
         };
         match *self {
@@ -86,7 +90,10 @@ impl OptimizerSpec {
                 check("momentum", momentum, (0.0..1.0).contains(&momentum))?;
                 check("weight_decay", weight_decay, weight_decay >= 0.0)?;
                 if nesterov && momentum == 0.0 {
-                    return Err("optimizer.nesterov = true needs optimizer.momentum > 0".into());
+                    return Err(FieldError::new(
+                        "optimizer.nesterov",
+                        "= true needs optimizer.momentum > 0",
+                    ));
                 }
                 Ok(())
             }
@@ -363,15 +370,18 @@ impl LrSchedule {
     }
 
     /// Checks ranges; the error names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         match self {
             LrSchedule::Constant | LrSchedule::Cosine => Ok(()),
             LrSchedule::Step { milestones, gamma } => {
                 if !(*gamma > 0.0 && *gamma <= 1.0) {
-                    return Err(format!("schedule.gamma = {gamma} must be in (0, 1]"));
+                    return Err(FieldError::out_of("schedule.gamma", gamma, "(0, 1]"));
                 }
                 if milestones.windows(2).any(|w| w[0] >= w[1]) {
-                    return Err("schedule.milestones must be strictly increasing".into());
+                    return Err(FieldError::new(
+                        "schedule.milestones",
+                        "must be strictly increasing",
+                    ));
                 }
                 Ok(())
             }

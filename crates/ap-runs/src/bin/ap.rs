@@ -7,21 +7,19 @@
 //! ap report [--profile P|--grid G]     the report again, from the run store alone
 //! ```
 
-use std::io::{BufRead, BufReader};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use ap_runs::estimate::{human, Estimator};
-use ap_runs::progress::Board;
-use ap_runs::runner::{Progress, ProgressFn};
+use ap_runs::backend::local::EXIT_LOCKED;
+use ap_runs::backend::{self, Backend, Outcome, RunSettings, SlurmResources};
+use ap_runs::runner::{LogFn, Progress, ProgressFn};
 use ap_runs::select::{select, Filter};
 use ap_runs::spec::read_toml;
-use ap_runs::{execute, write_report, GridSpec, RunDir, RunOptions, RunSpec, RunState};
-use clap::{Args, Parser, Subcommand};
+use ap_runs::summary::{finished_runs, write_grid_report};
+use ap_runs::{execute, GridSpec, RunDir, RunError, RunOptions, RunSpec};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -58,7 +56,7 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
         #[command(flatten)]
-        backend: ap_runs::slurm::BackendArgs,
+        backend: BackendArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -170,10 +168,79 @@ impl Common {
             .clone()
             .unwrap_or_else(ap_data::default_data_dir)
     }
+
+    /// How each run of `ap reproduce` is started: this program with these arguments.
+    fn run_settings(&self) -> Result<RunSettings> {
+        Ok(RunSettings {
+            ap_exe: std::env::current_exe().context("locating the ap executable")?,
+            runs_dir: self.runs_dir.clone(),
+            data_dir: self.data_dir(),
+            device: self.device.clone(),
+            threads: self.threads,
+            verbose: self.verbose,
+            deterministic_cuda: self.deterministic_cuda,
+        })
+    }
 }
 
-/// Exit code of `ap run` when another live process holds the run's lock.
-const EXIT_BUSY: i32 = 3;
+/// Where `ap reproduce` runs the grid's runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendKind {
+    /// On this machine, `--jobs` processes at a time.
+    Local,
+    /// As one Slurm job array (`sbatch`), one task per run; returns once submitted.
+    Slurm,
+}
+
+/// `ap reproduce`'s backend options (flattened into its arguments).
+#[derive(Debug, Clone, Args)]
+struct BackendArgs {
+    /// Where the runs run: here, or on a Slurm cluster (submits and returns).
+    #[arg(long, value_enum, default_value_t = BackendKind::Local)]
+    backend: BackendKind,
+    /// Slurm partition (default: the cluster's default partition).
+    #[arg(long)]
+    partition: Option<String>,
+    /// GPUs per Slurm task (default: none).
+    #[arg(long)]
+    gpus_per_task: Option<u32>,
+    /// Slurm time limit per task, e.g. 04:00:00 (default: the partition's).
+    #[arg(long)]
+    time: Option<String>,
+    /// At most this many Slurm tasks at once (default: as many as Slurm allows).
+    #[arg(long)]
+    max_parallel: Option<usize>,
+}
+
+impl BackendArgs {
+    /// The backend, with `jobs` runs at a time locally. Slurm options given with the local
+    /// backend, where they would be ignored, are an error, as are invalid ones.
+    fn backend(&self, jobs: usize) -> Result<Backend> {
+        let resources = SlurmResources {
+            partition: self.partition.clone(),
+            gpus_per_task: self.gpus_per_task,
+            time: self.time.clone(),
+            max_parallel: self.max_parallel,
+        };
+        if self.backend == BackendKind::Local {
+            for (given, flag) in [
+                (self.partition.is_some(), "--partition"),
+                (self.gpus_per_task.is_some(), "--gpus-per-task"),
+                (self.time.is_some(), "--time"),
+                (self.max_parallel.is_some(), "--max-parallel"),
+            ] {
+                if given {
+                    bail!("{flag} applies to --backend slurm only; add --backend slurm or drop {flag}");
+                }
+            }
+        }
+        resources.validate()?;
+        Ok(match self.backend {
+            BackendKind::Local => Backend::Local { jobs: jobs.max(1) },
+            BackendKind::Slurm => Backend::Slurm(resources),
+        })
+    }
+}
 
 fn main() {
     // cuBLAS repeats its results only with a fixed workspace, set before CUDA starts.
@@ -196,8 +263,8 @@ fn main() {
         } => {
             init_tracing(None);
             backend
-                .validate()
-                .and_then(|_| reproduce(&grid, jobs.max(1), dry_run, &backend, &common))
+                .backend(jobs)
+                .and_then(|b| reproduce(&grid, b, dry_run, &common))
         }
         Cmd::Status { grid, runs_dir } => status(&grid, &runs_dir),
         Cmd::Report { grid, runs_dir } => {
@@ -207,18 +274,30 @@ fn main() {
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
-        let busy = e
-            .chain()
-            .any(|c| c.to_string().contains("is being run by process"));
-        std::process::exit(if busy { EXIT_BUSY } else { 1 });
+        std::process::exit(exit_code(&e));
     }
 }
 
-/// Warnings to stderr (RUST_LOG overrides); with `log`, everything from info up is also
+/// [`EXIT_LOCKED`] when another process holds the run (a [`RunError::Locked`] anywhere in
+/// the error's chain), else 1.
+fn exit_code(e: &anyhow::Error) -> i32 {
+    let locked = e
+        .chain()
+        .any(|c| matches!(c.downcast_ref(), Some(RunError::Locked { .. })));
+    if locked {
+        EXIT_LOCKED
+    } else {
+        1
+    }
+}
+
+/// Warnings to stderr (RUST_LOG overrides; colours only on a terminal), among them the
+/// damage the run store finds and repairs; with `log`, everything from info up is also
 /// appended to that file (the run's log.txt).
 fn init_tracing(log: Option<&Path>) {
     use tracing_subscriber::prelude::*;
     let stderr = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -266,11 +345,12 @@ fn run_one(spec_path: &Path, progress_json: bool, common: &Common) -> Result<()>
         device: ap_tensor::parse_device(&common.device)?,
         progress: !progress_json,
         verbose: common.verbose,
+        log: Some(Arc::new(|line: &str| eprintln!("{line}")) as LogFn),
         report,
     };
     let records = execute(&s, &common.runs_dir, &opts)?;
     if !progress_json {
-        let md = ap_runs::report::markdown(
+        let md = ap_report::markdown(
             &ap_runs::summarise(&[(s, records)]),
             &spec_path.display().to_string(),
         );
@@ -279,260 +359,42 @@ fn run_one(spec_path: &Path, progress_json: bool, common: &Common) -> Result<()>
     Ok(())
 }
 
-fn reproduce(
-    args: &GridArgs,
-    jobs: usize,
-    dry_run: bool,
-    backend: &ap_runs::slurm::BackendArgs,
-    common: &Common,
-) -> Result<()> {
+/// `ap reproduce`: the grid's runs on the chosen backend, then (when they have all ended)
+/// the report.
+fn reproduce(args: &GridArgs, backend: Backend, dry_run: bool, common: &Common) -> Result<()> {
     let (grid, specs, out) = args.load()?;
-    // A dry run changes nothing (a damaged DONE already counts as partial in `state`).
-    for s in specs.iter().filter(|_| !dry_run) {
-        let dir = RunDir::of(&common.runs_dir, s);
-        dir.reopen_if_corrupt();
-        // What killed processes left: temporaries, and locks of finished runs.
-        dir.remove_temporaries();
-        dir.remove_stale_lock();
-    }
-    let states: Vec<RunState> = specs
-        .iter()
-        .map(|s| RunDir::of(&common.runs_dir, s).state())
-        .collect();
-    let count = |st: RunState| states.iter().filter(|&&s| s == st).count();
-    eprintln!(
-        "grid `{}`: {} runs ({} done, {} partial, {} pending, {} failed) in {}",
-        grid.name,
-        specs.len(),
-        count(RunState::Done),
-        count(RunState::Partial),
-        count(RunState::Pending),
-        count(RunState::Failed),
-        common.runs_dir.display()
-    );
-    let estimator = Estimator::from_store(&common.runs_dir, &specs);
-    let todo: Vec<(&RunSpec, f64)> = specs
-        .iter()
-        .zip(&states)
-        .filter(|(_, &st)| st == RunState::Pending || st == RunState::Partial)
-        .map(|(s, _)| {
-            let finished = RunDir::of(&common.runs_dir, s)
-                .resume_point_rounds()
-                .unwrap_or(0);
-            (s, estimator.seconds_left(s, finished))
-        })
-        .collect();
-    let work: f64 = todo.iter().map(|(_, w)| w).sum();
-    if dry_run {
-        println!("{:<8} {:>10}  run", "state", "estimate");
-        for (s, st) in specs.iter().zip(&states) {
-            let est = todo
-                .iter()
-                .find(|(t, _)| t.key() == s.key())
-                .map_or("—".to_string(), |(_, w)| human(*w));
-            println!(
-                "{:<8} {est:>10}  {}",
-                format!("{st:?}").to_lowercase(),
-                s.dir_name()
-            );
+    let opts = backend::Options {
+        backend,
+        run: common.run_settings()?,
+        dry_run,
+        live_progress: std::io::stderr().is_terminal(),
+    };
+    match backend::reproduce(&grid.name, &specs, &opts, &mut std::io::stderr())? {
+        Outcome::DryRun(table) => print!("{table}"),
+        Outcome::Submitted { job_id, message } => {
+            eprintln!("{message}");
+            if let Some(id) = job_id {
+                println!("{id}");
+            }
         }
-        println!(
-            "estimated time left: {} with --jobs {jobs} (from finished runs in the store where there are any, else from docs/performance.md's CPU figures)",
-            human(work / jobs.min(todo.len()).max(1) as f64)
-        );
-        return Ok(());
-    }
-    for (s, st) in specs.iter().zip(&states) {
-        if *st == RunState::Failed {
-            let dir = RunDir::of(&common.runs_dir, s);
+        Outcome::Ended { failures } => {
+            let (results, _) = finished_runs(&specs, &common.runs_dir)?;
+            println!("{}", write_grid_report(&out, &grid, &results)?);
             eprintln!(
-                "skipping failed run {}: {} (delete its FAILED file to retry)",
-                s.dir_name(),
-                dir.failure().unwrap_or_default().trim()
+                "report: {} (with summary.json, summary.csv and plots)",
+                out.join("report.md").display()
             );
+            if !failures.is_empty() {
+                bail!(
+                    "{} of {} runs failed:\n  {}",
+                    failures.len(),
+                    specs.len(),
+                    failures.join("\n  ")
+                );
+            }
         }
-    }
-    if backend.backend == ap_runs::slurm::Backend::Slurm {
-        let report_now = ap_runs::slurm::reproduce(
-            backend,
-            &grid.name,
-            &specs,
-            &common.runs_dir,
-            &common.data_dir(),
-            &common.device,
-            common.threads,
-            common.verbose,
-        )?;
-        if !report_now {
-            return Ok(());
-        }
-    }
-    let failures = run_all(&todo, jobs, work, common)?;
-    let (results, _) = finished_runs(&specs, &common.runs_dir)?;
-    write_grid_report(&out, &grid, &results)?;
-    eprintln!(
-        "report: {} (with summary.json, summary.csv and plots)",
-        out.join("report.md").display()
-    );
-    if !failures.is_empty() {
-        bail!(
-            "{} of {} runs failed:\n  {}",
-            failures.len(),
-            specs.len(),
-            failures.join("\n  ")
-        );
     }
     Ok(())
-}
-
-/// Runs `todo` with `jobs` worker processes at a time; returns the failures. A run that
-/// another process (a concurrent `ap reproduce`) holds is waited for, not run twice.
-fn run_all(
-    todo: &[(&RunSpec, f64)],
-    jobs: usize,
-    work: f64,
-    common: &Common,
-) -> Result<Vec<String>> {
-    if todo.is_empty() {
-        return Ok(vec![]);
-    }
-    // Threads per run follow the requested --jobs, not how many runs are left, so a
-    // rerun of one run uses the same thread count (and gives the same numbers on CPU).
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
-    let threads = common.threads.unwrap_or((cores / jobs as i32).max(1));
-    let workers = jobs.min(todo.len());
-    let exe = std::env::current_exe().context("locating the ap executable")?;
-    let board = Mutex::new(Board::new(todo.len(), work, workers));
-    let failures = Mutex::new(vec![]);
-    let busy = Mutex::new(vec![]);
-    let next = AtomicUsize::new(0);
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for slot in 0..workers {
-            let (board, failures, busy, next, exe) = (&board, &failures, &busy, &next, &exe);
-            scope.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(&(s, w)) = todo.get(i) else { break };
-                board.lock().unwrap().start(slot, &s.dir_name());
-                match run_child(exe, s, common, threads, |p| {
-                    board.lock().unwrap().update(slot, p)
-                }) {
-                    Ok(ChildEnd::Finished) => board.lock().unwrap().finish(slot, true, w, ""),
-                    Ok(ChildEnd::Busy) => {
-                        busy.lock().unwrap().push((s, w));
-                        board.lock().unwrap().finish(
-                            slot,
-                            true,
-                            w,
-                            "being run by another process; waiting for it",
-                        )
-                    }
-                    Err(e) => {
-                        board
-                            .lock()
-                            .unwrap()
-                            .finish(slot, false, w, &format!("{e:#}"));
-                        failures
-                            .lock()
-                            .unwrap()
-                            .push(format!("{}: {e:#}", s.dir_name()));
-                    }
-                }
-            });
-        }
-    });
-    // Runs another process held: wait until it lets go; if it did not finish them (it was
-    // killed), run them here.
-    for (s, _) in busy.into_inner().unwrap() {
-        let dir = RunDir::of(&common.runs_dir, s);
-        eprintln!(
-            "waiting for {} (another process is running it)",
-            s.dir_name()
-        );
-        loop {
-            match dir.lock() {
-                Ok(lock) => {
-                    drop(lock);
-                    break;
-                }
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
-            }
-        }
-        if dir.state() != RunState::Done {
-            if let Err(e) = run_child(&exe, s, common, threads, |_| {}) {
-                failures
-                    .lock()
-                    .unwrap()
-                    .push(format!("{}: {e:#}", s.dir_name()));
-            }
-        }
-    }
-    board.lock().unwrap().close();
-    eprintln!(
-        "ran {} runs in {}",
-        todo.len(),
-        human(started.elapsed().as_secs_f64())
-    );
-    Ok(failures.into_inner().unwrap())
-}
-
-enum ChildEnd {
-    Finished,
-    Busy,
-}
-
-/// Runs one spec in a child `ap run` process with `threads` libtorch threads, passing its
-/// progress events to `on_progress`. Its stderr (warnings, errors) passes through.
-fn run_child(
-    exe: &Path,
-    spec: &RunSpec,
-    common: &Common,
-    threads: i32,
-    mut on_progress: impl FnMut(&Progress),
-) -> Result<ChildEnd> {
-    let dir = RunDir::of(&common.runs_dir, spec);
-    dir.init(spec)?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("run")
-        .arg(dir.path.join("spec.toml"))
-        .arg("--progress-json");
-    cmd.arg("--runs-dir")
-        .arg(&common.runs_dir)
-        .arg("--data-dir")
-        .arg(common.data_dir());
-    cmd.arg("--device")
-        .arg(&common.device)
-        .arg("--threads")
-        .arg(threads.to_string());
-    if common.verbose {
-        cmd.arg("--verbose");
-    }
-    if common.deterministic_cuda {
-        cmd.arg("--deterministic-cuda");
-    }
-    if std::env::var_os("GLIBC_TUNABLES").is_none() {
-        cmd.env("GLIBC_TUNABLES", ap_runs::runner::MALLOC_TUNABLES);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting `ap run`")?;
-    if let Some(out) = child.stdout.take() {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Ok(p) = serde_json::from_str::<Progress>(&line) {
-                on_progress(&p);
-            }
-        }
-    }
-    let status = child.wait().context("waiting for `ap run`")?;
-    match status.code() {
-        Some(0) => Ok(ChildEnd::Finished),
-        Some(EXIT_BUSY) => Ok(ChildEnd::Busy),
-        _ => bail!(
-            "`ap run` exited with {status} (see {})",
-            dir.path.join("log.txt").display()
-        ),
-    }
 }
 
 /// `ap status`: the runs of the grid, or every run in the store without one.
@@ -559,7 +421,7 @@ fn report(args: &GridArgs, runs_dir: &Path) -> Result<()> {
             runs_dir.display()
         );
     }
-    write_grid_report(&out, &grid, &results)?;
+    println!("{}", write_grid_report(&out, &grid, &results)?);
     eprintln!(
         "report of {} finished runs ({missing} not finished yet): {}",
         results.len(),
@@ -568,33 +430,24 @@ fn report(args: &GridArgs, runs_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A finished run and its records.
-type Finished = (RunSpec, Vec<ap_prune::RoundRecord>);
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The finished runs among `specs` with their records, and how many are not finished.
-fn finished_runs(specs: &[RunSpec], runs_dir: &Path) -> Result<(Vec<Finished>, usize)> {
-    let mut results = vec![];
-    let mut missing = 0;
-    for s in specs {
-        let dir = RunDir::of(runs_dir, s);
-        if dir.state() == RunState::Done {
-            results.push((s.clone(), dir.rounds()?));
-        } else {
-            missing += 1;
-        }
+    #[test]
+    fn a_locked_run_exits_with_its_own_code_whatever_the_message() {
+        let locked = anyhow::Error::from(RunError::Locked {
+            dir: "runs/r".into(),
+            holder: "12 host".into(),
+        })
+        .context("running r");
+        assert_eq!(exit_code(&locked), EXIT_LOCKED);
+        // The same words without the variant are an ordinary failure.
+        let text = anyhow::anyhow!("runs/r is being run by process 12 host");
+        assert_eq!(exit_code(&text), 1);
+        let other = anyhow::Error::from(RunError::LockContended {
+            path: "runs/r/LOCK".into(),
+        });
+        assert_eq!(exit_code(&other), 1);
     }
-    Ok((results, missing))
-}
-
-/// Writes the report of `grid` into `out` (clearing temporaries a killed writer left) and
-/// prints it.
-fn write_grid_report(out: &Path, grid: &GridSpec, results: &[Finished]) -> Result<()> {
-    ap_runs::store::remove_stale_temporaries(out);
-    let md = write_report(
-        out,
-        results,
-        &format!("{} — {}", grid.name, grid.description),
-    )?;
-    println!("{md}");
-    Ok(())
 }

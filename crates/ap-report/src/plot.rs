@@ -17,11 +17,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::report::SummaryRecord;
-use crate::store::write_atomic;
+use crate::write_atomic;
 
 /// Which quantity a plot shows on its y axis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +172,43 @@ fn percent(d: f64) -> String {
     }
 }
 
+/// The plot's ranges: x (1 / density, log scale) with its labelled key points, and y.
+struct Axes {
+    x: std::ops::Range<f64>,
+    key_points: Vec<f64>,
+    y: std::ops::Range<f64>,
+}
+
+impl Axes {
+    /// Ranges that hold every point of `series` with room around them.
+    fn of(series: &[Series], metric: Metric) -> Axes {
+        let all = series.iter().flat_map(|s| s.points.iter().copied());
+        let (mut dmin, mut dmax, mut vmin, mut vmax) =
+            (f64::INFINITY, 0.0f64, f64::INFINITY, f64::NEG_INFINITY);
+        for (d, v) in all {
+            dmin = dmin.min(d);
+            dmax = dmax.max(d);
+            vmin = vmin.min(v);
+            vmax = vmax.max(v);
+        }
+        if !dmin.is_finite() {
+            (dmin, dmax) = (0.01, 1.0);
+        }
+        let flat = match metric {
+            Metric::Accuracy => 1.0,
+            Metric::DynamicDnr => 0.05,
+        };
+        let (y0, y1) = padded(vmin, vmax, flat);
+        Axes {
+            // A factor 1.3 of room on both sides of the log axis keeps end points off the
+            // frame.
+            x: to_x(dmax * 1.3)..to_x(dmin / 1.3),
+            key_points: ticks(dmin, dmax).into_iter().map(to_x).collect(),
+            y: y0..y1,
+        }
+    }
+}
+
 /// Renders one plot of `records` (one model × dataset) as SVG text.
 pub fn render(records: &[&SummaryRecord], metric: Metric, caption: &str) -> Result<String> {
     let series = series(records, metric);
@@ -179,31 +217,15 @@ pub fn render(records: &[&SummaryRecord], metric: Metric, caption: &str) -> Resu
         m.dedup();
         m
     };
-    let colour = |method: &str| {
-        let i = methods.iter().position(|m| *m == method).unwrap_or(0);
-        COLOURS[i % COLOURS.len()]
-    };
-    let all = series.iter().flat_map(|s| s.points.iter().copied());
-    let (mut dmin, mut dmax, mut vmin, mut vmax) =
-        (f64::INFINITY, 0.0f64, f64::INFINITY, f64::NEG_INFINITY);
-    for (d, v) in all {
-        dmin = dmin.min(d);
-        dmax = dmax.max(d);
-        vmin = vmin.min(v);
-        vmax = vmax.max(v);
-    }
-    if !dmin.is_finite() {
-        (dmin, dmax) = (0.01, 1.0);
-    }
-    // A factor 1.3 of room on both sides of the log axis keeps end points off the frame.
-    let x = to_x(dmax * 1.3)..to_x(dmin / 1.3);
-    let key_points: Vec<f64> = ticks(dmin, dmax).into_iter().map(to_x).collect();
-    let flat = match metric {
-        Metric::Accuracy => 1.0,
-        Metric::DynamicDnr => 0.05,
-    };
-    let (y0, y1) = padded(vmin, vmax, flat);
-
+    // One colour per method, the same for its series with and without AP.
+    let colours: Vec<RGBColor> = series
+        .iter()
+        .map(|s| {
+            let i = methods.iter().position(|m| *m == s.method).unwrap_or(0);
+            COLOURS[i % COLOURS.len()]
+        })
+        .collect();
+    let axes = Axes::of(&series, metric);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
@@ -211,97 +233,113 @@ pub fn render(records: &[&SummaryRecord], metric: Metric, caption: &str) -> Resu
         // The legend gets its own panel on the right: with up to 24 series (12 methods,
         // with and without AP) an in-plot legend would hide data wherever it sits.
         let (plot_area, legend_area) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
-        let mut chart = ChartBuilder::on(&plot_area)
-            .caption(caption, ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(48)
-            .y_label_area_size(64)
-            .build_cartesian_2d(x.log_scale().with_key_points(key_points), y0..y1)
-            .map_err(draw_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("density: kept fraction of prunable weights (log scale, sparser to the right)")
-            .y_desc(metric.label())
-            .label_style(("sans-serif", 15))
-            .axis_desc_style(("sans-serif", 16))
-            .x_label_formatter(&|x| percent(1.0 / x))
-            .y_label_formatter(&|v| match metric {
-                Metric::Accuracy => format!("{v:.1}"),
-                Metric::DynamicDnr => format!("{v:.2}"),
-            })
-            .light_line_style(WHITE.mix(0.0))
-            .draw()
-            .map_err(draw_err)?;
-
-        for s in &series {
-            let c = colour(&s.method);
-            let style = ShapeStyle::from(&c).stroke_width(2);
-            if s.ap {
-                chart
-                    .draw_series(DashedLineSeries::new(
-                        s.points.iter().map(|&(d, v)| (to_x(d), v)),
-                        DASH.0,
-                        DASH.1,
-                        style,
-                    ))
-                    .map_err(draw_err)?;
-            } else {
-                chart
-                    .draw_series(LineSeries::new(
-                        s.points.iter().map(|&(d, v)| (to_x(d), v)),
-                        style,
-                    ))
-                    .map_err(draw_err)?;
-            }
-            chart
-                .draw_series(
-                    s.points
-                        .iter()
-                        .map(|&(d, v)| Circle::new((to_x(d), v), 4, marker(c, s.ap))),
-                )
-                .map_err(draw_err)?;
-        }
-
-        let font = ("sans-serif", 15).into_font();
-        let left = TextStyle::from(font.clone()).pos(Pos::new(HPos::Left, VPos::Center));
-        legend_area
-            .draw(&Text::new("solid: without AP", (8, 40), left.clone()))
-            .map_err(draw_err)?;
-        legend_area
-            .draw(&Text::new("dashed: with AP", (8, 60), left.clone()))
-            .map_err(draw_err)?;
-        // 20 px per entry fits 24 series; more are packed closer rather than cut off.
-        let step = (20).min((SIZE.1 as i32 - 100) / series.len().max(1) as i32);
-        for (i, s) in series.iter().enumerate() {
-            let y = 92 + step * i as i32;
-            let c = colour(&s.method);
-            let style = ShapeStyle::from(&c).stroke_width(2);
-            if s.ap {
-                for x0 in [8, 21, 34] {
-                    legend_area
-                        .draw(&PathElement::new(vec![(x0, y), (x0 + DASH.0, y)], style))
-                        .map_err(draw_err)?;
-                }
-            } else {
-                legend_area
-                    .draw(&PathElement::new(vec![(8, y), (42, y)], style))
-                    .map_err(draw_err)?;
-            }
-            legend_area
-                .draw(&Circle::new((25, y), 4, marker(c, s.ap)))
-                .map_err(draw_err)?;
-            let label = if s.ap {
-                format!("{}+AP", s.method)
-            } else {
-                s.method.clone()
-            };
-            legend_area
-                .draw(&Text::new(label, (50, y), left.clone()))
-                .map_err(draw_err)?;
-        }
+        draw_chart(&plot_area, &series, &colours, metric, caption, axes)?;
+        draw_legend(&legend_area, &series, &colours)?;
         root.present().map_err(draw_err)?;
     }
     Ok(svg)
+}
+
+/// The chart: caption, axes with their labels, and each series as a line with markers
+/// (dashed with AP) in its colour.
+fn draw_chart(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    series: &[Series],
+    colours: &[RGBColor],
+    metric: Metric,
+    caption: &str,
+    axes: Axes,
+) -> Result<()> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(48)
+        .y_label_area_size(64)
+        .build_cartesian_2d(axes.x.log_scale().with_key_points(axes.key_points), axes.y)
+        .map_err(draw_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("density: kept fraction of prunable weights (log scale, sparser to the right)")
+        .y_desc(metric.label())
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 16))
+        .x_label_formatter(&|x| percent(1.0 / x))
+        .y_label_formatter(&|v| match metric {
+            Metric::Accuracy => format!("{v:.1}"),
+            Metric::DynamicDnr => format!("{v:.2}"),
+        })
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(draw_err)?;
+
+    for (s, &c) in series.iter().zip(colours) {
+        let style = ShapeStyle::from(&c).stroke_width(2);
+        if s.ap {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    s.points.iter().map(|&(d, v)| (to_x(d), v)),
+                    DASH.0,
+                    DASH.1,
+                    style,
+                ))
+                .map_err(draw_err)?;
+        } else {
+            chart
+                .draw_series(LineSeries::new(
+                    s.points.iter().map(|&(d, v)| (to_x(d), v)),
+                    style,
+                ))
+                .map_err(draw_err)?;
+        }
+        chart
+            .draw_series(
+                s.points
+                    .iter()
+                    .map(|&(d, v)| Circle::new((to_x(d), v), 4, marker(c, s.ap))),
+            )
+            .map_err(draw_err)?;
+    }
+    Ok(())
+}
+
+/// The legend panel: what solid and dashed mean, then a sample line, marker and name per
+/// series.
+fn draw_legend(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    series: &[Series],
+    colours: &[RGBColor],
+) -> Result<()> {
+    let font = ("sans-serif", 15).into_font();
+    let left = TextStyle::from(font.clone()).pos(Pos::new(HPos::Left, VPos::Center));
+    area.draw(&Text::new("solid: without AP", (8, 40), left.clone()))
+        .map_err(draw_err)?;
+    area.draw(&Text::new("dashed: with AP", (8, 60), left.clone()))
+        .map_err(draw_err)?;
+    // 20 px per entry fits 24 series; more are packed closer rather than cut off.
+    let step = (20).min((SIZE.1 as i32 - 100) / series.len().max(1) as i32);
+    for (i, (s, &c)) in series.iter().zip(colours).enumerate() {
+        let y = 92 + step * i as i32;
+        let style = ShapeStyle::from(&c).stroke_width(2);
+        if s.ap {
+            for x0 in [8, 21, 34] {
+                area.draw(&PathElement::new(vec![(x0, y), (x0 + DASH.0, y)], style))
+                    .map_err(draw_err)?;
+            }
+        } else {
+            area.draw(&PathElement::new(vec![(8, y), (42, y)], style))
+                .map_err(draw_err)?;
+        }
+        area.draw(&Circle::new((25, y), 4, marker(c, s.ap)))
+            .map_err(draw_err)?;
+        let label = if s.ap {
+            format!("{}+AP", s.method)
+        } else {
+            s.method.clone()
+        };
+        area.draw(&Text::new(label, (50, y), left.clone()))
+            .map_err(draw_err)?;
+    }
+    Ok(())
 }
 
 /// The x coordinate of a density: 1 / density on a log axis, so the axis is logarithmic in

@@ -28,6 +28,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::{Outcome, RunSettings};
+use crate::runner::MALLOC_TUNABLES;
 use crate::spec::RunSpec;
 use crate::store::{write_atomic, RunDir, RunState};
 
@@ -35,50 +37,23 @@ use crate::store::{write_atomic, RunDir, RunState};
 /// `spec.toml`, so nothing that lists runs mistakes it for one.
 pub const SLURM_DIR: &str = "slurm";
 
-/// Where `ap reproduce` runs the grid's runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Backend {
-    /// On this machine, `--jobs` processes at a time.
-    Local,
-    /// As one Slurm job array (`sbatch`), one task per run; returns once submitted.
-    Slurm,
-}
-
-/// `ap reproduce`'s backend options (flattened into its arguments).
-#[derive(Debug, Clone, clap::Args)]
-pub struct BackendArgs {
-    /// Where the runs run: here, or on a Slurm cluster (submits and returns).
-    #[arg(long, value_enum, default_value_t = Backend::Local)]
-    pub backend: Backend,
-    /// Slurm partition (default: the cluster's default partition).
-    #[arg(long)]
+/// The Slurm resources each task requests, and how many tasks run at once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlurmResources {
+    /// `--partition`; Slurm's default partition when none.
     pub partition: Option<String>,
-    /// GPUs per Slurm task (default: none).
-    #[arg(long)]
+    /// `--gpus-per-task`; none requests no GPU.
     pub gpus_per_task: Option<u32>,
-    /// Slurm time limit per task, e.g. 04:00:00 (default: the partition's).
-    #[arg(long)]
+    /// `--time` (e.g. `04:00:00`); the partition's default when none.
     pub time: Option<String>,
-    /// At most this many Slurm tasks at once (default: as many as Slurm allows).
-    #[arg(long)]
+    /// At most this many tasks run at once (`--array=0-N%K`); as many as Slurm allows
+    /// when none.
     pub max_parallel: Option<usize>,
 }
 
-impl BackendArgs {
-    /// Rejects Slurm options given with the local backend, where they would be ignored.
+impl SlurmResources {
+    /// Rejects a `time` that is no Slurm time limit and a `max_parallel` of 0.
     pub fn validate(&self) -> Result<()> {
-        if self.backend == Backend::Local {
-            for (given, flag) in [
-                (self.partition.is_some(), "--partition"),
-                (self.gpus_per_task.is_some(), "--gpus-per-task"),
-                (self.time.is_some(), "--time"),
-                (self.max_parallel.is_some(), "--max-parallel"),
-            ] {
-                if given {
-                    bail!("{flag} applies to --backend slurm only; add --backend slurm or drop {flag}");
-                }
-            }
-        }
         if let Some(t) = &self.time {
             let numeric = !t.is_empty()
                 && t.chars()
@@ -94,38 +69,26 @@ impl BackendArgs {
     }
 }
 
-/// `ap reproduce --backend slurm`: submits the grid's remaining runs and says how to
-/// follow them. Returns `true` when nothing is left to run or wait for (every run done
-/// or failed for good), so the caller can write the report right away.
-#[allow(clippy::too_many_arguments)]
+/// The Slurm backend of [`super::reproduce`]: submits the grid's remaining runs. Ends with
+/// [`Outcome::Ended`] when nothing is left to run or wait for (every run done or failed
+/// for good), so the caller can write the report right away, else with
+/// [`Outcome::Submitted`] and how to follow the runs.
 pub fn reproduce(
-    args: &BackendArgs,
     grid: &str,
     specs: &[RunSpec],
-    runs_dir: &Path,
-    data_dir: &Path,
-    device: &str,
-    threads: Option<i32>,
-    verbose: bool,
-) -> Result<bool> {
+    run: &RunSettings,
+    resources: &SlurmResources,
+) -> Result<Outcome> {
+    resources.validate()?;
     let opts = SlurmOptions {
         grid: grid.to_string(),
-        partition: args.partition.clone(),
-        gpus_per_task: args.gpus_per_task,
-        time: args.time.clone(),
-        max_parallel: args.max_parallel,
-        // One thread per task unless asked: the same count `ap reproduce` gives each run
-        // with its default --jobs on a 2-core machine, and what a LeNet step needs. Pass
-        // the same --threads to both backends to get identical numbers on CPU.
-        threads: threads.unwrap_or(1),
-        data_dir: data_dir.to_path_buf(),
-        device: device.to_string(),
-        verbose,
-        ap_exe: std::env::current_exe().context("locating the ap executable")?,
+        resources: resources.clone(),
+        run: run.clone(),
     };
-    match submit(specs, runs_dir, &opts)? {
-        Submission::Submitted(job) => {
-            eprintln!(
+    let runs_dir = &run.runs_dir;
+    match submit(specs, &opts)? {
+        Submission::Submitted(job) => Ok(Outcome::Submitted {
+            message: format!(
                 "submitted {} runs as Slurm job array {} (script {}); follow with \
                  `ap status --runs-dir {}` or `squeue -j {}`; when it has finished, \
                  `ap reproduce` again (any backend) writes the report",
@@ -134,23 +97,26 @@ pub fn reproduce(
                 job.script.display(),
                 runs_dir.display(),
                 job.job_id,
-            );
-            println!("{}", job.job_id);
-            Ok(false)
+            ),
+            job_id: Some(job.job_id),
+        }),
+        Submission::Nothing { active } if active.is_empty() => {
+            Ok(Outcome::Ended { failures: vec![] })
         }
-        Submission::Nothing { active } if active.is_empty() => Ok(true),
         Submission::Nothing { active } => {
             let jobs: Vec<String> = active
                 .iter()
                 .map(|(j, n)| format!("{n} in job {j}"))
                 .collect();
-            eprintln!(
-                "nothing submitted: the remaining runs are already queued or running ({}); \
-                 follow with `ap status --runs-dir {}`",
-                jobs.join(", "),
-                runs_dir.display()
-            );
-            Ok(false)
+            Ok(Outcome::Submitted {
+                job_id: None,
+                message: format!(
+                    "nothing submitted: the remaining runs are already queued or running ({}); \
+                     follow with `ap status --runs-dir {}`",
+                    jobs.join(", "),
+                    runs_dir.display()
+                ),
+            })
         }
     }
 }
@@ -160,25 +126,21 @@ pub fn reproduce(
 pub struct SlurmOptions {
     /// Name of the grid (job name `ap-<grid>`, and recorded with the job).
     pub grid: String,
-    /// `--partition`; Slurm's default partition when none.
-    pub partition: Option<String>,
-    /// `--gpus-per-task`; none requests no GPU.
-    pub gpus_per_task: Option<u32>,
-    /// `--time` (e.g. `04:00:00`); the partition's default when none.
-    pub time: Option<String>,
-    /// At most this many tasks run at once (`--array=0-N%K`).
-    pub max_parallel: Option<usize>,
-    /// libtorch threads of each task, also requested as `--cpus-per-task`. Same count as
-    /// a local run gives the same numbers on CPU.
-    pub threads: i32,
-    /// `--data-dir` of each task (must be visible on the compute nodes).
-    pub data_dir: PathBuf,
-    /// `--device` of each task.
-    pub device: String,
-    /// Print every epoch into the task's log.
-    pub verbose: bool,
-    /// The `ap` program the tasks run (must be visible on the compute nodes).
-    pub ap_exe: PathBuf,
+    /// What each task requests.
+    pub resources: SlurmResources,
+    /// The run store, and the program and arguments of each task's `ap run` (its paths
+    /// must be visible on the compute nodes).
+    pub run: RunSettings,
+}
+
+impl SlurmOptions {
+    /// libtorch threads of each task, also requested as `--cpus-per-task`: one unless
+    /// asked, the count `ap reproduce` gives each run with its default --jobs on a 2-core
+    /// machine, and what a LeNet step needs. The same --threads on both backends gives
+    /// identical numbers on CPU.
+    fn threads(&self) -> i32 {
+        self.run.threads.unwrap_or(1).max(1)
+    }
 }
 
 /// What is recorded about a submitted job in `<runs>/slurm/<job>.json`.
@@ -277,15 +239,16 @@ impl TaskState {
 }
 
 /// Submits every run of `specs` that is neither done, failed for good, nor already in a
-/// queued or running Slurm task, as one job array. Prints nothing; the caller reports.
-pub fn submit(specs: &[RunSpec], runs_dir: &Path, opts: &SlurmOptions) -> Result<Submission> {
+/// queued or running Slurm task, into the run store `opts.run.runs_dir`, as one job array.
+pub fn submit(specs: &[RunSpec], opts: &SlurmOptions) -> Result<Submission> {
+    let runs_dir = &opts.run.runs_dir;
     fs::create_dir_all(runs_dir)
         .with_context(|| format!("cannot create the run store {}", runs_dir.display()))?;
     // Tasks start in Slurm's working directory, on other machines: every path they get
     // must be absolute.
     let runs_dir = fs::canonicalize(runs_dir)
         .with_context(|| format!("cannot resolve {}", runs_dir.display()))?;
-    let data_dir = absolute(&opts.data_dir)?;
+    let data_dir = absolute(&opts.run.data_dir)?;
     // Checked before anything is written, so a machine without Slurm is left untouched.
     if !on_path("sbatch") {
         bail!(SBATCH_MISSING);
@@ -430,22 +393,20 @@ fn job_script(
     let q = |p: &Path| sh_quote(&p.to_string_lossy());
     let mut s = String::from("#!/bin/bash\n");
     s.push_str(&format!("#SBATCH --job-name=ap-{}\n", opts.grid));
-    match opts.max_parallel {
+    let r = &opts.resources;
+    match r.max_parallel {
         Some(k) => s.push_str(&format!("#SBATCH --array=0-{}%{}\n", n - 1, k.max(1))),
         None => s.push_str(&format!("#SBATCH --array=0-{}\n", n - 1)),
     }
     s.push_str("#SBATCH --ntasks=1\n");
-    s.push_str(&format!(
-        "#SBATCH --cpus-per-task={}\n",
-        opts.threads.max(1)
-    ));
-    if let Some(g) = opts.gpus_per_task {
+    s.push_str(&format!("#SBATCH --cpus-per-task={}\n", opts.threads()));
+    if let Some(g) = r.gpus_per_task {
         s.push_str(&format!("#SBATCH --gpus-per-task={g}\n"));
     }
-    if let Some(p) = &opts.partition {
+    if let Some(p) = &r.partition {
         s.push_str(&format!("#SBATCH --partition={p}\n"));
     }
-    if let Some(t) = &opts.time {
+    if let Some(t) = &r.time {
         s.push_str(&format!("#SBATCH --time={t}\n"));
     }
     s.push_str("#SBATCH --requeue\n#SBATCH --open-mode=append\n");
@@ -458,7 +419,7 @@ fn job_script(
     s.push_str("set -euo pipefail\n");
     s.push_str(&format!(
         "export GLIBC_TUNABLES=\"${{GLIBC_TUNABLES:-{}}}\"\n",
-        crate::runner::MALLOC_TUNABLES
+        MALLOC_TUNABLES
     ));
     s.push_str(&format!("mapfile -t specs < {}\n", q(manifest)));
     s.push_str("spec=\"${specs[$SLURM_ARRAY_TASK_ID]:-}\"\n");
@@ -470,13 +431,18 @@ fn job_script(
         "echo \"[$(date -u +%FT%TZ)] task ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} on $(hostname) (restart ${SLURM_RESTART_COUNT:-0}): $spec\" >&2\n",
     );
     s.push_str(&format!(
-        "exec {} run \"$spec\" --runs-dir {} --data-dir {} --device {} --threads {}{}\n",
-        q(&opts.ap_exe),
+        "exec {} run \"$spec\" --runs-dir {} --data-dir {} --device {} --threads {}{}{}\n",
+        q(&opts.run.ap_exe),
         q(runs_dir),
         q(data_dir),
-        sh_quote(&opts.device),
-        opts.threads.max(1),
-        if opts.verbose { " --verbose" } else { "" }
+        sh_quote(&opts.run.device),
+        opts.threads(),
+        if opts.run.verbose { " --verbose" } else { "" },
+        if opts.run.deterministic_cuda {
+            " --deterministic-cuda"
+        } else {
+            ""
+        }
     ));
     s
 }
@@ -625,15 +591,21 @@ mod tests {
     fn opts() -> SlurmOptions {
         SlurmOptions {
             grid: "smoke".into(),
-            partition: Some("gpu".into()),
-            gpus_per_task: Some(1),
-            time: Some("01:00:00".into()),
-            max_parallel: Some(3),
-            threads: 2,
-            data_dir: "/data".into(),
-            device: "cuda".into(),
-            verbose: false,
-            ap_exe: "/opt/ap's/ap".into(),
+            resources: SlurmResources {
+                partition: Some("gpu".into()),
+                gpus_per_task: Some(1),
+                time: Some("01:00:00".into()),
+                max_parallel: Some(3),
+            },
+            run: RunSettings {
+                ap_exe: "/opt/ap's/ap".into(),
+                runs_dir: "/store/runs".into(),
+                data_dir: "/data".into(),
+                device: "cuda".into(),
+                threads: Some(2),
+                verbose: false,
+                deterministic_cuda: false,
+            },
         }
     }
 
@@ -661,8 +633,10 @@ mod tests {
             assert!(s.contains(needle), "missing {needle:?} in\n{s}");
         }
         let mut o = opts();
-        o.max_parallel = None;
-        o.gpus_per_task = None;
+        o.resources.max_parallel = None;
+        o.resources.gpus_per_task = None;
+        o.run.threads = None;
+        o.run.deterministic_cuda = true;
         let s = job_script(
             &o,
             1,
@@ -673,6 +647,8 @@ mod tests {
         );
         assert!(s.contains("#SBATCH --array=0-0\n"), "{s}");
         assert!(!s.contains("gpus"), "{s}");
+        assert!(s.contains("#SBATCH --cpus-per-task=1\n"), "{s}");
+        assert!(s.contains(" --threads 1 --deterministic-cuda\n"), "{s}");
     }
 
     #[test]
@@ -740,5 +716,32 @@ mod tests {
             ["10", "9"]
         );
         assert_eq!(jobs[1].err_log(3), PathBuf::from("/l/slurm-9_3.err"));
+    }
+
+    #[test]
+    fn resources_reject_bad_time_limits_and_zero_parallel_tasks() {
+        let ok = SlurmResources {
+            time: Some("1-00:00:00".into()),
+            max_parallel: Some(2),
+            ..SlurmResources::default()
+        };
+        ok.validate().unwrap();
+        SlurmResources::default().validate().unwrap();
+        let unlimited = SlurmResources {
+            time: Some("UNLIMITED".into()),
+            ..SlurmResources::default()
+        };
+        unlimited.validate().unwrap();
+        let bad_time = SlurmResources {
+            time: Some("4h".into()),
+            ..SlurmResources::default()
+        };
+        let e = bad_time.validate().unwrap_err().to_string();
+        assert!(e.contains("is not a Slurm time limit"), "{e}");
+        let zero = SlurmResources {
+            max_parallel: Some(0),
+            ..SlurmResources::default()
+        };
+        assert!(zero.validate().is_err());
     }
 }

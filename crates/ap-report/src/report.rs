@@ -8,13 +8,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use ap_prune::RoundRecord;
 use serde::{Deserialize, Serialize};
 
 use crate::plot::{self, Metric};
 use crate::reference;
-use crate::spec::RunSpec;
-use crate::store::write_atomic;
+use crate::write_atomic;
 
 /// One run × round: the machine-readable result (schema in docs/results.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,70 +62,6 @@ pub struct SummaryRecord {
     pub train_dynamic_dnr: f64,
     /// Static DNR over the last training epoch, train mode.
     pub train_static_dnr: f64,
-}
-
-/// Flattens runs into summary records.
-pub fn summarise(runs: &[(RunSpec, Vec<RoundRecord>)]) -> Vec<SummaryRecord> {
-    let mut out = vec![];
-    for (spec, rounds) in runs {
-        for r in rounds {
-            out.push(SummaryRecord {
-                method: spec.prune.name(),
-                ap: spec.ap.enabled,
-                ap_rate: if spec.ap.enabled { spec.ap.rate } else { 0.0 },
-                ap_share: if spec.ap.enabled { spec.ap.share } else { 0.0 },
-                prune_rate: spec.prune_rate().unwrap_or(f64::NAN),
-                dataset: spec.dataset.clone(),
-                model: spec.model.clone(),
-                ap_variant: ap_variant(spec),
-                ap_removed: r.events.iter().map(|e| e.ap_removed + e.ap_dropped).sum(),
-                ap_shortfall: r.events.iter().map(|e| e.ap_shortfall).sum(),
-                seed: spec.seed,
-                run_key: spec.key(),
-                round: r.round,
-                density: r.density.density(),
-                test_accuracy: r.test.accuracy,
-                test_loss: r.test.loss,
-                dynamic_dnr: r.test.dnr.dynamic,
-                static_dnr: r.test.dnr.static_,
-                train_dynamic_dnr: r.train_dnr.dynamic,
-                train_static_dnr: r.train_dnr.static_,
-            });
-        }
-    }
-    out
-}
-
-/// AP's settings that differ from the defaults, as `name=value` joined by `, ` (empty
-/// when AP is off or at its defaults); rate and share are shown in the table headers.
-fn ap_variant(spec: &RunSpec) -> String {
-    if !spec.ap.enabled {
-        return String::new();
-    }
-    let d = crate::spec::ApSpec::default();
-    let mut v = vec![];
-    if spec.ap.in_drop_and_grow {
-        v.push("in_drop_and_grow".to_string());
-    }
-    if spec.ap.survivor_share != d.survivor_share {
-        v.push(format!("survivor_share={}", spec.ap.survivor_share));
-    }
-    if spec.ap.share != d.share && spec.prune_rate().is_none() {
-        v.push(format!("share={}", spec.ap.share));
-    }
-    if spec.ap.options != d.options {
-        v.push(format!(
-            "options={}",
-            serde_json::to_string(&spec.ap.options).unwrap_or_default()
-        ));
-    }
-    if spec.ap.from_event != 0 || spec.ap.until_event.is_some() {
-        v.push(format!(
-            "events={}..{:?}",
-            spec.ap.from_event, spec.ap.until_event
-        ));
-    }
-    v.join(", ")
 }
 
 /// Mean ± sample std of the paired differences (AP − no AP, same seed and round) and
@@ -237,8 +171,43 @@ pub fn markdown_with_plots(records: &[SummaryRecord], title: &str, plots: &[Path
     s
 }
 
+/// Records of one round: without AP, and with AP.
+type Split<'a> = (Vec<&'a SummaryRecord>, Vec<&'a SummaryRecord>);
+
 /// One method's table (rows by round) and the notes under it.
 fn method_table(
+    s: &mut String,
+    model: &str,
+    dataset: &str,
+    method: &str,
+    variant: &str,
+    rs: &[&SummaryRecord],
+) {
+    table_heading(s, model, dataset, method, variant, rs);
+    let mut by_round: BTreeMap<usize, Split> = BTreeMap::new();
+    for r in rs {
+        let e = by_round.entry(r.round).or_default();
+        if r.ap {
+            e.1.push(r)
+        } else {
+            e.0.push(r)
+        }
+    }
+    let densities: Vec<f64> = by_round
+        .values()
+        .map(|(off, on)| off.first().or(on.first()).map_or(f64::NAN, |r| r.density))
+        .collect();
+    let refs = reference::column(model, dataset, method, &densities);
+    for (((round, (off, on)), density), reference) in by_round.iter().zip(&densities).zip(refs) {
+        table_row(s, *round, *density, off, on, reference);
+    }
+    s.push('\n');
+    shortfall_note(s, &by_round);
+    reference_notes(s, model, dataset, method, &densities);
+}
+
+/// The table's `###` heading (method, AP's budget, ablation, seeds) and column header.
+fn table_heading(
     s: &mut String,
     model: &str,
     dataset: &str,
@@ -275,21 +244,18 @@ fn method_table(
     );
     s.push_str("| round | density | test acc | test acc +AP | AP gain (pt, paired) | paper reference | dynamic DNR | dynamic DNR +AP | static DNR | static DNR +AP |\n");
     s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    type Split<'a> = (Vec<&'a SummaryRecord>, Vec<&'a SummaryRecord>);
-    let mut by_round: BTreeMap<usize, Split> = BTreeMap::new();
-    for r in rs {
-        let e = by_round.entry(r.round).or_default();
-        if r.ap {
-            e.1.push(r)
-        } else {
-            e.0.push(r)
-        }
-    }
-    let densities: Vec<f64> = by_round
-        .values()
-        .map(|(off, on)| off.first().or(on.first()).map_or(f64::NAN, |r| r.density))
-        .collect();
-    let refs = reference::column(model, dataset, method, &densities);
+}
+
+/// One round's row: accuracy (mean ± std) without and with AP, AP's paired gain, the
+/// papers' number, and the DNRs.
+fn table_row(
+    s: &mut String,
+    round: usize,
+    density: f64,
+    off: &[&SummaryRecord],
+    on: &[&SummaryRecord],
+    reference: Option<String>,
+) {
     let stat = |v: &[&SummaryRecord], f: fn(&SummaryRecord) -> f64| {
         (!v.is_empty()).then(|| mean_std(&v.iter().map(|r| f(r)).collect::<Vec<_>>()))
     };
@@ -297,40 +263,40 @@ fn method_table(
     let fmt_acc =
         |x: Option<(f64, f64)>| x.map_or("—".into(), |(m, sd)| format!("{m:.2} ± {sd:.2}"));
     let fmt = |x: Option<(f64, f64)>| x.map_or("—".into(), |(m, _)| format!("{m:.3}"));
-    for (((round, (off, on)), density), reference) in by_round.iter().zip(&densities).zip(refs) {
-        let (a0, a1) = (acc(off), acc(on));
-        let pairs: Vec<(f64, f64)> = off
-            .iter()
-            .filter_map(|o| {
-                on.iter()
-                    .find(|a| a.seed == o.seed)
-                    .map(|a| (100.0 * o.test_accuracy, 100.0 * a.test_accuracy))
-            })
-            .collect();
-        let gain = match paired_gain(&pairs) {
-            Some((m, _, _)) if pairs.len() == 1 => format!("{m:+.2}"),
-            Some((m, sd, clear)) => {
-                format!(
-                    "{m:+.2} ± {sd:.2}{}",
-                    if clear { "" } else { " (within noise)" }
-                )
-            }
-            None => "—".into(),
-        };
-        let _ = writeln!(
-            s,
-            "| {round} | {:.2}% | {} | {} | {gain} | {} | {} | {} | {} | {} |",
-            100.0 * density,
-            fmt_acc(a0),
-            fmt_acc(a1),
-            reference.unwrap_or_else(|| "—".into()),
-            fmt(stat(off, |r| r.dynamic_dnr)),
-            fmt(stat(on, |r| r.dynamic_dnr)),
-            fmt(stat(off, |r| r.static_dnr)),
-            fmt(stat(on, |r| r.static_dnr)),
-        );
-    }
-    s.push('\n');
+    let pairs: Vec<(f64, f64)> = off
+        .iter()
+        .filter_map(|o| {
+            on.iter()
+                .find(|a| a.seed == o.seed)
+                .map(|a| (100.0 * o.test_accuracy, 100.0 * a.test_accuracy))
+        })
+        .collect();
+    let gain = match paired_gain(&pairs) {
+        Some((m, _, _)) if pairs.len() == 1 => format!("{m:+.2}"),
+        Some((m, sd, clear)) => {
+            format!(
+                "{m:+.2} ± {sd:.2}{}",
+                if clear { "" } else { " (within noise)" }
+            )
+        }
+        None => "—".into(),
+    };
+    let _ = writeln!(
+        s,
+        "| {round} | {:.2}% | {} | {} | {gain} | {} | {} | {} | {} | {} |",
+        100.0 * density,
+        fmt_acc(acc(off)),
+        fmt_acc(acc(on)),
+        reference.unwrap_or_else(|| "—".into()),
+        fmt(stat(off, |r| r.dynamic_dnr)),
+        fmt(stat(on, |r| r.dynamic_dnr)),
+        fmt(stat(off, |r| r.static_dnr)),
+        fmt(stat(on, |r| r.static_dnr)),
+    );
+}
+
+/// The rounds where AP's budget found too few candidates, if any.
+fn shortfall_note(s: &mut String, by_round: &BTreeMap<usize, Split>) {
     let short: Vec<String> = by_round
         .iter()
         .filter_map(|(round, (_, on))| {
@@ -352,6 +318,11 @@ fn method_table(
             short.join("; ")
         );
     }
+}
+
+/// The papers' notes for this table, and which of their numbers the reference column
+/// holds (or could not place: no row near that density).
+fn reference_notes(s: &mut String, model: &str, dataset: &str, method: &str, densities: &[f64]) {
     for note in reference::notes_for(model, dataset, method) {
         let _ = writeln!(
             s,
@@ -366,7 +337,7 @@ fn method_table(
     let placed: Vec<String> = reference::references_for(model, dataset, method)
         .into_iter()
         .filter_map(|r| {
-            let near = reference::nearest_row(&densities, r.density).is_some();
+            let near = reference::nearest_row(densities, r.density).is_some();
             if !near && r.methods.is_empty() {
                 return None;
             }
@@ -400,19 +371,14 @@ fn percent(d: f64) -> String {
 
 /// Writes summary.json, summary.csv, the plots (`acc-*.svg`, `dnr-*.svg`, see [`plot`]) and
 /// report.md, which links the plots, into `out` (each file atomically); returns the markdown.
-pub fn write_report(
-    out: &Path,
-    runs: &[(RunSpec, Vec<RoundRecord>)],
-    title: &str,
-) -> Result<String> {
+pub fn write_report(out: &Path, records: &[SummaryRecord], title: &str) -> Result<String> {
     std::fs::create_dir_all(out)?;
-    let records = summarise(runs);
     write_atomic(
         &out.join("summary.json"),
-        serde_json::to_string_pretty(&records)?.as_bytes(),
+        serde_json::to_string_pretty(records)?.as_bytes(),
     )?;
     let mut csv = String::from("method,ap,ap_rate,ap_share,prune_rate,dataset,model,ap_variant,ap_removed,ap_shortfall,seed,run_key,round,density,test_accuracy,test_loss,dynamic_dnr,static_dnr,train_dynamic_dnr,train_static_dnr\n");
-    for r in &records {
+    for r in records {
         let _ = writeln!(
             csv,
             "{},{},{},{},{},{},{},\"{}\",{},{},{},{},{},{:.6},{:.4},{:.5},{:.5},{:.5},{:.5},{:.5}",
@@ -446,7 +412,7 @@ pub fn write_report(
         .cloned()
         .collect();
     let plots = plot::write_plots(&main, out)?;
-    let md = markdown_with_plots(&records, title, &plots);
+    let md = markdown_with_plots(records, title, &plots);
     write_atomic(&out.join("report.md"), md.as_bytes())?;
     Ok(md)
 }
