@@ -4,7 +4,7 @@
 use ap_data::{cifar, Augment, Dataset, DatasetKind};
 use ap_models::ModelKind::ResNet20;
 use ap_prune::{run_method, ApConfig, ImpConfig, Method, RunSeeds, RunSetup};
-use ap_train::{train_phase, NoHook, TrainConfig};
+use ap_train::{train_phase, NoHook, PhaseStart, TrainConfig};
 use tch::Device;
 
 /// SGD 0.05 with momentum 0.9 and weight decay 5e-4, batches of 32, standard augmentation.
@@ -32,8 +32,7 @@ fn resnet20_learns_a_cifar_fixture_and_prunes_with_ap() {
         &data.train,
         None,
         &recipe(60),
-        1,
-        0,
+        PhaseStart::fresh(1),
         &mut NoHook,
         |_| {},
     )

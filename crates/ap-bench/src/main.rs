@@ -977,8 +977,7 @@ fn imp_memory(out: &Out, a: &ImpArgs) -> Result<()> {
         &data.train,
         Some(&mask),
         &cfg,
-        0,
-        0,
+        ap_train::PhaseStart::fresh(0),
         &mut ap_train::NoHook,
         |_| {},
     )?;

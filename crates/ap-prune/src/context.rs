@@ -11,7 +11,9 @@ use ap_eval::evaluate;
 use ap_mask::Mask;
 use ap_models::Model;
 use ap_tensor::NamedParams;
-use ap_train::{train_phase, EpochStats, PhaseReport, StepHook, TrainConfig, TrainError};
+use ap_train::{
+    train_phase, EpochStats, PhaseReport, PhaseStart, StepHook, TrainConfig, TrainError,
+};
 use tch::Tensor;
 
 use crate::{EventReport, LayerShape, Method, PruneError, RoundRecord, RunSeeds};
@@ -132,8 +134,10 @@ impl<'a> RunContext<'a> {
             &self.setup.data.train,
             Some(&self.mask),
             cfg,
-            self.setup.seeds.data,
-            start,
+            PhaseStart {
+                data_seed: self.setup.seeds.data,
+                iteration: start,
+            },
             hook,
             |e| on_epoch(round, e),
         )

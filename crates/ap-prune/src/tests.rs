@@ -10,7 +10,7 @@ use ap_data::{DatasetKind, Split};
 use ap_mask::Mask;
 use ap_models::Model;
 use ap_tensor::NamedParams;
-use ap_train::{train_phase, NoHook, Optimizer, StepHook, TrainConfig};
+use ap_train::{train_phase, NoHook, Optimizer, PhaseStart, StepHook, TrainConfig};
 use ap_train::{LrSchedule, OptimizerSpec};
 use proptest::prelude::*;
 use tch::Tensor;
@@ -337,8 +337,7 @@ fn rigl_hook_keeps_density_and_dense_layers() {
             &data.train,
             Some(&shared),
             &recipe(40),
-            1,
-            0,
+            PhaseStart::fresh(1),
             &mut hook,
             |_| {},
         );
@@ -504,22 +503,38 @@ fn weight_rewinding_snapshot_is_theta_k() {
         params: &pa,
         taken: None,
     };
-    train_phase(&a, &data.train, None, &recipe(20), 1, 0, &mut snap, |_| {}).unwrap();
+    train_phase(
+        &a,
+        &data.train,
+        None,
+        &recipe(20),
+        PhaseStart::fresh(1),
+        &mut snap,
+        |_| {},
+    )
+    .unwrap();
     let b = model(8);
     let pb = NamedParams::from_var_store(&b.vs, &b.net.prunable()).unwrap();
-    train_phase(&b, &data.train, None, &recipe(k), 1, 0, &mut NoHook, |_| {}).unwrap();
+    train_phase(
+        &b,
+        &data.train,
+        None,
+        &recipe(k),
+        PhaseStart::fresh(1),
+        &mut NoHook,
+        |_| {},
+    )
+    .unwrap();
     let taken = snap.taken.unwrap();
     for ((_, x), (_, y)) in taken.iter().zip(pb.iter()) {
         assert!(x.equal(y));
     }
 }
 
-/// Every method runs with and without AP, reaches its target density exactly, and
-/// records its events.
-#[test]
-fn every_method_reaches_its_density() {
-    let _g = torch_lock();
-    let methods = vec![
+/// One configuration of every method (and criterion that needs its own code path) with
+/// the density it ends at.
+fn every_method() -> Vec<(Method, f64)> {
+    vec![
         (
             Method::Imp(ImpConfig {
                 rounds: 2,
@@ -608,8 +623,15 @@ fn every_method_reaches_its_density() {
             }),
             0.1,
         ),
-    ];
-    for (method, density) in methods {
+    ]
+}
+
+/// Every method runs with and without AP, reaches its target density exactly, and
+/// records its events.
+#[test]
+fn every_method_reaches_its_density() {
+    let _g = torch_lock();
+    for (method, density) in every_method() {
         for ap in [None, Some(ApConfig::with_rate(0.05))] {
             let (records, masks) = run(&method, ap.as_ref(), 20);
             let last = records.last().unwrap();
@@ -981,8 +1003,7 @@ fn granet_grown_connections_start_with_zero_state() {
         &data.train,
         Some(&shared),
         &adam,
-        1,
-        0,
+        PhaseStart::fresh(1),
         &mut probe,
         |_| {},
     )
@@ -1484,7 +1505,16 @@ fn theta_k_includes_batchnorm_buffers() {
     )
     .unwrap();
     let b = model_of("resnet20", 2);
-    train_phase(&b, &data.train, None, &recipe(k), 3, 0, &mut NoHook, |_| {}).unwrap();
+    train_phase(
+        &b,
+        &data.train,
+        None,
+        &recipe(k),
+        PhaseStart::fresh(3),
+        &mut NoHook,
+        |_| {},
+    )
+    .unwrap();
     let vars = b.vs.variables();
     let buffers: Vec<&String> = vars.keys().filter(|n| n.contains("running_")).collect();
     assert!(buffers.len() >= 2, "resnet20 has BatchNorm buffers");

@@ -1,7 +1,7 @@
 //! Reports of pruning experiments, from their summary records alone: `summary.json` and
 //! `summary.csv` (one [`SummaryRecord`] per run × round), SVG plots per model × dataset
 //! ([`plot`]) and `report.md` with one table per method next to the papers' numbers
-//! ([`reference`]).
+//! ([`reference`](mod@reference)).
 //!
 //! The crate knows nothing of specs, run stores or libtorch: `ap-runs` turns finished runs
 //! into [`SummaryRecord`]s (`ap_runs::summarise`) and hands them here.

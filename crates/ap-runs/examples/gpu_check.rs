@@ -14,7 +14,7 @@ use ap_eval::evaluate;
 use ap_mask::Mask;
 use ap_models::{Model, ModelKind};
 use ap_tensor::NamedParams;
-use ap_train::{train_phase, LrSchedule, NoHook, OptimizerSpec, TrainConfig};
+use ap_train::{train_phase, LrSchedule, NoHook, OptimizerSpec, PhaseStart, TrainConfig};
 use tch::{Device, Kind, Tensor};
 
 fn sync(device: Device) {
@@ -30,10 +30,28 @@ fn time_steps(model: &Model, train: &Split, mask: Option<&Mask>, cfg: &TrainConf
         iterations: 5,
         ..cfg.clone()
     };
-    train_phase(model, train, mask, &warm, 1, 0, &mut NoHook, |_| {}).unwrap();
+    train_phase(
+        model,
+        train,
+        mask,
+        &warm,
+        PhaseStart::fresh(1),
+        &mut NoHook,
+        |_| {},
+    )
+    .unwrap();
     sync(device);
     let t = Instant::now();
-    train_phase(model, train, mask, cfg, 1, 0, &mut NoHook, |_| {}).unwrap();
+    train_phase(
+        model,
+        train,
+        mask,
+        cfg,
+        PhaseStart::fresh(1),
+        &mut NoHook,
+        |_| {},
+    )
+    .unwrap();
     sync(device);
     t.elapsed().as_secs_f64()
 }

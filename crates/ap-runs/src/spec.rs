@@ -7,7 +7,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use ap_criteria::ApConfig;
-use ap_prune::Method;
+use ap_prune::{Method, PruneError};
+use ap_tensor::FieldError;
 use ap_train::TrainConfig;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -69,7 +70,8 @@ impl RunSpec {
         let mut v: toml::Value = parse_toml(text, source)?;
         let original = v.clone();
         crate::recipes::resolve(&mut v).with_context(|| source.to_string())?;
-        if v == original {
+        // Compared as text too: a NaN value is not equal to itself.
+        if v == original || toml::to_string(&v).ok() == toml::to_string(&original).ok() {
             return parse_toml(text, source); // error positions point into the file
         }
         let resolved = toml::to_string(&v).expect("a TOML value serialises");
@@ -77,28 +79,35 @@ impl RunSpec {
     }
 
     /// Checks names and ranges; the error names the field.
-    pub fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         let dataset = ap_data::DatasetKind::from_name(&self.dataset)
-            .map_err(|e| anyhow::anyhow!("dataset: {e}"))?;
+            .map_err(|e| FieldError::new("dataset", format!("= {:?}: {e}", self.dataset)))?;
         self.model
             .check_input(&dataset.image_shape())
-            .map_err(|e| anyhow::anyhow!("dataset = {:?}: {e}", self.dataset))?;
+            .map_err(|e| FieldError::new("dataset", format!("= {:?}: {e}", self.dataset)))?;
         self.train
             .validate()
-            .map_err(|e| anyhow::anyhow!("train: {e}"))?;
+            .map_err(|e| match e.field.starts_with("train.") {
+                true => e,
+                false => FieldError::new(format!("train.{}", e.field), e.problem),
+            })?;
         self.check_batch_size(dataset.train_examples())?;
         if self.eval_batch_size < 1 {
-            bail!(
-                "eval_batch_size = {} must be at least 1",
-                self.eval_batch_size
-            );
+            let problem = format!("= {} must be at least 1", self.eval_batch_size);
+            return Err(FieldError::new("eval_batch_size", problem));
         }
         let ap_rate = self.ap.config.rate;
         if !(0.0..1.0).contains(&ap_rate) {
-            bail!("ap.rate = {ap_rate} must be in [0, 1)");
+            return Err(FieldError::out_of("ap.rate", ap_rate, "[0, 1)"));
         }
+        let prune_error = |e: PruneError| match e {
+            PruneError::Setting(f) => f,
+            other => FieldError::new("prune", format!(": {other}")),
+        };
+        let ap = self.ap_config();
         self.prune
-            .validate(&self.train, self.ap_config().as_ref())?;
+            .validate(&self.train, ap.as_ref())
+            .map_err(prune_error)?;
         // The network's prunable layers for this data set: built once per model and input
         // in a process, drawing from libtorch's generator then (a run seeds the generator
         // itself before it builds its model).
@@ -110,33 +119,33 @@ impl RunSpec {
         let prunable: Vec<String> = shapes.iter().map(|(n, _)| n.clone()).collect();
         if let Method::Rigl(ap_prune::RiglConfig { dense_layers, .. }) = &self.prune {
             if let Some(bad) = dense_layers.iter().find(|d| !prunable.contains(d)) {
-                bail!(
-                    "prune.dense_layers: {bad:?} is not a prunable layer of {}; valid: {}",
+                let problem = format!(
+                    ": {bad:?} is not a prunable layer of {}; valid: {}",
                     self.model,
                     prunable.join(", ")
                 );
+                return Err(FieldError::new("prune.dense_layers", problem));
             }
         }
         if let Some(alloc) = self.prune.allocation() {
             alloc
                 .validate(&prunable)
-                .map_err(|e| anyhow::anyhow!("prune.allocation: {e}"))?;
+                .map_err(|e| FieldError::new("prune.allocation", format!(": {e}")))?;
         }
         // What the run would leave of each layer: no event may empty one.
-        self.prune.check_layers(&shapes)?;
-        Ok(())
+        self.prune.check_layers(&shapes).map_err(prune_error)
     }
 
     /// Errors when `train.batch_size` exceeds the `n_train` examples of the training set
     /// (the official size at validation, the loaded one before training): such a batch
     /// would silently be the whole set, and an epoch one step.
-    pub fn check_batch_size(&self, n_train: usize) -> Result<()> {
+    pub fn check_batch_size(&self, n_train: usize) -> Result<(), FieldError> {
         if self.train.batch_size > n_train {
-            bail!(
-                "train.batch_size = {} is larger than the training set of {} ({n_train} examples)",
-                self.train.batch_size,
-                self.dataset
+            let problem = format!(
+                "= {} is larger than the training set of {} ({n_train} examples)",
+                self.train.batch_size, self.dataset
             );
+            return Err(FieldError::new("train.batch_size", problem));
         }
         Ok(())
     }
@@ -544,6 +553,7 @@ enabled = true
     /// documented fields and defaults, not by this code. Each TOML below names only what
     /// differs from the defaults, so the defaults' serialisation is pinned too.
     #[test]
+    #[allow(clippy::too_many_lines)] // one golden value per method kind, each spelled out
     fn golden_run_keys_of_every_method_kind() {
         let _g = ap_testkit::torch_lock();
         let cases = [

@@ -566,6 +566,7 @@ fn smoke_grid_through_a_slurm_job_array_matches_the_local_backend() {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one scenario, start to finish, on a real Slurm
 fn a_killed_task_is_reported_and_resubmitting_completes_the_grid() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !slurm_available("a_killed_task_is_reported_and_resubmitting_completes_the_grid") {

@@ -31,8 +31,9 @@
 //!
 //! It is a text scan, not a compiler: a call into another file or crate is seen only
 //! through the names in [`TOUCHES`], so a test that reaches the generator only through an
-//! unlisted library function (e.g. `RunSpec::parse` of a RigL spec, which builds a model
-//! to list its layers, or `RunSpec::validate`, and method calls in general) is not
+//! unlisted library function (e.g. `RunSpec::validate`, which builds the model once per
+//! process to follow the method's events through its layers, `GridSpec::expand`, which
+//! validates, and method calls in general) is not
 //! caught, nor is a helper passed as a value (`.map(helper)`). It errs on the side of
 //! asking for the lock (a same-named function elsewhere in the file counts): taking it
 //! costs little. When in doubt, take the lock.
@@ -80,8 +81,7 @@ const TOUCHES: &[&str] = &[
     "ap_models::build",
     "ap_models::initialise",
     "initialise",
-    "prunable_names",
-    "rigl_dense_layers",
+    "prunable_shapes",
     "ap_runs::execute",
     // the test kit's drawing fixtures (`ap_testkit::tensors`)
     "seeded_normal",

@@ -136,24 +136,47 @@ pub struct NoHook;
 
 impl StepHook for NoHook {}
 
-/// Trains `model` on `train` from iteration `start` to `cfg.iterations` with a fresh
-/// optimizer (the LR schedule and the data order resume at `start`, as weight rewinding
-/// needs; 0 for a whole phase).
+/// Where a training phase starts: the seed of its data order and the iteration it
+/// resumes at (0 for a whole phase; k when weight rewinding retrains from θ_k, so the LR
+/// schedule and the data order pick up at step k).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PhaseStart {
+    /// Seed of the data order (and augmentation): the order depends only on
+    /// `(data_seed, epoch)`.
+    pub data_seed: u64,
+    /// The iteration the phase starts at.
+    pub iteration: u64,
+}
+
+impl PhaseStart {
+    /// A whole phase, from iteration 0.
+    pub fn fresh(data_seed: u64) -> PhaseStart {
+        PhaseStart {
+            data_seed,
+            iteration: 0,
+        }
+    }
+}
+
+/// Trains `model` on `train` from iteration `start.iteration` to `cfg.iterations` with a
+/// fresh optimizer (the LR schedule and the data order resume there, as weight rewinding
+/// needs).
 ///
-/// The data order depends only on `(data_seed, epoch)`. `mask`, when given, keeps pruned
-/// weights (and their optimizer state) at exactly zero. `hook` runs around every step;
-/// `on_epoch` after each epoch, e.g. to show progress.
-#[allow(clippy::too_many_arguments)]
+/// `mask`, when given, keeps pruned weights (and their optimizer state) at exactly zero.
+/// `hook` runs around every step; `on_epoch` after each epoch, e.g. to show progress.
 pub fn train_phase(
     model: &Model,
     train: &Split,
     mask: Option<&Mask>,
     cfg: &TrainConfig,
-    data_seed: u64,
-    start: u64,
+    start: PhaseStart,
     hook: &mut dyn StepHook,
     mut on_epoch: impl FnMut(&EpochStats),
 ) -> Result<PhaseReport, TrainError> {
+    let PhaseStart {
+        data_seed,
+        iteration: start,
+    } = start;
     let mut opt = Optimizer::new(cfg.optimizer.clone(), &model.vs, mask);
     let steps_per_epoch = train.len().div_ceil(cfg.batch_size) as u64;
     let last_epoch = (cfg.iterations.max(1) - 1) / steps_per_epoch;
@@ -272,7 +295,7 @@ mod tests {
             };
             let cfg = config(&optimizer, 8, steps);
             let split = toy_split(32);
-            train_phase(&model, &split, Some(&mask), &cfg, seed as u64, 0, &mut NoHook, |_| {}).unwrap();
+            train_phase(&model, &split, Some(&mask), &cfg, PhaseStart::fresh(seed as u64), &mut NoHook, |_| {}).unwrap();
             prop_assert_eq!(pruned_back(&params, &mask), 0);
             // The state itself: a manual loop with one optimizer.
             let mut opt = Optimizer::new(optimizer, &model.vs, Some(&mask));
@@ -388,7 +411,16 @@ mod tests {
         let model = lenet();
         let split = toy_split(256);
         let cfg = config(&adam(1e-3, 0.9, 0.999, 1e-8, 0.0), 32, 200);
-        let r = train_phase(&model, &split, None, &cfg, 1, 0, &mut NoHook, |_| {}).unwrap();
+        let r = train_phase(
+            &model,
+            &split,
+            None,
+            &cfg,
+            PhaseStart::fresh(1),
+            &mut NoHook,
+            |_| {},
+        )
+        .unwrap();
         assert_eq!(r.epochs.len(), 25);
         assert!(r.epochs.last().unwrap().train_loss < 0.5 * r.epochs[0].train_loss);
         assert_eq!(r.train_dnr.samples, 256);
@@ -493,8 +525,19 @@ mod tests {
                     let what = format!("{schedule:?}, warm-up {warmup}, start {start}");
                     let model = lenet();
                     let mut log = LrLog::default();
-                    let r = train_phase(&model, &split, None, &cfg, 1, start, &mut log, |_| {})
-                        .unwrap();
+                    let r = train_phase(
+                        &model,
+                        &split,
+                        None,
+                        &cfg,
+                        PhaseStart {
+                            data_seed: 1,
+                            iteration: start,
+                        },
+                        &mut log,
+                        |_| {},
+                    )
+                    .unwrap();
                     assert_eq!(log.before, (start..total).collect::<Vec<_>>(), "{what}");
                     assert_eq!(
                         log.after.iter().map(|a| a.0).collect::<Vec<_>>(),
@@ -555,12 +598,41 @@ mod tests {
             lenet()
         };
         let straight = build();
-        train_phase(&straight, &split, None, &cfg, 4, 0, &mut NoHook, |_| {}).unwrap();
+        train_phase(
+            &straight,
+            &split,
+            None,
+            &cfg,
+            PhaseStart::fresh(4),
+            &mut NoHook,
+            |_| {},
+        )
+        .unwrap();
         for k in [3u64, 5, 7, 10] {
             let resumed = build();
-            let stopped = train_phase(&resumed, &split, None, &cfg, 4, 0, &mut stop_at(k), |_| {});
+            let stopped = train_phase(
+                &resumed,
+                &split,
+                None,
+                &cfg,
+                PhaseStart::fresh(4),
+                &mut stop_at(k),
+                |_| {},
+            );
             assert!(matches!(stopped, Err(TrainError::Hook(_))));
-            train_phase(&resumed, &split, None, &cfg, 4, k, &mut NoHook, |_| {}).unwrap();
+            train_phase(
+                &resumed,
+                &split,
+                None,
+                &cfg,
+                PhaseStart {
+                    data_seed: 4,
+                    iteration: k,
+                },
+                &mut NoHook,
+                |_| {},
+            )
+            .unwrap();
             let a = straight.vs.variables();
             let b = resumed.vs.variables();
             assert_eq!(a.len(), b.len());

@@ -11,7 +11,7 @@ use ap_tensor::NamedParams;
 use ap_testkit::fixtures::{adam, sgd, train};
 use ap_testkit::tensors::{random_selection, revived, toy_classification};
 use ap_testkit::TomlExt;
-use ap_train::{train_phase, NoHook, Optimizer, StepHook, TrainConfig, TrainError};
+use ap_train::{train_phase, NoHook, Optimizer, PhaseStart, StepHook, TrainConfig, TrainError};
 use tch::Device;
 
 /// A ResNet-20 for 1×8×8 inputs on `device` with about half of every prunable layer
@@ -66,7 +66,16 @@ fn masked_optimizers_never_revive_pruned_weights_on_each_device() {
             let (model, params, mask, split) = masked_resnet(device, 1);
             let before = params.snapshot();
             let mut state = StateAtPruned::default();
-            train_phase(&model, &split, Some(&mask), &cfg, 3, 0, &mut state, |_| {}).unwrap();
+            train_phase(
+                &model,
+                &split,
+                Some(&mask),
+                &cfg,
+                PhaseStart::fresh(3),
+                &mut state,
+                |_| {},
+            )
+            .unwrap();
             assert_eq!(pruned_back(&params, &mask), 0, "{what}: train_phase");
             let moved = params
                 .tensors()
@@ -118,7 +127,16 @@ fn deterministic_mode_repeats_masked_augmented_training_bit_for_bit() {
         let mut finals = vec![];
         for _ in 0..2 {
             all.copy_from(&init).unwrap();
-            train_phase(&model, &split, Some(&mask), &cfg, 7, 0, &mut NoHook, |_| {}).unwrap();
+            train_phase(
+                &model,
+                &split,
+                Some(&mask),
+                &cfg,
+                PhaseStart::fresh(7),
+                &mut NoHook,
+                |_| {},
+            )
+            .unwrap();
             finals.push(all.snapshot());
         }
         for ((name, a), (_, b)) in finals[0].iter().zip(finals[1].iter()) {

@@ -85,7 +85,7 @@ enum Cmd {
 struct GridArgs {
     /// A profile: `smoke` (tests, < 2 min), `quick` (LeNet-300-100 on MNIST, 5 methods
     /// ± AP, 3 seeds, ≈ 20 min on 2 cores), `paper` (CIFAR; needs --data-dir and a GPU in
-    /// practice). Reads grids/<profile>.toml.
+    /// practice). Reads grids/PROFILE.toml.
     #[arg(long, conflicts_with = "grid")]
     profile: Option<String>,
     /// A grid file (TOML) instead of a profile.
@@ -98,7 +98,7 @@ struct GridArgs {
     /// `seed=0`, `train.iterations=300` (repeatable: all of them).
     #[arg(long)]
     filter: Vec<Filter>,
-    /// Where the report goes (default: results/<grid name>).
+    /// Where the report goes (default: results/GRID, GRID being the grid's name).
     #[arg(long)]
     out: Option<PathBuf>,
 }
