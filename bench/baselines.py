@@ -194,6 +194,45 @@ def magnitude_masks(weights, density):
 # ---------------------------------------------------------------- cases
 
 
+def timed_step(model, opt, x, y, parts, after_step=None):
+    """One cross-entropy training step on (x, y), `after_step` run after the optimizer's;
+    adds its forward, backward and optimizer (with `after_step`) seconds to `parts`.
+    Returns the loss."""
+    t1 = time.perf_counter()
+    loss = F.cross_entropy(model(x), y)
+    t2 = time.perf_counter()
+    opt.zero_grad()
+    loss.backward()
+    t3 = time.perf_counter()
+    opt.step()
+    if after_step is not None:
+        after_step()
+    t4 = time.perf_counter()
+    parts["forward"] += t2 - t1
+    parts["backward"] += t3 - t2
+    parts["optimizer"] += t4 - t3
+    return loss
+
+
+def time_steps(a, step, parts):
+    """`a.warmup` calls of `step`, then `a.reps` reps of `a.steps` calls, each rep with
+    `parts` (which `step` adds seconds to) zeroed first. Returns the seconds per step of
+    each rep, and per part the milliseconds per step of each rep."""
+    for _ in range(a.warmup):
+        step()
+    per_step, part_samples = [], {k: [] for k in parts}
+    for _ in range(a.reps):
+        for k in parts:
+            parts[k] = 0.0
+        t = time.perf_counter()
+        for _ in range(a.steps):
+            step()
+        per_step.append((time.perf_counter() - t) / a.steps)
+        for k, v in parts.items():
+            part_samples[k].append(v * 1e3 / a.steps)
+    return per_step, part_samples
+
+
 def train(a):
     (x_train, y_train), _ = load_mnist(a.data_dir)
     model = build(a.model)
@@ -205,6 +244,13 @@ def train(a):
     total = torch.zeros(())
     parts = {"gather": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
 
+    def apply_masks():
+        with torch.no_grad():
+            for w, m in zip(weights, masks):
+                w.mul_(m)
+
+    after_step = apply_masks if masks is not None else None
+
     def step():
         nonlocal total
         t0 = time.perf_counter()
@@ -213,37 +259,12 @@ def train(a):
         idx = state["perm"][state["pos"] : state["pos"] + a.batch]
         state["pos"] += a.batch
         x, y = x_train[idx], y_train[idx]
-        t1 = time.perf_counter()
-        loss = F.cross_entropy(model(x), y)
-        t2 = time.perf_counter()
-        opt.zero_grad()
-        loss.backward()
-        t3 = time.perf_counter()
-        opt.step()
-        if masks is not None:
-            with torch.no_grad():
-                for w, m in zip(weights, masks):
-                    w.mul_(m)
-        t4 = time.perf_counter()
-        total += loss.detach()
-        parts["gather"] += t1 - t0
-        parts["forward"] += t2 - t1
-        parts["backward"] += t3 - t2
-        parts["optimizer"] += t4 - t3
+        parts["gather"] += time.perf_counter() - t0
+        total += timed_step(model, opt, x, y, parts, after_step).detach()
 
-    for _ in range(a.warmup):
-        step()
     steps_per_epoch = math.ceil(n / a.batch)
-    epoch, part_samples = [], {k: [] for k in parts}
-    for _ in range(a.reps):
-        for k in parts:
-            parts[k] = 0.0
-        t = time.perf_counter()
-        for _ in range(a.steps):
-            step()
-        epoch.append((time.perf_counter() - t) / a.steps * steps_per_epoch)
-        for k, v in parts.items():
-            part_samples[k].append(v * 1e3 / a.steps)
+    per_step, part_samples = time_steps(a, step, parts)
+    epoch = [s * steps_per_epoch for s in per_step]
     if not math.isfinite(total.item()):
         sys.exit("baselines.py: training diverged")
     key = f"train/{a.model}/{'masked' if a.density < 1 else 'dense'}"
@@ -306,32 +327,10 @@ def resnet_step(a):
     parts = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
 
     def step():
-        t1 = time.perf_counter()
-        loss = F.cross_entropy(model(x), y)
-        t2 = time.perf_counter()
-        opt.zero_grad()
-        loss.backward()
-        t3 = time.perf_counter()
-        opt.step()
-        t4 = time.perf_counter()
-        parts["forward"] += t2 - t1
-        parts["backward"] += t3 - t2
-        parts["optimizer"] += t4 - t3
-        return loss.item()
+        if not math.isfinite(timed_step(model, opt, x, y, parts).item()):
+            sys.exit("baselines.py: ResNet-20 training diverged")
 
-    for _ in range(a.warmup):
-        step()
-    times, part_samples = [], {k: [] for k in parts}
-    for _ in range(a.reps):
-        for k in parts:
-            parts[k] = 0.0
-        t = time.perf_counter()
-        for _ in range(a.steps):
-            if not math.isfinite(step()):
-                sys.exit("baselines.py: ResNet-20 training diverged")
-        times.append((time.perf_counter() - t) / a.steps)
-        for k, v in parts.items():
-            part_samples[k].append(v * 1e3 / a.steps)
+    times, part_samples = time_steps(a, step, parts)
     note = f"{a.reps} reps of {a.steps} steps, batch {a.batch}, SGD momentum 0.9 wd 5e-4, random data"
     emit("resnet", "resnet20/step", "s/step", times, a.threads, note)
     for k, v in part_samples.items():

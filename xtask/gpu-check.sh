@@ -52,6 +52,7 @@ fi
 device=${1:-cuda}
 torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
 export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+[ -f "$torch_lib/libtorch_cuda.so" ] || { echo "error: $torch_lib has no libtorch_cuda.so: this torch has no CUDA" >&2; exit 2; }
 [ -x "$out/gpu_check" ] || { echo "error: $out/gpu_check not found: run 'bash xtask/gpu-check.sh build' on the build machine first" >&2; exit 2; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 -c 'import torch; print("python torch", torch.__version__, "cuda", torch.version.cuda)'
@@ -61,7 +62,11 @@ for c in "${crates[@]}"; do
     bin="$out/devices-$c"
     [ -x "$bin" ] || { echo "error: $bin not found: run 'bash xtask/gpu-check.sh build' first" >&2; exit 2; }
     echo "== $c: device invariants on $device"
-    if AP_TEST_DEVICES="$device" "$bin" --test-threads 1; then
+    # The test binaries refer to no symbol of libtorch_cuda, so the linker left it out
+    # (crates/ap-runs/build.rs links it into the `ap` program and gpu_check): preload it,
+    # or libtorch sees no CUDA device.
+    if LD_PRELOAD="$torch_lib/libtorch_cuda.so${LD_PRELOAD:+:$LD_PRELOAD}" \
+        AP_TEST_DEVICES="$device" "$bin" --test-threads 1; then
         echo "PASS $c"
     else
         echo "FAIL $c"

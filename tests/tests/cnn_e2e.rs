@@ -53,13 +53,10 @@ fn resnet20_learns_a_cifar_fixture_and_prunes_with_ap() {
     });
     let (train, ap) = (recipe(10), ApConfig::with_rate(0.05));
     let setup = RunSetup {
-        model: &model,
-        data: &data,
-        train: &train,
-        method: &imp,
         ap: Some(&ap),
         seeds: RunSeeds { data: 1, prune: 2 },
         eval_batch: 64,
+        ..RunSetup::new(&model, &data, &train, &imp)
     };
     let records = run_method(&setup, |_, _| Ok(()), |_, _| {}).unwrap();
     let e = records[1].events[0];

@@ -21,13 +21,9 @@ fn run(ap: Option<ApConfig>, data: &Dataset) -> Vec<RoundRecord> {
     });
     let mut masks = vec![];
     let setup = RunSetup {
-        model: &model,
-        data,
-        train: &train,
-        method: &imp,
         ap: ap.as_ref(),
         seeds: RunSeeds { data: 5, prune: 6 },
-        eval_batch: 1000,
+        ..RunSetup::new(&model, data, &train, &imp)
     };
     let records = run_method(
         &setup,

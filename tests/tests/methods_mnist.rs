@@ -15,15 +15,11 @@ fn run(method: &Method, ap: Option<&ApConfig>, data: &Dataset) -> Vec<RoundRecor
     ap_tensor::seed_torch(1, "init");
     let model = ap_models::build(LeNet300_100, &[1, 28, 28], 10, Device::Cpu).unwrap();
     let train: TrainConfig = ap_testkit::fixtures::lenet_train(200).try_into().unwrap();
-    let seeds = RunSeeds { data: 2, prune: 3 };
     let setup = RunSetup {
-        model: &model,
-        data,
-        train: &train,
-        method,
         ap,
-        seeds,
+        seeds: RunSeeds { data: 2, prune: 3 },
         eval_batch: 2000,
+        ..RunSetup::new(&model, data, &train, method)
     };
     run_method(&setup, |_, _| Ok(()), |_, _| {}).unwrap()
 }

@@ -164,8 +164,9 @@ fn cmp(
 
 /// The targets of issue "benchmarks".
 fn comparisons() -> Vec<Comparison> {
+    const MODELS: [(&str, &str); 2] = [("lenet300-100", "LeNet-300-100"), ("conv2", "Conv-2")];
     let mut v = vec![];
-    for (model, label) in [("lenet300-100", "LeNet-300-100"), ("conv2", "Conv-2")] {
+    for (model, label) in MODELS {
         for (variant, what) in [("dense", "dense"), ("masked", "10% density, masked")] {
             let key = format!("train/{model}/{variant}");
             v.push(cmp(
@@ -176,21 +177,21 @@ fn comparisons() -> Vec<Comparison> {
             ));
         }
     }
-    for (model, label) in [("lenet300-100", "LeNet-300-100"), ("conv2", "Conv-2")] {
-        v.push(cmp(
-            &format!("{label} step, masked / unmasked (Rust)"),
-            (&format!("step/{model}/masked"), "rust"),
-            (&format!("step/{model}/unmasked"), "rust"),
-            Some(1.05),
-        ));
-    }
-    for (model, label) in [("lenet300-100", "LeNet-300-100"), ("conv2", "Conv-2")] {
-        v.push(cmp(
-            &format!("{label} evaluation, DNR probe / plain (Rust)"),
-            (&format!("eval/{model}/probed"), "rust"),
-            (&format!("eval/{model}/plain"), "rust"),
-            Some(1.10),
-        ));
+    // Rust against Rust, per model: (what, case, numerator, denominator, target).
+    #[rustfmt::skip]
+    let rust_vs_rust = [
+        ("step, masked / unmasked", "step", "masked", "unmasked", 1.05),
+        ("evaluation, DNR probe / plain", "eval", "probed", "plain", 1.10),
+    ];
+    for (what, case, num, den, target) in rust_vs_rust {
+        for (model, label) in MODELS {
+            v.push(cmp(
+                &format!("{label} {what} (Rust)"),
+                (&format!("{case}/{model}/{num}"), "rust"),
+                (&format!("{case}/{model}/{den}"), "rust"),
+                Some(target),
+            ));
+        }
     }
     v.push(cmp(
         "exact-count selection (VGG-19 shapes): ours / torch.kthvalue",
@@ -606,51 +607,13 @@ impl Parser<'_> {
     fn value(&mut self) -> Result<Json> {
         self.ws();
         match self.s.get(self.i) {
-            Some(b'{') => {
-                self.i += 1;
-                let mut fields = vec![];
-                self.ws();
-                if self.s.get(self.i) == Some(&b'}') {
-                    self.i += 1;
-                    return Ok(Json::Obj(fields));
-                }
-                loop {
-                    self.ws();
-                    let k = self.string()?;
-                    self.eat(b':')?;
-                    fields.push((k, self.value()?));
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b'}') => {
-                            self.i += 1;
-                            return Ok(Json::Obj(fields));
-                        }
-                        _ => bail!("expected `,` or `}}` at byte {}", self.i),
-                    }
-                }
-            }
-            Some(b'[') => {
-                self.i += 1;
-                let mut items = vec![];
-                self.ws();
-                if self.s.get(self.i) == Some(&b']') {
-                    self.i += 1;
-                    return Ok(Json::Arr(items));
-                }
-                loop {
-                    items.push(self.value()?);
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b']') => {
-                            self.i += 1;
-                            return Ok(Json::Arr(items));
-                        }
-                        _ => bail!("expected `,` or `]` at byte {}", self.i),
-                    }
-                }
-            }
+            Some(b'{') => Ok(Json::Obj(self.items(b'}', |p| {
+                p.ws();
+                let k = p.string()?;
+                p.eat(b':')?;
+                Ok((k, p.value()?))
+            })?)),
+            Some(b'[') => Ok(Json::Arr(self.items(b']', Self::value)?)),
             Some(b'"') => Ok(Json::Str(self.string()?)),
             Some(b't') if self.s[self.i..].starts_with(b"true") => {
                 self.i += 4;
@@ -684,6 +647,30 @@ impl Parser<'_> {
                 "unexpected input at byte {} (NaN and Infinity are not JSON)",
                 self.i
             ),
+        }
+    }
+
+    /// The items of an object or array whose opening byte is at `self.i`, each read by
+    /// `item`, up to and past `close`.
+    fn items<T>(&mut self, close: u8, item: impl Fn(&mut Self) -> Result<T>) -> Result<Vec<T>> {
+        self.i += 1;
+        let mut items = vec![];
+        self.ws();
+        if self.s.get(self.i) == Some(&close) {
+            self.i += 1;
+            return Ok(items);
+        }
+        loop {
+            items.push(item(self)?);
+            self.ws();
+            match self.s.get(self.i) {
+                Some(b',') => self.i += 1,
+                Some(&c) if c == close => {
+                    self.i += 1;
+                    return Ok(items);
+                }
+                _ => bail!("expected `,` or `{}` at byte {}", close as char, self.i),
+            }
         }
     }
 

@@ -255,23 +255,30 @@ mod tests {
         );
     }
 
-    #[test]
-    fn stops_at_the_first_failure_and_names_it() {
-        let steps = plan(vec![]);
+    /// Runs ci's plan with no test arguments, each step by `exec`: the exit code, the
+    /// steps run, and the log.
+    fn run_default_plan(
+        mut exec: impl FnMut(&Step) -> Result<i32>,
+    ) -> (i32, Vec<&'static str>, String) {
         let mut ran = vec![];
         let mut log = Vec::new();
         let code = run_plan(
-            &steps,
+            &plan(vec![]),
             |s| {
                 ran.push(s.name);
-                Ok(if s.name == "clippy" { 101 } else { 0 })
+                exec(s)
             },
             &mut log,
         )
         .unwrap();
+        (code, ran, String::from_utf8(log).unwrap())
+    }
+
+    #[test]
+    fn stops_at_the_first_failure_and_names_it() {
+        let (code, ran, log) = run_default_plan(|s| Ok(if s.name == "clippy" { 101 } else { 0 }));
         assert_eq!(code, 101);
         assert_eq!(ran, ["fmt", "clippy"]);
-        let log = String::from_utf8(log).unwrap();
         assert!(log.contains("[ci] step 1/5 fmt: passed in "), "{log}");
         assert!(log.contains("[ci] step 2/5 clippy: FAILED in "), "{log}");
         assert!(
@@ -286,24 +293,14 @@ mod tests {
 
     #[test]
     fn an_error_in_a_step_fails_it_with_the_cause() {
-        let steps = plan(vec![]);
-        let mut ran = vec![];
-        let mut log = Vec::new();
-        let code = run_plan(
-            &steps,
-            |s| {
-                ran.push(s.name);
-                if s.name == "bench" {
-                    anyhow::bail!("no python");
-                }
-                Ok(0)
-            },
-            &mut log,
-        )
-        .unwrap();
+        let (code, ran, log) = run_default_plan(|s| {
+            if s.name == "bench" {
+                anyhow::bail!("no python");
+            }
+            Ok(0)
+        });
         assert_eq!(code, 1);
         assert_eq!(ran, ["fmt", "clippy", "doc", "test", "bench"]);
-        let log = String::from_utf8(log).unwrap();
         assert!(
             log.contains(
                 "step 5/5 `bench` (`cargo xtask bench --quick`): no python; not run: none"
@@ -314,10 +311,8 @@ mod tests {
 
     #[test]
     fn all_passing_gives_zero_and_a_line_per_step() {
-        let steps = plan(vec![]);
-        let mut log = Vec::new();
-        assert_eq!(run_plan(&steps, |_| Ok(0), &mut log).unwrap(), 0);
-        let log = String::from_utf8(log).unwrap();
+        let (code, _, log) = run_default_plan(|_| Ok(0));
+        assert_eq!(code, 0);
         for (i, name) in ["fmt", "clippy", "doc", "test", "bench"].iter().enumerate() {
             let line = format!("[ci] step {}/5 {name}: passed in ", i + 1);
             assert!(log.contains(&line), "{line} missing from {log}");

@@ -104,16 +104,9 @@ fn parse_args(args: Vec<OsString>) -> Result<Cmd> {
     };
     match first.as_str() {
         "help" | "-h" | "--help" => Ok(Cmd::Help),
-        "setup" => {
-            let mut data = true;
-            for a in &rest {
-                match a.to_str() {
-                    Some("--no-data") => data = false,
-                    _ => bail!("unknown setup option {:?}", a.to_string_lossy()),
-                }
-            }
-            Ok(Cmd::Setup { data })
-        }
+        "setup" => Ok(Cmd::Setup {
+            data: !has_flag("setup", "--no-data", &rest)?,
+        }),
         "env" => {
             no_extra("env", &rest)?;
             Ok(Cmd::Env)
@@ -124,18 +117,23 @@ fn parse_args(args: Vec<OsString>) -> Result<Cmd> {
         "reproduce" => Ok(Cmd::Ap("reproduce", rest)),
         "report" => Ok(Cmd::Ap("report", rest)),
         "status" => Ok(Cmd::Ap("status", rest)),
-        "bench" => {
-            let mut quick = false;
-            for a in &rest {
-                match a.to_str() {
-                    Some("--quick") => quick = true,
-                    _ => bail!("unknown bench option {:?}", a.to_string_lossy()),
-                }
-            }
-            Ok(Cmd::Bench { quick })
-        }
+        "bench" => Ok(Cmd::Bench {
+            quick: has_flag("bench", "--quick", &rest)?,
+        }),
         other => bail!("unknown command `{other}`"),
     }
+}
+
+/// Whether `flag`, the one option `cmd` takes, is among `rest`; anything else is an error.
+fn has_flag(cmd: &str, flag: &str, rest: &[OsString]) -> Result<bool> {
+    let mut found = false;
+    for a in rest {
+        match a.to_str() {
+            Some(f) if f == flag => found = true,
+            _ => bail!("unknown {cmd} option {:?}", a.to_string_lossy()),
+        }
+    }
+    Ok(found)
 }
 
 fn main() -> ExitCode {

@@ -21,8 +21,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use ap_data::{Dataset, DatasetKind, ShuffledBatches, Split};
 use ap_mask::Mask;
-use ap_models::{ActivationProbe, Model, ModelKind, Vgg};
-use ap_tensor::{select_smallest, NamedParams};
+use ap_models::{ActivationProbe, Model, ModelKind, NoProbe, Vgg};
+use ap_tensor::{first_n_with_ties, flat_cat, select_smallest, split_like, NamedParams};
 use ap_train::{Optimizer, OptimizerSpec};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
@@ -630,43 +630,6 @@ impl ActivationProbe for TimedProbe {
     }
 }
 
-/// `ap_eval::evaluate` minus the probe (`probe` = `None`): the same batches, accuracy and
-/// loss sums. With a probe, the same loop reporting to it.
-fn evaluate_plain(
-    model: &Model,
-    images: &Tensor,
-    labels: &Tensor,
-    batch_size: i64,
-    mut probe: Option<&mut TimedProbe>,
-) -> (f64, f64) {
-    let n = images.size()[0];
-    let mut correct = Tensor::zeros([], (Kind::Int64, Device::Cpu));
-    let mut loss_sum = Tensor::zeros([], (Kind::Double, Device::Cpu));
-    tch::no_grad(|| {
-        let mut start = 0;
-        while start < n {
-            let len = batch_size.min(n - start);
-            let x = images.narrow(0, start, len);
-            let y = labels.narrow(0, start, len);
-            let logits = match probe.as_deref_mut() {
-                Some(p) => model.forward_probed(&x, false, p),
-                None => model.forward(&x, false),
-            };
-            let _ = correct.g_add_(&logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64));
-            let _ = loss_sum.g_add_(
-                &logits
-                    .cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0)
-                    .to_kind(Kind::Double),
-            );
-            start += len;
-        }
-    });
-    (
-        correct.double_value(&[]) / n as f64,
-        loss_sum.double_value(&[]) / n as f64,
-    )
-}
-
 fn dnr_eval(out: &Out, a: &EvalArgs) -> Result<()> {
     let data = load_mnist(&a.data)?;
     let n = a.samples.min(data.test.len() as i64);
@@ -676,8 +639,12 @@ fn dnr_eval(out: &Out, a: &EvalArgs) -> Result<()> {
     let images = data.test.images.narrow(0, 0, n);
     let labels = data.test.labels.narrow(0, 0, n);
     let model = build_model(a.model, &[1, 28, 28])?;
+    // `ap_eval::evaluate`'s own loop, reporting to `probe` (`NoProbe`: the plain path).
+    let eval_loop = |probe: &mut dyn ActivationProbe| {
+        ap_eval::accuracy_and_loss(&model, &images, &labels, a.batch, probe)
+    };
     // Warm up both paths, and check they agree (the probe must not change the result).
-    let plain_acc = evaluate_plain(&model, &images, &labels, a.batch, None).0;
+    let plain_acc = eval_loop(&mut NoProbe).0;
     let probed = ap_eval::evaluate(&model, &images, &labels, a.batch);
     if (plain_acc - probed.accuracy).abs() > 1e-12 {
         bail!(
@@ -688,7 +655,7 @@ fn dnr_eval(out: &Out, a: &EvalArgs) -> Result<()> {
     let (mut plain, mut inst, mut observe) = (vec![], vec![], vec![]);
     for _ in 0..a.reps {
         let t = Instant::now();
-        std::hint::black_box(evaluate_plain(&model, &images, &labels, a.batch, None));
+        std::hint::black_box(eval_loop(&mut NoProbe));
         plain.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
         std::hint::black_box(ap_eval::evaluate(&model, &images, &labels, a.batch));
@@ -697,13 +664,7 @@ fn dnr_eval(out: &Out, a: &EvalArgs) -> Result<()> {
             inner: ap_eval::DnrProbe::new(),
             secs: 0.0,
         };
-        std::hint::black_box(evaluate_plain(
-            &model,
-            &images,
-            &labels,
-            a.batch,
-            Some(&mut probe),
-        ));
+        std::hint::black_box(eval_loop(&mut probe));
         std::hint::black_box(probe.inner.finish());
         observe.push(probe.secs);
     }
@@ -749,59 +710,36 @@ fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
     (t.elapsed().as_secs_f64(), r)
 }
 
-/// The steps of `ap_tensor::select_smallest`, replicated one by one so each can be
-/// timed (the cause analysis when ours is slower than PyTorch's `kthvalue`). Returns
-/// seconds per step, and the selection, which is checked against the library's.
+/// The steps of `ap_tensor::select_smallest`, run one by one through its public pieces
+/// so each can be timed (the cause analysis when ours is slower than PyTorch's
+/// `kthvalue`). Returns seconds per step, and the selection, which is checked against
+/// the library's.
 fn select_parts(
     scores: &[&Tensor],
     eligible: &[&Tensor],
     n: i64,
 ) -> (Vec<(&'static str, f64)>, Vec<Tensor>) {
     let mut parts = vec![];
-    let sizes: Vec<i64> = scores.iter().map(|t| t.numel() as i64).collect();
-    let (s, flat_scores) = timed(|| {
-        Tensor::cat(
-            &scores
-                .iter()
-                .map(|t| t.detach().flatten(0, -1))
-                .collect::<Vec<_>>(),
-            0,
-        )
-    });
+    let (s, flat_scores) = timed(|| flat_cat(scores, None));
     parts.push(("cat scores", s));
-    let (s, idx) = timed(|| {
-        let flat_elig = Tensor::cat(
-            &eligible
-                .iter()
-                .map(|t| t.flatten(0, -1).to_kind(Kind::Bool))
-                .collect::<Vec<_>>(),
-            0,
-        );
+    let (s, (flat_elig, idx)) = timed(|| {
+        let flat_elig = flat_cat(eligible, Some(Kind::Bool));
         let idx = flat_elig.nonzero().squeeze_dim(1);
         let _ = idx.size()[0];
         (flat_elig, idx)
     });
-    let (flat_elig, idx) = idx;
     parts.push(("eligibility: cat, to bool, nonzero", s));
     let (s, sel) = timed(|| flat_scores.index_select(0, &idx));
     parts.push(("index_select eligible", s));
     let (s, kth) = timed(|| sel.kthvalue(n, 0, false).0);
     parts.push(("kthvalue", s));
-    let (s, take) = timed(|| {
-        let less = sel.lt_tensor(&kth);
-        let tied = sel.eq_tensor(&kth);
-        let need = -less.sum(Kind::Int64) + n;
-        let tied_rank = tied.cumsum(0, Kind::Int64);
-        less.logical_or(&tied.logical_and(&tied_rank.le_tensor(&need)))
-    });
+    let (s, take) = timed(|| first_n_with_ties(&sel, &kth, n));
     parts.push(("lt, eq, sum, cumsum, le, and, or", s));
     let (s, out) = timed(|| {
-        let full = Tensor::zeros_like(&flat_elig).index_copy(0, &idx, &take);
-        full.split_with_sizes(&sizes, 0)
-            .into_iter()
-            .zip(scores)
-            .map(|(t, l)| t.view(l.size().as_slice()))
-            .collect::<Vec<_>>()
+        split_like(
+            &Tensor::zeros_like(&flat_elig).index_copy(0, &idx, &take),
+            scores,
+        )
     });
     parts.push(("zeros, index_copy, split", s));
     (parts, out)
@@ -881,7 +819,7 @@ fn select(out: &Out, a: &SelectArgs) -> Result<()> {
             format!("select/ours/part/{name}"),
             "s",
             parts.iter().map(|p| p[i].1).collect(),
-            "replicated step of select_smallest, timed alone".into(),
+            "step of select_smallest (its public pieces), timed alone".into(),
         );
     }
     Ok(())

@@ -174,18 +174,7 @@ mod tests {
 
     fn params(sizes: &[i64], seed: i64) -> NamedParams {
         tch::manual_seed(seed);
-        NamedParams::from_entries(
-            sizes
-                .iter()
-                .enumerate()
-                .map(|(i, &s)| {
-                    (
-                        format!("l{i}.weight"),
-                        Tensor::randn([s], (Kind::Float, tch::Device::Cpu)),
-                    )
-                })
-                .collect(),
-        )
+        NamedParams::from_entries(ap_testkit::tensors::numbered_normal(sizes))
     }
 
     fn count(ts: &[Tensor]) -> Vec<i64> {

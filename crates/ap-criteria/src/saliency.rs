@@ -332,14 +332,9 @@ mod tests {
 
     fn lenet(seed: i64) -> (Model, NamedParams) {
         tch::manual_seed(seed);
-        let m = ap_models::build(
-            ap_models::ModelKind::LeNet300_100,
-            &[1, 28, 28],
-            10,
-            Device::Cpu,
-        )
-        .unwrap();
-        let p = NamedParams::from_var_store(&m.vs, &m.net.prunable()).unwrap();
+        let kind = ap_models::ModelKind::LeNet300_100;
+        let m = ap_models::build(kind, &[1, 28, 28], 10, Device::Cpu).unwrap();
+        let p = params_of(&m);
         (m, p)
     }
 

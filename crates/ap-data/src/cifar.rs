@@ -305,6 +305,7 @@ pub fn write_fixture(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataset::assert_error;
 
     const C10: DatasetKind = DatasetKind::Cifar10;
     const C100: DatasetKind = DatasetKind::Cifar100;
@@ -449,36 +450,20 @@ mod tests {
         bytes.push(0);
         std::fs::write(&path, &bytes).unwrap();
         let err = load(C10, tmp.path()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                DataError::RecordSize {
-                    size: 6147,
-                    record: 3073,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-        let msg = err.to_string();
-        assert!(
-            msg.contains(&path.display().to_string())
-                && msg.contains("6147")
-                && msg.contains("3073"),
-            "{msg}"
-        );
+        let file = path.display().to_string();
+        assert_error!(err, DataError::RecordSize { size: 6147, record: 3073, .. } => &file, "6147", "3073");
 
         // Empty files are rejected too; CIFAR-100 records are 3074 bytes.
         let mut out = Records::default();
         let err = parse_records(C100, &[], "x.bin", &mut out).unwrap_err();
-        assert!(matches!(
+        assert_error!(
             err,
             DataError::RecordSize {
                 size: 0,
                 record: 3074,
                 ..
             }
-        ));
+        );
         let err = parse_records(C100, &[0; 3073], "x.bin", &mut out).unwrap_err();
         assert!(err.to_string().contains("3074"), "{err}");
     }
@@ -498,60 +483,24 @@ mod tests {
             ],
         );
         let err = load(C10, tmp.path()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                DataError::RecordLabel {
-                    record: 2,
-                    value: 10,
-                    limit: 10,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-        let msg = err.to_string();
-        assert!(
-            msg.contains(&bad) && msg.contains("record 2") && msg.contains("10"),
-            "{msg}"
-        );
+        assert_error!(err, DataError::RecordLabel { record: 2, value: 10, limit: 10, .. } => &bad, "record 2", "10");
 
         // CIFAR-100: coarse must be < 20, fine < 100.
         let mut out = Records::default();
         let rec = |c, f| encode_record(C100, &[c, f], &flat_pixels());
         let err =
             parse_records(C100, &[rec(1, 2), rec(20, 2)].concat(), "t.bin", &mut out).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                DataError::RecordLabel {
-                    record: 1,
-                    field: "coarse label",
-                    value: 20,
-                    ..
-                }
-            ),
-            "{err:?}"
+        assert_error!(
+            err,
+            DataError::RecordLabel {
+                record: 1,
+                field: "coarse label",
+                value: 20,
+                ..
+            }
         );
         let err = parse_records(C100, &rec(19, 100), "t.bin", &mut out).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                DataError::RecordLabel {
-                    record: 0,
-                    field: "fine label",
-                    value: 100,
-                    limit: 100,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-        assert!(
-            err.to_string()
-                .contains("t.bin: record 0: fine label is 100"),
-            "{err}"
-        );
+        assert_error!(err, DataError::RecordLabel { record: 0, field: "fine label", value: 100, limit: 100, .. } => "t.bin: record 0: fine label is 100");
     }
 
     #[test]

@@ -18,6 +18,17 @@ const CIFAR10_STD: [f64; 3] = [0.2023, 0.1994, 0.2010];
 const CIFAR100_MEAN: [f64; 3] = [0.5071, 0.4865, 0.4409];
 const CIFAR100_STD: [f64; 3] = [0.2673, 0.2564, 0.2762];
 
+/// The average of per-channel values, summed in channel order (one channel: the value).
+const fn channel_average(values: &[f64]) -> f64 {
+    let mut sum = 0.0;
+    let mut i = 0;
+    while i < values.len() {
+        sum += values[i];
+        i += 1;
+    }
+    sum / values.len() as f64
+}
+
 /// The data sets this crate can load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DatasetKind {
@@ -166,12 +177,7 @@ impl DatasetKind {
     /// For CIFAR (3 channels) this is the average of the per-channel means and is *not* what
     /// loading uses; see [`DatasetKind::channel_mean`].
     pub const fn mean(self) -> f64 {
-        match self {
-            DatasetKind::Mnist => 0.1307,
-            DatasetKind::FashionMnist => 0.2860,
-            DatasetKind::Cifar10 => (CIFAR10_MEAN[0] + CIFAR10_MEAN[1] + CIFAR10_MEAN[2]) / 3.0,
-            DatasetKind::Cifar100 => (CIFAR100_MEAN[0] + CIFAR100_MEAN[1] + CIFAR100_MEAN[2]) / 3.0,
-        }
+        channel_average(self.channel_mean())
     }
 
     /// Standard deviation of the training set's pixel intensities, for normalisation.
@@ -179,12 +185,7 @@ impl DatasetKind {
     /// For CIFAR this is the average of the per-channel values; see
     /// [`DatasetKind::channel_std`].
     pub const fn std(self) -> f64 {
-        match self {
-            DatasetKind::Mnist => 0.3081,
-            DatasetKind::FashionMnist => 0.3530,
-            DatasetKind::Cifar10 => (CIFAR10_STD[0] + CIFAR10_STD[1] + CIFAR10_STD[2]) / 3.0,
-            DatasetKind::Cifar100 => (CIFAR100_STD[0] + CIFAR100_STD[1] + CIFAR100_STD[2]) / 3.0,
-        }
+        channel_average(self.channel_std())
     }
 
     /// Per-channel means (in `[0, 1]`) used for normalisation, one per image channel.
@@ -192,12 +193,7 @@ impl DatasetKind {
     /// CIFAR-10 uses the AP release's constants `(0.4914, 0.4822, 0.4465)`; CIFAR-100
     /// `(0.5071, 0.4865, 0.4409)`; the MNIST family its single-channel mean.
     pub const fn channel_mean(self) -> &'static [f64] {
-        match self {
-            DatasetKind::Mnist => &[0.1307],
-            DatasetKind::FashionMnist => &[0.2860],
-            DatasetKind::Cifar10 => &CIFAR10_MEAN,
-            DatasetKind::Cifar100 => &CIFAR100_MEAN,
-        }
+        self.normalisation().0
     }
 
     /// Per-channel standard deviations used for normalisation.
@@ -207,11 +203,17 @@ impl DatasetKind {
     /// 0.261), so normalised CIFAR-10 pixels have a standard deviation of ≈ 1.2, not 1.
     /// CIFAR-100 uses `(0.2673, 0.2564, 0.2762)`.
     pub const fn channel_std(self) -> &'static [f64] {
+        self.normalisation().1
+    }
+
+    /// `(per-channel means, per-channel standard deviations)`: the one table of the
+    /// normalisation constants.
+    const fn normalisation(self) -> (&'static [f64], &'static [f64]) {
         match self {
-            DatasetKind::Mnist => &[0.3081],
-            DatasetKind::FashionMnist => &[0.3530],
-            DatasetKind::Cifar10 => &CIFAR10_STD,
-            DatasetKind::Cifar100 => &CIFAR100_STD,
+            DatasetKind::Mnist => (&[0.1307], &[0.3081]),
+            DatasetKind::FashionMnist => (&[0.2860], &[0.3530]),
+            DatasetKind::Cifar10 => (&CIFAR10_MEAN, &CIFAR10_STD),
+            DatasetKind::Cifar100 => (&CIFAR100_MEAN, &CIFAR100_STD),
         }
     }
 
@@ -535,6 +537,21 @@ pub fn data_dir_from_env(var: impl Fn(&str) -> Option<OsString>) -> PathBuf {
         .join("data")
 }
 
+/// Test assertion: `err` matches `pattern`, and its message contains each of `parts`
+/// (`assert_error!(err, DataError::X { field: 1, .. } => "names", &this)`).
+#[cfg(test)]
+macro_rules! assert_error {
+    ($err:expr, $pattern:pat $(=> $($part:expr),* $(,)?)?) => {{
+        let err = &$err;
+        assert!(matches!(err, $pattern), "{err:?}");
+        let msg = err.to_string();
+        $($(assert!(msg.contains($part), "{msg}");)*)?
+        let _ = msg;
+    }};
+}
+#[cfg(test)]
+pub(crate) use assert_error;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -852,26 +869,8 @@ mod tests {
         let fx = Fixture::new(DatasetKind::Mnist, false);
         let labels = fx.write(DatasetKind::Mnist, 1, &[4], &[1, 2, 3, 4], false);
         let err = fx.load(DatasetKind::Mnist).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                DataError::CountMismatch {
-                    n_images: 5,
-                    n_labels: 4,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
         let images = fx.path(DatasetKind::Mnist, 0).display().to_string();
-        let msg = err.to_string();
-        assert!(
-            msg.contains(&images)
-                && msg.contains(&labels)
-                && msg.contains('5')
-                && msg.contains('4'),
-            "{msg}"
-        );
+        assert_error!(err, DataError::CountMismatch { n_images: 5, n_labels: 4, .. } => &images, &labels, '5', '4');
     }
 
     #[test]
@@ -879,22 +878,7 @@ mod tests {
         let fx = Fixture::new(DatasetKind::FashionMnist, true);
         let labels = fx.write(DatasetKind::FashionMnist, 3, &[3], &[1, 10, 200], true);
         let err = fx.load(DatasetKind::FashionMnist).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                DataError::LabelOutOfRange {
-                    index: 1,
-                    value: 10,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-        let msg = err.to_string();
-        assert!(
-            msg.contains(&labels) && msg.contains("index 1") && msg.contains("10"),
-            "{msg}"
-        );
+        assert_error!(err, DataError::LabelOutOfRange { index: 1, value: 10, .. } => &labels, "index 1", "10");
     }
 
     #[test]

@@ -161,11 +161,30 @@ pub struct EvalReport {
 
 /// Evaluates `model` in eval mode on `images`/`labels` in batches of `batch_size`,
 /// without gradients and without augmentation; every sample counts (no dropped batch).
-/// One host read at the end.
+/// One host read at the end for accuracy and loss, one in [`DnrProbe::finish`].
 pub fn evaluate(model: &Model, images: &Tensor, labels: &Tensor, batch_size: i64) -> EvalReport {
+    let mut probe = DnrProbe::new();
+    let (accuracy, loss) = accuracy_and_loss(model, images, labels, batch_size, &mut probe);
+    EvalReport {
+        accuracy,
+        loss,
+        dnr: probe.finish(),
+    }
+}
+
+/// The loop of [`evaluate`]: accuracy and mean cross-entropy of `model` in eval mode on
+/// `images`/`labels` in batches of `batch_size`, without gradients, every ReLU output
+/// reported to `probe` (`&mut ap_models::NoProbe` for none). The sums stay on the
+/// device; one host read at the end.
+pub fn accuracy_and_loss(
+    model: &Model,
+    images: &Tensor,
+    labels: &Tensor,
+    batch_size: i64,
+    probe: &mut dyn ActivationProbe,
+) -> (f64, f64) {
     let n = images.size()[0];
     let device = images.device();
-    let mut probe = DnrProbe::new();
     let mut correct = Tensor::zeros([], (Kind::Int64, device));
     let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
     tch::no_grad(|| {
@@ -174,7 +193,7 @@ pub fn evaluate(model: &Model, images: &Tensor, labels: &Tensor, batch_size: i64
             let len = batch_size.min(n - start);
             let x = images.narrow(0, start, len);
             let y = labels.narrow(0, start, len);
-            let logits = model.forward_probed(&x, false, &mut probe);
+            let logits = model.forward_probed(&x, false, probe);
             let _ = correct.g_add_(&logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64));
             let _ = loss_sum.g_add_(
                 &logits
@@ -188,11 +207,7 @@ pub fn evaluate(model: &Model, images: &Tensor, labels: &Tensor, batch_size: i64
         &[correct.to_kind(Kind::Double), loss_sum],
         0,
     ));
-    EvalReport {
-        accuracy: host[0] / n as f64,
-        loss: host[1] / n as f64,
-        dnr: probe.finish(),
-    }
+    (host[0] / n as f64, host[1] / n as f64)
 }
 
 #[cfg(test)]

@@ -29,7 +29,8 @@ pub enum MaskError {
 /// Name → 0/1 tensor (float, the parameter's kind) for every prunable parameter.
 #[derive(Debug)]
 pub struct Mask {
-    entries: Vec<(String, Tensor)>,
+    /// The 0/1 tensors, named and ordered like the parameters (the same ordered list).
+    entries: NamedParams,
 }
 
 /// Kept and total weights of one layer.
@@ -64,31 +65,34 @@ impl DensityReport {
 impl Mask {
     /// A dense mask (all ones) for the given parameters.
     pub fn dense(params: &NamedParams) -> Mask {
-        let entries = params
-            .iter()
-            .map(|(n, t)| (n.to_string(), Tensor::ones_like(&t.detach())))
-            .collect();
-        Mask { entries }
+        Mask::from_entries(
+            params
+                .iter()
+                .map(|(n, t)| (n.to_string(), Tensor::ones_like(&t.detach())))
+                .collect(),
+        )
     }
 
     /// Builds a mask from named 0/1 tensors (e.g. loaded from a file).
     pub fn from_entries(entries: Vec<(String, Tensor)>) -> Mask {
-        Mask { entries }
+        Mask {
+            entries: NamedParams::from_entries(entries),
+        }
     }
 
     /// `(name, mask tensor)` pairs in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
-        self.entries.iter().map(|(n, t)| (n.as_str(), t))
+        self.entries.iter()
     }
 
     /// Mask tensors in order.
     pub fn tensors(&self) -> Vec<&Tensor> {
-        self.entries.iter().map(|(_, t)| t).collect()
+        self.entries.tensors()
     }
 
     /// The mask of one parameter.
     pub fn get(&self, name: &str) -> Option<&Tensor> {
-        self.entries.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+        self.entries.get(name)
     }
 
     /// Kept and total counts per layer (one host read for all layers).
@@ -99,7 +103,7 @@ impl Mask {
             .iter()
             .zip(kept_per_layer)
             .map(|((n, t), k)| LayerDensity {
-                name: n.clone(),
+                name: n.to_string(),
                 kept: k,
                 total: t.numel() as i64,
             })
@@ -159,8 +163,10 @@ impl Mask {
                 )));
             }
         }
-        for ((_, m), s) in self.entries.iter_mut().zip(selected) {
-            let _ = m.masked_fill_(&s.to_kind(Kind::Bool), value);
+        for (m, s) in self.entries.tensors().into_iter().zip(selected) {
+            let _ = m
+                .shallow_clone()
+                .masked_fill_(&s.to_kind(Kind::Bool), value);
         }
         Ok(())
     }
@@ -171,7 +177,7 @@ impl Mask {
             && self
                 .entries
                 .iter()
-                .zip(&other.entries)
+                .zip(other.entries.iter())
                 .all(|((a, x), (b, y))| {
                     a == b
                         && x.size() == y.size()
@@ -185,35 +191,17 @@ impl Mask {
 
     /// A second handle to the same tensors: in-place changes through either are seen by both.
     pub fn shallow_clone(&self) -> Mask {
-        Mask {
-            entries: self
-                .entries
-                .iter()
-                .map(|(n, t)| (n.clone(), t.shallow_clone()))
-                .collect(),
-        }
+        self.map(|t| t.shallow_clone())
     }
 
     /// A deep copy.
     pub fn copy(&self) -> Mask {
-        Mask {
-            entries: self
-                .entries
-                .iter()
-                .map(|(n, t)| (n.clone(), t.copy()))
-                .collect(),
-        }
+        self.map(|t| t.copy())
     }
 
     /// Moves the mask to a device.
     pub fn to_device(&self, device: Device) -> Mask {
-        Mask {
-            entries: self
-                .entries
-                .iter()
-                .map(|(n, t)| (n.clone(), t.to_device(device)))
-                .collect(),
-        }
+        self.map(|t| t.to_device(device))
     }
 
     /// Writes the mask as safetensors (u8 0/1 tensors named like the parameters), atomically.
@@ -221,7 +209,7 @@ impl Mask {
         let u8s: Vec<(String, Tensor)> = self
             .entries
             .iter()
-            .map(|(n, t)| (n.clone(), t.to_kind(Kind::Uint8)))
+            .map(|(n, t)| (n.to_string(), t.to_kind(Kind::Uint8)))
             .collect();
         Ok(save_safetensors(path, &u8s)?)
     }
@@ -251,7 +239,17 @@ impl Mask {
             }
             entries.push((name, t.to_device(p.device()).to_kind(p.kind())));
         }
-        Ok(Mask { entries })
+        Ok(Mask::from_entries(entries))
+    }
+
+    /// The same names, each tensor replaced by `f` of it.
+    fn map(&self, f: impl Fn(&Tensor) -> Tensor) -> Mask {
+        Mask::from_entries(
+            self.entries
+                .iter()
+                .map(|(n, t)| (n.to_string(), f(t)))
+                .collect(),
+        )
     }
 
     fn check_names(&self, params: &NamedParams) -> Result<(), MaskError> {
@@ -266,11 +264,7 @@ impl Mask {
         } else {
             Err(MaskError::Mismatch(format!(
                 "mask has [{}], parameters are [{}]",
-                self.entries
-                    .iter()
-                    .map(|(n, _)| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                self.entries.names().collect::<Vec<_>>().join(", "),
                 params.names().collect::<Vec<_>>().join(", ")
             )))
         }
@@ -289,18 +283,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn params(sizes: &[i64]) -> NamedParams {
-        NamedParams::from_entries(
-            sizes
-                .iter()
-                .enumerate()
-                .map(|(i, &s)| {
-                    (
-                        format!("l{i}.weight"),
-                        Tensor::randn([s], (Kind::Float, Device::Cpu)),
-                    )
-                })
-                .collect(),
-        )
+        NamedParams::from_entries(ap_testkit::tensors::numbered_normal(sizes))
     }
 
     proptest! {

@@ -37,6 +37,28 @@ pub struct RunSetup<'a> {
     pub eval_batch: i64,
 }
 
+impl<'a> RunSetup<'a> {
+    /// `method` on `model` and `data` with the recipe `train`: no AP, data-order seed 0,
+    /// pruning seed 1, evaluation in batches of 1000. Change a field to set it otherwise
+    /// (`RunSetup { ap: Some(&ap), ..RunSetup::new(…) }`).
+    pub fn new(
+        model: &'a Model,
+        data: &'a Dataset,
+        train: &'a TrainConfig,
+        method: &'a Method,
+    ) -> RunSetup<'a> {
+        RunSetup {
+            model,
+            data,
+            train,
+            method,
+            ap: None,
+            seeds: RunSeeds { data: 0, prune: 1 },
+            eval_batch: 1000,
+        }
+    }
+}
+
 /// Called after each round with its record, the mask it ended with and the checkpoint.
 pub type OnRound<'a> = dyn FnMut(&RoundRecord, &Mask, &Checkpoint) -> Result<(), PruneError> + 'a;
 /// Called after each epoch with the round number.

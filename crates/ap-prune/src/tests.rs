@@ -5,16 +5,13 @@ use crate::dynamic::Gradual;
 use crate::rounds::{validate_rates, SnapshotAt};
 use crate::schedule::gmp_target_kept;
 use ap_criteria::{Allocation, Criterion, HostCriterion};
-use ap_data::Dataset;
-use ap_data::{DatasetKind, Split};
+use ap_data::{Dataset, DatasetKind, Split};
 use ap_mask::Mask;
 use ap_models::Model;
 use ap_tensor::NamedParams;
-use ap_train::{train_phase, NoHook, Optimizer, PhaseStart, StepHook, TrainConfig};
-use ap_train::{LrSchedule, OptimizerSpec};
+use ap_train::{train_phase, NoHook, Optimizer, OptimizerSpec, PhaseStart, StepHook, TrainConfig};
 use proptest::prelude::*;
-use tch::Tensor;
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 pub(crate) use ap_testkit::torch_lock;
 
@@ -103,13 +100,10 @@ fn setup<'a>(
     ap: Option<&'a ApConfig>,
 ) -> RunSetup<'a> {
     RunSetup {
-        model: m,
-        data,
-        train: cfg,
-        method,
         ap,
         seeds: RunSeeds { data: 3, prune: 4 },
         eval_batch: 32,
+        ..RunSetup::new(m, data, cfg, method)
     }
 }
 
@@ -123,12 +117,7 @@ fn toy_for(arch: &str, n: i64, seed: i64) -> Dataset {
     let side = side_of(arch);
     tch::manual_seed(seed);
     let split = |n: i64| {
-        let images = Tensor::randn([n, 1, side, side], (Kind::Float, Device::Cpu));
-        let labels = images
-            .flatten(1, -1)
-            .sum_dim_intlist(1, false, Kind::Float)
-            .gt(0.0)
-            .to_kind(Kind::Int64);
+        let (images, labels) = ap_testkit::tensors::toy_classification(n, side);
         Split { images, labels }
     };
     Dataset {
@@ -149,6 +138,13 @@ fn model_of(arch: &str, seed: i64) -> Model {
     ap_models::build(arch.parse().unwrap(), &[1, side, side], 2, Device::Cpu).unwrap()
 }
 
+/// LeNet-300-100 for MNIST's 1×28×28 inputs, initialised from `seed`.
+fn model_for_mnist(seed: i64) -> Model {
+    tch::manual_seed(seed);
+    let kind = ap_models::ModelKind::LeNet300_100;
+    ap_models::build(kind, &[1, 28, 28], 10, Device::Cpu).unwrap()
+}
+
 fn side_of(arch: &str) -> i64 {
     if arch.starts_with("resnet") {
         4
@@ -157,20 +153,11 @@ fn side_of(arch: &str) -> i64 {
     }
 }
 
+/// SGD (lr 0.05, momentum 0.9, weight decay 1e-3), batches of 16, `iterations` steps.
 fn recipe(iterations: u64) -> TrainConfig {
-    TrainConfig {
-        optimizer: OptimizerSpec::Sgd {
-            lr: 0.05,
-            momentum: 0.9,
-            weight_decay: 1e-3,
-            nesterov: false,
-        },
-        schedule: LrSchedule::Constant,
-        batch_size: 16,
-        iterations,
-        warmup_iterations: 0,
-        augment: Default::default(),
-    }
+    use ap_testkit::fixtures::{sgd, train};
+    let cfg = train(sgd(0.05, 0.9, 1e-3, false), 16, iterations as i64);
+    cfg.try_into().expect("a training configuration")
 }
 
 /// SGD without momentum or decay at lr 0.1: an optimizer for hooks that only need one.
@@ -709,11 +696,7 @@ fn invalid_settings_name_the_field() {
 /// Runs `method` with a fresh model, stopping after `stop_after` rounds and continuing in
 /// a second model (initialised differently, so only the checkpoint can make it agree) from
 /// deep copies of the checkpoint: the records must equal an uninterrupted run's.
-fn resumed_equals_uninterrupted(method: &Method, ap: Option<&ApConfig>, stop_after: usize) {
-    resumed_equals_uninterrupted_on("lenet300-100", method, ap, stop_after)
-}
-
-fn resumed_equals_uninterrupted_on(
+fn resumed_equals_uninterrupted(
     arch: &str,
     method: &Method,
     ap: Option<&ApConfig>,
@@ -778,8 +761,8 @@ fn imp_with_ap_resumes_exactly() {
         allocation: Allocation::Global,
         rewind_iteration: 4,
     });
-    resumed_equals_uninterrupted(&imp, Some(&ApConfig::with_rate(0.05)), 1);
-    resumed_equals_uninterrupted(&imp, Some(&ApConfig::with_rate(0.05)), 3);
+    resumed_equals_uninterrupted("lenet300-100", &imp, Some(&ApConfig::with_rate(0.05)), 1);
+    resumed_equals_uninterrupted("lenet300-100", &imp, Some(&ApConfig::with_rate(0.05)), 3);
 }
 
 #[test]
@@ -791,7 +774,7 @@ fn lrr_and_one_shot_resume_exactly() {
         criterion: Criterion::Random,
         allocation: Allocation::Global,
     });
-    resumed_equals_uninterrupted(&lrr, None, 2);
+    resumed_equals_uninterrupted("lenet300-100", &lrr, None, 2);
     let one_shot = Method::OneShot(OneShotConfig {
         density: 0.2,
         criterion: Criterion::Magnitude,
@@ -801,7 +784,12 @@ fn lrr_and_one_shot_resume_exactly() {
         synflow_iterations: 1,
         snip_batches: 1,
     });
-    resumed_equals_uninterrupted(&one_shot, Some(&ApConfig::with_rate(0.05)), 1);
+    resumed_equals_uninterrupted(
+        "lenet300-100",
+        &one_shot,
+        Some(&ApConfig::with_rate(0.05)),
+        1,
+    );
 }
 
 /// AP's budget in an event a schedule sets, derived by hand from the documented rule
@@ -829,14 +817,7 @@ fn ap_budget_of_schedule_set_events() {
 #[test]
 fn one_shot_ap_takes_the_release_proportion_of_survivors() {
     let _g = torch_lock();
-    tch::manual_seed(11);
-    let m = ap_models::build(
-        ap_models::ModelKind::LeNet300_100,
-        &[1, 28, 28],
-        10,
-        Device::Cpu,
-    )
-    .unwrap();
+    let m = model_for_mnist(11);
     let params = NamedParams::from_var_store(&m.vs, &m.net.prunable()).unwrap();
     let theta0 = params.snapshot();
     // "Training": move every weight a little, so movement differs from magnitude.
@@ -1545,5 +1526,40 @@ fn batchnorm_model_resumes_exactly() {
         allocation: Allocation::Global,
         rewind_iteration: 4,
     });
-    resumed_equals_uninterrupted_on("resnet20", &imp, Some(&ApConfig::with_rate(0.05)), 1);
+    resumed_equals_uninterrupted("resnet20", &imp, Some(&ApConfig::with_rate(0.05)), 1);
+}
+
+/// A method whose events would empty a layer is refused before any training, naming the
+/// round (`reach`): the library path checks what a spec's validation checks.
+#[test]
+fn a_run_that_would_empty_a_layer_is_refused_before_training() {
+    let _g = torch_lock();
+    let data = toy(64, 1);
+    let m = model(2);
+    let cfg = recipe(4);
+    let imp = Method::Imp(ImpConfig {
+        rounds: 20,
+        rate: 0.9,
+        criterion: Criterion::Magnitude,
+        allocation: Allocation::Global,
+        rewind_iteration: 0,
+    });
+    let mut rounds = 0;
+    let err = run_method(
+        &setup(&m, &data, &cfg, &imp, None),
+        |_, _| {
+            rounds += 1;
+            Ok(())
+        },
+        |_, _| {},
+    )
+    .unwrap_err();
+    match err {
+        PruneError::Setting(f) => {
+            assert_eq!(f.field, "prune.rounds");
+            assert!(f.problem.contains("after round"), "{f}");
+        }
+        other => panic!("expected the setting error, got {other}"),
+    }
+    assert_eq!(rounds, 0, "nothing was trained");
 }

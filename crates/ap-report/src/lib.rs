@@ -20,7 +20,15 @@ use anyhow::{Context, Result};
 /// Writes `bytes` to `path` atomically: to `<path>.tmp-<pid>` (the run store's naming of
 /// temporaries, so `ap_runs::store::remove_stale_temporaries` clears what a killed writer
 /// left), synced, then renamed over `path`. A reader sees the old file or the new one.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// The one home of atomic writes: the run store writes its files through it too.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, bytes, || {})
+}
+
+/// [`write_atomic`], calling `before_rename` once the temporary is written and synced,
+/// just before it is renamed over `path` (where the run store's crash tests stop a
+/// writer).
+pub fn write_atomic_with(path: &Path, bytes: &[u8], before_rename: impl FnOnce()) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp-{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
@@ -29,6 +37,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .with_context(|| format!("cannot write {}", tmp.display()))?;
+    before_rename();
     std::fs::rename(&tmp, path)
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }
@@ -42,7 +51,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("report.md");
         write_atomic(&p, b"first, longer text").unwrap();
-        write_atomic(&p, b"second").unwrap();
+        // Before the rename, the new bytes are complete in the temporary and `p` is old.
+        let tmp = dir
+            .path()
+            .join(format!("report.md.tmp-{}", std::process::id()));
+        let mut seen = None;
+        write_atomic_with(&p, b"second", || {
+            seen = Some((std::fs::read(&tmp).unwrap(), std::fs::read(&p).unwrap()));
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            Some((b"second".to_vec(), b"first, longer text".to_vec()))
+        );
         assert_eq!(std::fs::read(&p).unwrap(), b"second");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(write_atomic(&dir.path().join("no/such/dir/f"), b"x").is_err());

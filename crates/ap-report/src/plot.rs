@@ -67,22 +67,19 @@ const LEGEND_WIDTH: u32 = 190;
 /// Dash and gap length in pixels for AP series.
 const DASH: (i32, i32) = (8, 5);
 
-/// One colour per method (Tableau 10 plus two), by the method's position in the sorted
-/// list of methods of a model × dataset, so both plots of a pair use the same colours.
-const COLOURS: [RGBColor; 12] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-    RGBColor(188, 189, 34),
-    RGBColor(23, 190, 207),
-    RGBColor(0, 0, 0),
-    RGBColor(0, 90, 50),
+/// One colour per method (Tableau 10 plus two), as `0xRRGGBB`, by the method's position in
+/// the sorted list of methods of a model × dataset, so both plots of a pair use the same
+/// colours.
+const COLOURS: [u32; 12] = [
+    0x1f77b4, 0xff7f0e, 0x2ca02c, 0xd62728, 0x9467bd, 0x8c564b, 0xe377c2, 0x7f7f7f, 0xbcbd22,
+    0x17becf, 0x000000, 0x005a32,
 ];
+
+/// The colour of the method at position `i` (see [`COLOURS`]).
+fn colour(i: usize) -> RGBColor {
+    let c = COLOURS[i % COLOURS.len()];
+    RGBColor((c >> 16) as u8, (c >> 8) as u8, c as u8)
+}
 
 /// The file name of a plot, relative to the report directory: `acc-<model>-<dataset>.svg`.
 /// Characters other than ASCII letters, digits, `.`, `_` and `-` become `_` so names are
@@ -222,7 +219,7 @@ pub fn render(records: &[&SummaryRecord], metric: Metric, caption: &str) -> Resu
         .iter()
         .map(|s| {
             let i = methods.iter().position(|m| *m == s.method).unwrap_or(0);
-            COLOURS[i % COLOURS.len()]
+            colour(i)
         })
         .collect();
     let axes = Axes::of(&series, metric);
@@ -420,28 +417,13 @@ mod tests {
     use super::*;
 
     fn rec(method: &str, ap: bool, seed: u64, round: usize) -> SummaryRecord {
-        let density = 0.8f64.powi(round as i32);
+        let base = crate::report::test_record(method, ap, seed, round);
         SummaryRecord {
-            method: method.into(),
-            ap,
-            ap_rate: if ap { 0.02 } else { 0.0 },
-            ap_share: if ap { 0.1 } else { 0.0 },
-            prune_rate: 0.2,
-            dataset: "mnist".into(),
-            model: "lenet300-100".into(),
-            ap_variant: String::new(),
-            ap_removed: 0,
-            ap_shortfall: 0,
-            seed,
-            run_key: "k".into(),
-            round,
-            density,
             test_accuracy: 0.97 + 0.001 * round as f64 + 0.002 * seed as f64,
-            test_loss: 0.1,
-            dynamic_dnr: 0.4 + 0.3 * density + if ap { -0.01 } else { 0.0 },
+            dynamic_dnr: 0.4 + 0.3 * base.density + if ap { -0.01 } else { 0.0 },
             static_dnr: 0.01,
             train_dynamic_dnr: 0.5,
-            train_static_dnr: 0.0,
+            ..base
         }
     }
 
@@ -506,13 +488,10 @@ mod tests {
                 assert!(svg.contains(&format!("\n{m}\n</text>")), "{m}");
                 assert!(svg.contains(&format!("\n{m}+AP\n</text>")), "{m}+AP");
                 // Solid line (one long polyline) + legend stroke; many two-point dashes.
-                let (n, dashes) = polylines(&svg, COLOURS[i]);
+                let (n, dashes) = polylines(&svg, colour(i));
                 assert!(
                     svg.lines().any(|l| l.contains("<polyline")
-                        && l.contains(&format!(
-                            "#{:02X}{:02X}{:02X}",
-                            COLOURS[i].0, COLOURS[i].1, COLOURS[i].2
-                        ))
+                        && l.contains(&format!("#{:06X}", COLOURS[i]))
                         && l.matches(',').count() >= 8),
                     "a solid path with all 8 points for {m}"
                 );
@@ -532,7 +511,7 @@ mod tests {
             "lenet300-100 / mnist",
         )
         .unwrap();
-        let (n, dashes) = polylines(&svg, COLOURS[0]);
+        let (n, dashes) = polylines(&svg, colour(0));
         assert_eq!(n, 2, "the solid line and its legend sample");
         assert_eq!(
             dashes, 1,

@@ -155,7 +155,13 @@ pub fn markdown_with_plots(records: &[SummaryRecord], title: &str, plots: &[Path
                     .copied()
                     .filter(|r| !r.ap || r.ap_variant == v)
                     .collect();
-                method_table(&mut s, model, dataset, method, v, &these);
+                let of = TableOf {
+                    model,
+                    dataset,
+                    method,
+                    variant: v,
+                };
+                method_table(&mut s, &of, &these);
             }
         }
     }
@@ -174,16 +180,19 @@ pub fn markdown_with_plots(records: &[SummaryRecord], title: &str, plots: &[Path
 /// Records of one round: without AP, and with AP.
 type Split<'a> = (Vec<&'a SummaryRecord>, Vec<&'a SummaryRecord>);
 
+/// What a method's table is of: a model, data set, method and AP variant.
+struct TableOf<'a> {
+    model: &'a str,
+    dataset: &'a str,
+    method: &'a str,
+    /// The AP variant (ablation) of its AP rows; empty: the default.
+    variant: &'a str,
+}
+
 /// One method's table (rows by round) and the notes under it.
-fn method_table(
-    s: &mut String,
-    model: &str,
-    dataset: &str,
-    method: &str,
-    variant: &str,
-    rs: &[&SummaryRecord],
-) {
-    table_heading(s, model, dataset, method, variant, rs);
+fn method_table(s: &mut String, of: &TableOf, rs: &[&SummaryRecord]) {
+    let (model, dataset, method) = (of.model, of.dataset, of.method);
+    table_heading(s, of, rs);
     let mut by_round: BTreeMap<usize, Split> = BTreeMap::new();
     for r in rs {
         let e = by_round.entry(r.round).or_default();
@@ -207,14 +216,8 @@ fn method_table(
 }
 
 /// The table's `###` heading (method, AP's budget, ablation, seeds) and column header.
-fn table_heading(
-    s: &mut String,
-    model: &str,
-    dataset: &str,
-    method: &str,
-    variant: &str,
-    rs: &[&SummaryRecord],
-) {
+fn table_heading(s: &mut String, of: &TableOf, rs: &[&SummaryRecord]) {
+    let (model, dataset, method, variant) = (of.model, of.dataset, of.method, of.variant);
     let seeds: BTreeSet<u64> = rs.iter().map(|r| r.seed).collect();
     let ap_budget = rs.iter().find(|r| r.ap).map(|r| {
         if r.prune_rate.is_finite() {
@@ -417,32 +420,46 @@ pub fn write_report(out: &Path, records: &[SummaryRecord], title: &str) -> Resul
     Ok(md)
 }
 
+/// A record for tests: `method` (with AP at 2 % and a 10 % share when `ap`) at prune rate
+/// 0.2 on LeNet-300-100 / MNIST, seed `seed`, round `round` at density 0.8^round, test
+/// loss 0.1; the accuracy and DNRs are 0 for the caller to set.
+#[cfg(test)]
+pub(crate) fn test_record(method: &str, ap: bool, seed: u64, round: usize) -> SummaryRecord {
+    SummaryRecord {
+        method: method.into(),
+        ap,
+        ap_rate: if ap { 0.02 } else { 0.0 },
+        ap_share: if ap { 0.1 } else { 0.0 },
+        prune_rate: 0.2,
+        dataset: "mnist".into(),
+        model: "lenet300-100".into(),
+        ap_variant: String::new(),
+        ap_removed: 0,
+        ap_shortfall: 0,
+        seed,
+        run_key: "k".into(),
+        round,
+        density: 0.8f64.powi(round as i32),
+        test_accuracy: 0.0,
+        test_loss: 0.1,
+        dynamic_dnr: 0.0,
+        static_dnr: 0.0,
+        train_dynamic_dnr: 0.0,
+        train_static_dnr: 0.0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn rec(ap: bool, seed: u64, round: usize, acc: f64, dnr: f64) -> SummaryRecord {
         SummaryRecord {
-            method: "imp".into(),
-            ap,
-            ap_rate: if ap { 0.02 } else { 0.0 },
-            ap_share: if ap { 0.1 } else { 0.0 },
-            prune_rate: 0.2,
-            dataset: "mnist".into(),
-            model: "lenet300-100".into(),
-            ap_variant: String::new(),
-            ap_removed: 0,
-            ap_shortfall: 0,
-            seed,
-            run_key: "k".into(),
-            round,
-            density: 0.8f64.powi(round as i32),
             test_accuracy: acc,
-            test_loss: 0.1,
             dynamic_dnr: dnr,
             static_dnr: dnr / 2.0,
             train_dynamic_dnr: dnr,
-            train_static_dnr: 0.0,
+            ..test_record("imp", ap, seed, round)
         }
     }
 

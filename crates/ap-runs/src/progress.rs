@@ -196,49 +196,45 @@ impl<'w> Board<'w> {
 mod tests {
     use super::*;
 
+    /// What a board for `total` runs (`work` seconds of work, a slot per run) writes while
+    /// `drive` uses it and once it is closed.
+    fn drawn(total: usize, work: f64, tty: bool, drive: impl FnOnce(&mut Board)) -> String {
+        let mut out: Vec<u8> = vec![];
+        let mut b = Board::new(total, work, total, &mut out, tty);
+        drive(&mut b);
+        b.close();
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn off_a_terminal_only_finished_runs_are_written() {
-        let mut out: Vec<u8> = vec![];
-        {
-            let mut b = Board::new(2, 10.0, 2, &mut out, false);
+        let text = drawn(2, 10.0, false, |b| {
             b.start(0, "a");
-            b.update(
-                0,
-                &Progress::Round {
-                    round: 1,
-                    density: 0.8,
-                    accuracy: 0.9,
-                },
-            );
+            let round = Progress::Round {
+                round: 1,
+                density: 0.8,
+                accuracy: 0.9,
+            };
+            b.update(0, &round);
             b.start(1, "b");
             b.finish(0, true, 5.0, "");
             assert!(b.eta().is_some());
             b.finish(1, false, 5.0, "boom");
-            b.close();
-        }
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "[1/2] done a\n[2/2] FAILED b: boom\n"
-        );
+        });
+        assert_eq!(text, "[1/2] done a\n[2/2] FAILED b: boom\n");
     }
 
     #[test]
     fn on_a_terminal_live_lines_are_drawn_and_cleared() {
-        let mut out: Vec<u8> = vec![];
-        {
-            let mut b = Board::new(1, 1.0, 1, &mut out, true);
+        let text = drawn(1, 1.0, true, |b| {
             b.start(0, "run-a");
-            b.update(
-                0,
-                &Progress::Epoch {
-                    round: 2,
-                    epoch: 3,
-                    loss: 0.5,
-                },
-            );
-            b.close();
-        }
-        let text = String::from_utf8(out).unwrap();
+            let epoch = Progress::Epoch {
+                round: 2,
+                epoch: 3,
+                loss: 0.5,
+            };
+            b.update(0, &epoch);
+        });
         assert!(text.contains("0/1 runs"), "{text}");
         assert!(
             text.contains("  run-a: round 2 epoch 3 loss 0.500\n"),

@@ -3,87 +3,46 @@
 //! resolved before a spec is hashed, so a run written with a preset and the same run
 //! written out in full have the same key, and each run's `spec.toml` shows every value.
 
+use std::sync::OnceLock;
+
 use anyhow::{bail, Result};
 
-/// Name, what it is, and the `[train]` table (TOML).
-pub const RECIPES: &[(&str, &str, &str)] = &[
-    (
-        "lth-lenet",
-        "lottery-ticket LeNet-300-100 / MNIST: Adam 1.2e-3, batch 60, 50K iterations",
-        r#"batch_size = 60
-iterations = 50000
-optimizer = { kind = "adam", lr = 1.2e-3 }"#,
-    ),
-    (
-        "lth-conv2",
-        "lottery-ticket Conv-2: Adam 2e-4, batch 60, 20K iterations",
-        r#"batch_size = 60
-iterations = 20000
-optimizer = { kind = "adam", lr = 2e-4 }"#,
-    ),
-    (
-        "lth-conv4",
-        "lottery-ticket Conv-4: Adam 3e-4, batch 60, 25K iterations",
-        r#"batch_size = 60
-iterations = 25000
-optimizer = { kind = "adam", lr = 3e-4 }"#,
-    ),
-    (
-        "lth-conv6",
-        "lottery-ticket Conv-6: Adam 3e-4, batch 60, 30K iterations",
-        r#"batch_size = 60
-iterations = 30000
-optimizer = { kind = "adam", lr = 3e-4 }"#,
-    ),
-    (
-        "openlth-cifar",
-        "OpenLTH ResNet-20 / VGG-16 on CIFAR-10: SGD 0.1 momentum 0.9, wd 1e-4, batch 128, 160 epochs, ×0.1 at 80 and 120, crop + flip",
-        r#"batch_size = 128
-iterations = 62560
-optimizer = { kind = "sgd", lr = 0.1, momentum = 0.9, weight_decay = 1e-4 }
-schedule = { kind = "step", milestones = [31280, 46920], gamma = 0.1 }
-augment = { crop_padding = 4, horizontal_flip = true }"#,
-    ),
-    (
-        "ap-release",
-        "the AP release's ResNet-20 / CIFAR-10 phase: SGD momentum 0.9, wd 5e-4, batch 64, 50 epochs, linear warm-up to 0.1 over 20K iterations, ×0.1 at epochs 25 and 32, crop + flip",
-        r#"batch_size = 64
-iterations = 39100
-warmup_iterations = 20000
-optimizer = { kind = "sgd", lr = 0.1, momentum = 0.9, weight_decay = 5e-4 }
-schedule = { kind = "step", milestones = [19550, 25024], gamma = 0.1 }
-augment = { crop_padding = 4, horizontal_flip = true }"#,
-    ),
-    (
-        "granet-cifar",
-        "GraNet / RigL-style CIFAR training: SGD 0.1 momentum 0.9, wd 5e-4, batch 128, 160 epochs, ×0.1 at 50% and 75%, crop + flip",
-        r#"batch_size = 128
-iterations = 62560
-optimizer = { kind = "sgd", lr = 0.1, momentum = 0.9, weight_decay = 5e-4 }
-schedule = { kind = "step", milestones = [31280, 46920], gamma = 0.1 }
-augment = { crop_padding = 4, horizontal_flip = true }"#,
-    ),
-    (
-        "cosine-sgd",
-        "SGD 0.1 momentum 0.9 Nesterov, wd 5e-4, batch 128, cosine decay over 62,560 iterations with 1,000 warm-up, crop + flip",
-        r#"batch_size = 128
-iterations = 62560
-warmup_iterations = 1000
-optimizer = { kind = "sgd", lr = 0.1, momentum = 0.9, weight_decay = 5e-4, nesterov = true }
-schedule = { kind = "cosine" }
-augment = { crop_padding = 4, horizontal_flip = true }"#,
-    ),
-];
+/// A named recipe: a `[train]` table to start from.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// The name a spec gives it (`train = { recipe = "openlth-cifar" }`).
+    pub name: String,
+    /// What it is, and where it comes from.
+    pub about: String,
+    /// The `[train]` table.
+    pub train: toml::Value,
+}
+
+/// The shipped recipes, in order: the data of `recipes.toml`.
+pub fn recipes() -> &'static [Recipe] {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        recipe: Vec<Recipe>,
+    }
+    static RECIPES: OnceLock<Vec<Recipe>> = OnceLock::new();
+    RECIPES.get_or_init(|| {
+        let file: File =
+            toml::from_str(include_str!("recipes.toml")).expect("shipped recipes parse");
+        file.recipe
+    })
+}
 
 /// The `[train]` table of a preset.
 pub fn recipe(name: &str) -> Result<toml::Value> {
-    match RECIPES.iter().find(|(n, _, _)| *n == name) {
-        Some((_, _, text)) => Ok(toml::from_str(text).expect("shipped recipes parse")),
+    match recipes().iter().find(|r| r.name == name) {
+        Some(r) => Ok(r.train.clone()),
         None => bail!(
             "train.recipe = {name:?} is unknown; recipes: {}",
-            RECIPES
+            recipes()
                 .iter()
-                .map(|(n, _, _)| *n)
+                .map(|r| r.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -162,8 +121,9 @@ mod tests {
 
     #[test]
     fn every_recipe_is_a_valid_train_table() {
-        for (name, _, _) in RECIPES {
-            let t: ap_train::TrainConfig = recipe(name).unwrap().try_into().unwrap();
+        assert_eq!(recipes().len(), 8);
+        for r in recipes() {
+            let t: ap_train::TrainConfig = recipe(&r.name).unwrap().try_into().unwrap();
             t.validate().unwrap();
         }
     }
@@ -180,8 +140,11 @@ mod tests {
         // The preset also sets its paper's initialisation (OpenLTH's).
         assert_eq!(preset.init, ap_models::InitScheme::Openlth);
         let with_init = head.replace("seed = 0\n", "seed = 0\ninit = \"openlth\"\n");
-        let full: RunSpec =
-            parse_toml(&format!("{with_init}[train]\n{}\n", RECIPES[4].2), "b.toml").unwrap();
+        let mut full: toml::Value = toml::from_str(&with_init).unwrap();
+        full.as_table_mut()
+            .unwrap()
+            .insert("train".into(), recipe("openlth-cifar").unwrap());
+        let full: RunSpec = parse_toml(&toml::to_string(&full).unwrap(), "b.toml").unwrap();
         assert_eq!(preset.key(), full.key());
         let own: RunSpec = RunSpec::parse(
             &format!(

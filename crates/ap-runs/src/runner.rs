@@ -133,13 +133,10 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
     };
     let ap = spec.ap_config();
     let setup = RunSetup {
-        model: &model,
-        data: &data,
-        train: &spec.train,
-        method: &spec.prune,
         ap: ap.as_ref(),
         seeds,
         eval_batch: spec.eval_batch_size,
+        ..RunSetup::new(&model, &data, &spec.train, &spec.prune)
     };
     let result = run_method_from(
         &setup,

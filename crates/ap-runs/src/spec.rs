@@ -369,27 +369,27 @@ fn set_path(root: &mut toml::Value, path: &str, value: toml::Value) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ap_testkit::fixtures::{self, TomlExt};
 
-    const SPEC: &str = r#"
-model = "lenet300-100"
-dataset = "mnist"
-seed = 0
-[train]
-batch_size = 60
-iterations = 100
-optimizer = { kind = "adam", lr = 1.2e-3 }
-[prune]
-method = "imp"
-rounds = 2
-rate = 0.2
-[ap]
-enabled = true
-"#;
+    /// The spec of these tests: LeNet-300-100 / MNIST, seed 0, 100 steps of Adam 1.2e-3 in
+    /// batches of 60, IMP for 2 rounds at rate 0.2, AP on at its default rate.
+    fn spec() -> toml::Value {
+        let mut spec = fixtures::lenet_mnist_spec()
+            .with("seed", 0)
+            .with("train.iterations", 100);
+        spec["ap"].as_table_mut().unwrap().remove("rate");
+        spec
+    }
+
+    /// [`spec`] with `path` set to `value`, parsed.
+    fn parse_with(path: &str, value: impl Into<toml::Value>) -> Result<RunSpec> {
+        parse_toml(&spec().with(path, value).to_toml(), "x")
+    }
 
     #[test]
     fn spec_round_trips_and_defaults_are_filled() {
         let _g = ap_testkit::torch_lock();
-        let s: RunSpec = parse_toml(SPEC, "spec.toml").unwrap();
+        let s: RunSpec = parse_toml(&spec().to_toml(), "spec.toml").unwrap();
         s.validate().unwrap();
         assert_eq!(s.ap.config.rate, 0.02);
         assert_eq!(s.eval_batch_size, 1000);
@@ -401,12 +401,14 @@ enabled = true
 
     #[test]
     fn unknown_field_is_a_one_line_error_naming_file_and_field() {
-        let bad = SPEC.replace("seed = 0", "seed = 0\nsed = 1");
+        let bad = spec().with("sed", 1).to_toml();
+        let line = 1 + bad.lines().position(|l| l == "sed = 1").unwrap();
         let e = parse_toml::<RunSpec>(&bad, "spec.toml")
             .unwrap_err()
             .to_string();
+        let at = format!("spec.toml:{line}:1");
         assert!(
-            e.starts_with("spec.toml:5:1") && e.contains("sed") && !e.contains('\n'),
+            e.starts_with(&at) && e.contains("sed") && !e.contains('\n'),
             "{e}"
         );
     }
@@ -418,25 +420,25 @@ enabled = true
     #[test]
     fn rounds_that_would_empty_a_layer_are_rejected_naming_the_round() {
         let _g = ap_testkit::torch_lock();
-        let spec = |rounds: usize, rate: f64, alloc: &str| {
-            let text = SPEC
-                .replace(
-                    "rounds = 2",
-                    &format!("rounds = {rounds}\nallocation = {alloc}"),
-                )
-                .replace("rate = 0.2", &format!("rate = {rate}"));
+        let validated = |rounds: i64, rate: f64, alloc: &str| {
+            let alloc: toml::Table = toml::from_str(&format!("v = {alloc}")).unwrap();
+            let text = spec()
+                .with("prune.rounds", rounds)
+                .with("prune.allocation", alloc["v"].clone())
+                .with("prune.rate", rate)
+                .to_toml();
             parse_toml::<RunSpec>(&text, "x").unwrap().validate()
         };
-        spec(5, 0.9, "\"global\"").unwrap();
-        let e = spec(6, 0.9, "\"global\"").unwrap_err().to_string();
+        validated(5, 0.9, "\"global\"").unwrap();
+        let e = validated(6, 0.9, "\"global\"").unwrap_err().to_string();
         assert!(
             e.contains("after round 6") && e.contains("only 1 weights"),
             "{e}"
         );
-        spec(8, 0.9, "\"uniform\"").unwrap();
+        validated(8, 0.9, "\"uniform\"").unwrap();
         let doubled = "{ per_layer = { overrides = { \"fc3.weight\" = 2.0 } } }";
-        spec(1, 0.4, doubled).unwrap();
-        let e = spec(1, 0.6, doubled).unwrap_err().to_string();
+        validated(1, 0.4, doubled).unwrap();
+        let e = validated(1, 0.6, doubled).unwrap_err().to_string();
         assert!(
             e.contains("after round 1") && e.contains("`fc3.weight`"),
             "{e}"
@@ -446,27 +448,18 @@ enabled = true
     /// `[ap]` shares ApConfig's fields: an unknown one is still an error naming it.
     #[test]
     fn ap_table_rejects_unknown_fields() {
-        let e = parse_toml::<RunSpec>(
-            &SPEC.replace("enabled = true", "enabled = true\nratte = 0.1"),
-            "x",
-        )
-        .unwrap_err()
-        .to_string();
+        let e = parse_with("ap.ratte", 0.1).unwrap_err().to_string();
         assert!(e.contains("ratte"), "{e}");
     }
 
     #[test]
     fn out_of_range_rates_name_the_field() {
         let _g = ap_testkit::torch_lock();
-        let s: RunSpec = parse_toml(&SPEC.replace("rate = 0.2", "rate = 1.5"), "x").unwrap();
+        let s = parse_with("prune.rate", 1.5).unwrap();
         assert!(s.validate().unwrap_err().to_string().contains("prune.rate"));
-        let s: RunSpec = parse_toml(
-            &SPEC.replace("enabled = true", "enabled = true\nrate = 0.3"),
-            "x",
-        )
-        .unwrap();
+        let s = parse_with("ap.rate", 0.3).unwrap();
         assert!(s.validate().unwrap_err().to_string().contains("ap.rate"));
-        let e = parse_toml::<RunSpec>(&SPEC.replace("\"imp\"", "\"lottery\""), "x")
+        let e = parse_with("prune.method", "lottery")
             .unwrap_err()
             .to_string();
         assert!(
@@ -478,12 +471,11 @@ enabled = true
     #[test]
     fn grid_expands_the_product_of_axes() {
         let _g = ap_testkit::torch_lock();
-        let grid = format!(
-            "name = \"g\"\n[axes]\nseed = [0, 1]\n\"ap.enabled\" = [false, true]\n[base]\n{}",
-            SPEC.replace("[train]", "[base.train]")
-                .replace("[prune]", "[base.prune]")
-                .replace("[ap]", "[base.ap]")
-        );
+        let axes = [
+            ("seed", vec![0, 1].into()),
+            ("ap.enabled", vec![false, true].into()),
+        ];
+        let grid = fixtures::grid_of("g", &axes, spec()).to_toml();
         let g: GridSpec = parse_toml(&grid, "grid.toml").unwrap();
         let runs = g.expand("grid.toml").unwrap();
         assert_eq!(runs.len(), 4);

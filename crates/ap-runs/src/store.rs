@@ -28,29 +28,24 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ap_prune::{Checkpoint, Resume, RoundRecord};
-use ap_tensor::{load_safetensors, save_safetensors, tmp_path};
+use ap_tensor::{load_safetensors, save_safetensors};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::spec::RunSpec;
 
-/// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename:
+/// [`ap_report::write_atomic`]), stopping at the test point `Writing` before the rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_path(path);
-    let mut f =
-        fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
     fn name(p: Option<&Path>) -> &str {
         p.and_then(|p| p.file_name()?.to_str()).unwrap_or("")
     }
-    crate::testpoint::reached(
-        name(path.parent()),
-        crate::testpoint::Point::Writing(name(Some(path))),
-    );
-    fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    ap_report::write_atomic_with(path, bytes, || {
+        crate::testpoint::reached(
+            name(path.parent()),
+            crate::testpoint::Point::Writing(name(Some(path))),
+        );
+    })
 }
 
 /// Errors of the run store that callers branch on.
@@ -577,16 +572,6 @@ fn metrics_csv(records: &[RoundRecord]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn atomic_write_replaces_whole_file_and_leaves_no_temp() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
-        assert_eq!(fs::read(&p).unwrap(), b"two");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
-    }
 
     #[test]
     fn lock_is_exclusive_and_stale_locks_are_taken_over() {

@@ -12,31 +12,21 @@ use std::path::{Path, PathBuf};
 
 use ap_runs::spec::parse_toml;
 use ap_runs::{execute, GridSpec, RunDir, RunOptions, RunSpec};
+use ap_testkit::fixtures::{self, TomlExt};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 const SOURCE: &str = "fuzz/specs/edited.toml";
 
-/// A spec as the tests write them: LeNet-300-100 on (synthetic) MNIST, two IMP rounds.
-const SPEC: &str = r#"model = "lenet300-100"
-dataset = "mnist"
-seed = 3
-eval_batch_size = 16
-
-[train]
-batch_size = 8
-iterations = 4
-optimizer = { kind = "adam", lr = 1e-3 }
-
-[prune]
-method = "imp"
-rounds = 2
-rate = 0.5
-
-[ap]
-enabled = true
-rate = 0.05
-"#;
+/// A spec as the tests write them: LeNet-300-100 on (synthetic) MNIST, two IMP rounds of
+/// 4 steps in batches of 8 ([`fixtures::lenet_mnist_spec`], smaller).
+fn spec() -> toml::Value {
+    fixtures::lenet_mnist_spec()
+        .with("eval_batch_size", 16)
+        .with("train", fixtures::train(fixtures::adam(1e-3), 8, 4))
+        .with("prune.rate", 0.5)
+        .with("ap.rate", 0.05)
+}
 
 fn runner(cases: u32) -> TestRunner {
     TestRunner::new(Config {
@@ -234,7 +224,7 @@ fn check_spec(text: &str, typed: Option<(usize, String)>) -> Result<(), TestCase
 fn edited_specs_never_panic_and_errors_name_the_file() {
     let _g = ap_testkit::torch_lock();
     // The test spec and the first run of every grid, as a spec file.
-    let mut texts = vec![SPEC.to_owned()];
+    let mut texts = vec![spec().to_toml()];
     for (name, text) in grids() {
         let grid: GridSpec = parse_toml(&text, &name).unwrap();
         let first = grid.expand(&name).unwrap().remove(0);
@@ -287,10 +277,11 @@ fn edited_grids_never_panic_and_errors_name_the_file() {
 #[test]
 fn a_batch_larger_than_the_training_set_is_rejected() {
     let _g = ap_testkit::torch_lock();
-    let with = |b: usize, data: &str| {
-        let text = SPEC
-            .replace("batch_size = 8", &format!("batch_size = {b}"))
-            .replace("\"mnist\"", &format!("{data:?}"));
+    let with = |b: i64, data: &str| {
+        let text = spec()
+            .with("train.batch_size", b)
+            .with("dataset", data)
+            .to_toml();
         RunSpec::parse(&text, SOURCE).unwrap().validate()
     };
     with(60_000, "mnist").unwrap();
@@ -310,12 +301,8 @@ fn a_batch_larger_than_the_training_set_is_rejected() {
             )
         );
     }
-    let grid = format!(
-        "name = \"g\"\n[axes]\n\"train.batch_size\" = [60, 70000]\n[base]\n{}",
-        SPEC.replace("[train]", "[base.train]")
-            .replace("[prune]", "[base.prune]")
-            .replace("[ap]", "[base.ap]")
-    );
+    let axes = [("train.batch_size", vec![60, 70000].into())];
+    let grid = fixtures::grid_of("g", &axes, spec()).to_toml();
     let err = parse_toml::<GridSpec>(&grid, SOURCE)
         .unwrap()
         .expand(SOURCE)
@@ -366,7 +353,7 @@ fn a_batch_larger_than_the_loaded_training_set_stops_the_run() {
     let _g = ap_testkit::torch_lock();
     let root = tempfile::tempdir().unwrap();
     tiny_mnist(root.path(), 32);
-    let spec = RunSpec::parse(&SPEC.replace("batch_size = 8", "batch_size = 40"), SOURCE).unwrap();
+    let spec = RunSpec::parse(&spec().with("train.batch_size", 40).to_toml(), SOURCE).unwrap();
     spec.validate().unwrap();
     let runs = root.path().join("runs");
     let err = execute(&spec, &runs, &options(root.path().to_path_buf())).unwrap_err();
@@ -382,7 +369,7 @@ fn a_batch_larger_than_the_loaded_training_set_stops_the_run() {
 /// Runs the tiny spec to the end; returns the run directory.
 fn finished_run(root: &Path) -> RunDir {
     tiny_mnist(root, 32);
-    let spec = RunSpec::parse(SPEC, SOURCE).unwrap();
+    let spec = RunSpec::parse(&spec().to_toml(), SOURCE).unwrap();
     let runs = root.join("runs");
     let records = execute(&spec, &runs, &options(root.to_path_buf())).unwrap();
     assert_eq!(records.len(), 3, "dense round and two pruning rounds");

@@ -14,7 +14,10 @@ mod safetensors_io;
 mod select;
 pub use field::FieldError;
 pub use safetensors_io::parse_safetensors;
-pub use select::{select_smallest, select_smallest_per_tensor, SelectError};
+pub use select::{
+    first_n_with_ties, flat_cat, select_smallest, select_smallest_per_tensor, split_like,
+    SelectError,
+};
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

@@ -35,12 +35,10 @@ pub fn select_smallest(
     eligible: &[&Tensor],
     n: i64,
 ) -> Result<Vec<Tensor>, SelectError> {
-    if scores.len() != eligible.len() {
-        return Err(SelectError::ShapeMismatch(format!(
-            "{} score tensors, {} eligibility tensors",
-            scores.len(),
-            eligible.len()
-        )));
+    let (n_scores, n_eligible) = (scores.len(), eligible.len());
+    if n_scores != n_eligible {
+        let why = format!("{n_scores} score tensors, {n_eligible} eligibility tensors");
+        return Err(SelectError::ShapeMismatch(why));
     }
     for (s, e) in scores.iter().zip(eligible) {
         if s.size() != e.size() {
@@ -61,21 +59,8 @@ pub fn select_smallest(
             })
         };
     }
-    let sizes: Vec<i64> = scores.iter().map(|t| t.numel() as i64).collect();
-    let flat_scores = Tensor::cat(
-        &scores
-            .iter()
-            .map(|t| t.detach().flatten(0, -1))
-            .collect::<Vec<_>>(),
-        0,
-    );
-    let flat_elig = Tensor::cat(
-        &eligible
-            .iter()
-            .map(|t| t.flatten(0, -1).to_kind(Kind::Bool))
-            .collect::<Vec<_>>(),
-        0,
-    );
+    let flat_scores = flat_cat(scores, None);
+    let flat_elig = flat_cat(eligible, Some(Kind::Bool));
     // Positions that may be selected, in concatenation order (one host sync for the count).
     let idx = flat_elig.nonzero().squeeze_dim(1);
     let count = idx.size()[0];
@@ -89,18 +74,10 @@ pub fn select_smallest(
     if n > 0 {
         let s = flat_scores.index_select(0, &idx);
         let (kth, _) = s.kthvalue(n, 0, false);
-        let less = s.lt_tensor(&kth);
-        let tied = s.eq_tensor(&kth);
-        let need = -less.sum(Kind::Int64) + n;
-        let tied_rank = tied.cumsum(0, Kind::Int64);
-        let take = less.logical_or(&tied.logical_and(&tied_rank.le_tensor(&need)));
-        return Ok(split_like(
-            &selected.index_copy(0, &idx, &take),
-            &sizes,
-            scores,
-        ));
+        let take = first_n_with_ties(&s, &kth, n);
+        return Ok(split_like(&selected.index_copy(0, &idx, &take), scores));
     }
-    Ok(split_like(&selected, &sizes, scores))
+    Ok(split_like(&selected, scores))
 }
 
 /// Selects exactly `counts[i]` positions within each tensor independently (layer-wise
@@ -124,8 +101,37 @@ pub fn select_smallest_per_tensor(
     Ok(out)
 }
 
-fn split_like(flat: &Tensor, sizes: &[i64], like: &[&Tensor]) -> Vec<Tensor> {
-    flat.split_with_sizes(sizes, 0)
+/// Every tensor detached, flattened and (when `kind` is given) converted, concatenated
+/// in order: the flat position space in which [`select_smallest`] ranks and breaks ties.
+pub fn flat_cat(tensors: &[&Tensor], kind: Option<Kind>) -> Tensor {
+    let flat: Vec<Tensor> = tensors
+        .iter()
+        .map(|t| {
+            let f = t.detach().flatten(0, -1);
+            match kind {
+                Some(k) => f.to_kind(k),
+                None => f,
+            }
+        })
+        .collect();
+    Tensor::cat(&flat, 0)
+}
+
+/// The tie rule of [`select_smallest`]: of the flat scores `s` and their `n`-th smallest
+/// value `kth`, true at the `n` positions a stable ascending sort puts first (everything
+/// strictly below `kth`, then the positions equal to it in position order).
+pub fn first_n_with_ties(s: &Tensor, kth: &Tensor, n: i64) -> Tensor {
+    let less = s.lt_tensor(kth);
+    let tied = s.eq_tensor(kth);
+    let need = -less.sum(Kind::Int64) + n;
+    let tied_rank = tied.cumsum(0, Kind::Int64);
+    less.logical_or(&tied.logical_and(&tied_rank.le_tensor(&need)))
+}
+
+/// Splits a flat tensor (as [`flat_cat`] makes) back into tensors shaped like `like`.
+pub fn split_like(flat: &Tensor, like: &[&Tensor]) -> Vec<Tensor> {
+    let sizes: Vec<i64> = like.iter().map(|t| t.numel() as i64).collect();
+    flat.split_with_sizes(&sizes, 0)
         .into_iter()
         .zip(like)
         .map(|(t, l)| t.view(l.size().as_slice()))

@@ -13,7 +13,7 @@
 //! switches that decide.
 //!
 //! [`fixtures`]: specs, grids and training configurations as `toml::Value`s edited by path;
-//! [`tensors`]: small seeded parameter sets, masks and toy data; [`devices`]: the devices a
+//! [`tensors`]: small seeded parameter sets, masks and toy data; [`devices()`]: the devices a
 //! device-parametrized test runs on (`AP_TEST_DEVICES`).
 
 use std::sync::{Mutex, MutexGuard};

@@ -27,6 +27,19 @@ pub fn seeded_normal(layers: &[(&str, &[i64])], seed: i64) -> Vec<(String, Tenso
         .collect()
 }
 
+/// Draws N(0, 1) weights on the CPU, one 1-D tensor per size, named `l0.weight`,
+/// `l1.weight`, …: a parameter set of any number of layers, for property tests.
+pub fn numbered_normal(sizes: &[i64]) -> Vec<(String, Tensor)> {
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| {
+            let w = Tensor::randn([s], (Kind::Float, Device::Cpu));
+            (format!("l{i}.weight"), w)
+        })
+        .collect()
+}
+
 /// Seeds libtorch with `seed`, then draws a 0/1 float mask per tensor, each position
 /// pruned (0) with probability `pruned`.
 pub fn random_keep<'a>(
@@ -102,6 +115,9 @@ mod tests {
             .sum();
         let share = kept / total as f64;
         assert!((share - 0.7).abs() < 0.05, "kept {share}");
+        let numbered = numbered_normal(&[3, 0, 5]);
+        assert_eq!(numbered[2].0, "l2.weight");
+        assert_eq!(numbered[2].1.size(), vec![5]);
         let sel = random_selection(&[&a[0].1], 0.5);
         assert_eq!(sel[0].kind(), Kind::Bool);
         let (x, y) = toy_classification(16, 2);

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use ap_mask::Mask;
+use ap_models::ModelKind;
 use ap_tensor::NamedParams;
 use ap_train::{Optimizer, OptimizerSpec};
 use tch::{Device, Kind, Tensor};
@@ -15,13 +16,7 @@ fn main() {
         .unwrap_or(1);
     tch::set_num_threads(threads);
     tch::manual_seed(0);
-    let model = ap_models::build(
-        ap_models::ModelKind::LeNet300_100,
-        &[1, 28, 28],
-        10,
-        Device::Cpu,
-    )
-    .unwrap();
+    let model = ap_models::build(ModelKind::LeNet300_100, &[1, 28, 28], 10, Device::Cpu).unwrap();
     let params = NamedParams::from_var_store(&model.vs, &model.net.prunable()).unwrap();
     let mask = Mask::dense(&params);
     let images = Tensor::randn([60_000, 1, 28, 28], (Kind::Float, Device::Cpu));

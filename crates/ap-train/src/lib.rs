@@ -271,6 +271,21 @@ mod tests {
             .unwrap()
     }
 
+    /// `train_phase` without a mask, from `(data_seed, iteration)`, ignoring the epochs.
+    fn unmasked(
+        model: &Model,
+        split: &Split,
+        cfg: &TrainConfig,
+        (data_seed, iteration): (u64, u64),
+        hook: &mut dyn StepHook,
+    ) -> Result<PhaseReport, TrainError> {
+        let start = PhaseStart {
+            data_seed,
+            iteration,
+        };
+        train_phase(model, split, None, cfg, start, hook, |_| {})
+    }
+
     fn pruned_back(params: &NamedParams, mask: &Mask) -> i64 {
         revived(params.tensors(), mask.iter().map(|(_, m)| m))
     }
@@ -411,16 +426,7 @@ mod tests {
         let model = lenet();
         let split = toy_split(256);
         let cfg = config(&adam(1e-3, 0.9, 0.999, 1e-8, 0.0), 32, 200);
-        let r = train_phase(
-            &model,
-            &split,
-            None,
-            &cfg,
-            PhaseStart::fresh(1),
-            &mut NoHook,
-            |_| {},
-        )
-        .unwrap();
+        let r = unmasked(&model, &split, &cfg, (1, 0), &mut NoHook).unwrap();
         assert_eq!(r.epochs.len(), 25);
         assert!(r.epochs.last().unwrap().train_loss < 0.5 * r.epochs[0].train_loss);
         assert_eq!(r.train_dnr.samples, 256);
@@ -525,19 +531,7 @@ mod tests {
                     let what = format!("{schedule:?}, warm-up {warmup}, start {start}");
                     let model = lenet();
                     let mut log = LrLog::default();
-                    let r = train_phase(
-                        &model,
-                        &split,
-                        None,
-                        &cfg,
-                        PhaseStart {
-                            data_seed: 1,
-                            iteration: start,
-                        },
-                        &mut log,
-                        |_| {},
-                    )
-                    .unwrap();
+                    let r = unmasked(&model, &split, &cfg, (1, start), &mut log).unwrap();
                     assert_eq!(log.before, (start..total).collect::<Vec<_>>(), "{what}");
                     assert_eq!(
                         log.after.iter().map(|a| a.0).collect::<Vec<_>>(),
@@ -598,41 +592,12 @@ mod tests {
             lenet()
         };
         let straight = build();
-        train_phase(
-            &straight,
-            &split,
-            None,
-            &cfg,
-            PhaseStart::fresh(4),
-            &mut NoHook,
-            |_| {},
-        )
-        .unwrap();
+        unmasked(&straight, &split, &cfg, (4, 0), &mut NoHook).unwrap();
         for k in [3u64, 5, 7, 10] {
             let resumed = build();
-            let stopped = train_phase(
-                &resumed,
-                &split,
-                None,
-                &cfg,
-                PhaseStart::fresh(4),
-                &mut stop_at(k),
-                |_| {},
-            );
+            let stopped = unmasked(&resumed, &split, &cfg, (4, 0), &mut stop_at(k));
             assert!(matches!(stopped, Err(TrainError::Hook(_))));
-            train_phase(
-                &resumed,
-                &split,
-                None,
-                &cfg,
-                PhaseStart {
-                    data_seed: 4,
-                    iteration: k,
-                },
-                &mut NoHook,
-                |_| {},
-            )
-            .unwrap();
+            unmasked(&resumed, &split, &cfg, (4, k), &mut NoHook).unwrap();
             let a = straight.vs.variables();
             let b = resumed.vs.variables();
             assert_eq!(a.len(), b.len());

@@ -67,6 +67,15 @@ impl OptimizerSpec {
         }
     }
 
+    /// The L2 weight decay.
+    pub fn weight_decay(&self) -> f64 {
+        match self {
+            OptimizerSpec::Sgd { weight_decay, .. } | OptimizerSpec::Adam { weight_decay, .. } => {
+                *weight_decay
+            }
+        }
+    }
+
     /// Checks ranges; the error names the field.
     pub fn validate(&self) -> Result<(), FieldError> {
         let check = |name: &str, v: f64, ok: bool| {
@@ -79,38 +88,34 @@ impl OptimizerSpec {
                 ))
             }
         };
+        // In field order: the learning rate, the kind's own fields, the weight decay.
+        let lr = self.lr();
+        check("lr", lr, lr > 0.0 && lr.is_finite())?;
         match *self {
-            OptimizerSpec::Sgd {
-                lr,
-                momentum,
-                weight_decay,
-                nesterov,
-            } => {
-                check("lr", lr, lr > 0.0 && lr.is_finite())?;
+            OptimizerSpec::Sgd { momentum, .. } => {
                 check("momentum", momentum, (0.0..1.0).contains(&momentum))?;
-                check("weight_decay", weight_decay, weight_decay >= 0.0)?;
-                if nesterov && momentum == 0.0 {
-                    return Err(FieldError::new(
-                        "optimizer.nesterov",
-                        "= true needs optimizer.momentum > 0",
-                    ));
-                }
-                Ok(())
             }
             OptimizerSpec::Adam {
-                lr,
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
+                beta1, beta2, eps, ..
             } => {
-                check("lr", lr, lr > 0.0 && lr.is_finite())?;
                 check("beta1", beta1, (0.0..1.0).contains(&beta1))?;
                 check("beta2", beta2, (0.0..1.0).contains(&beta2))?;
                 check("eps", eps, eps > 0.0)?;
-                check("weight_decay", weight_decay, weight_decay >= 0.0)
             }
         }
+        let weight_decay = self.weight_decay();
+        check("weight_decay", weight_decay, weight_decay >= 0.0)?;
+        let nesterov_without_momentum = matches!(
+            *self,
+            OptimizerSpec::Sgd { momentum, nesterov: true, .. } if momentum == 0.0
+        );
+        if nesterov_without_momentum {
+            return Err(FieldError::new(
+                "optimizer.nesterov",
+                "= true needs optimizer.momentum > 0",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -227,6 +232,7 @@ impl Optimizer {
         self.last_lr = Some(lr);
         let t = self.steps;
         let spec = self.spec.clone();
+        let weight_decay = spec.weight_decay();
         let scalar = |v: f64| Tensor::from(v);
         tch::no_grad(|| {
             for s in &mut self.slots {
@@ -237,16 +243,13 @@ impl Optimizer {
                 if let Some(mask) = &s.mask {
                     let _ = g.g_mul_(mask);
                 }
+                if weight_decay != 0.0 {
+                    let _ = g.addcmul_(&s.param, &scalar(weight_decay));
+                }
                 match spec {
                     OptimizerSpec::Sgd {
-                        momentum,
-                        weight_decay,
-                        nesterov,
-                        ..
+                        momentum, nesterov, ..
                     } => {
-                        if weight_decay != 0.0 {
-                            let _ = g.addcmul_(&s.param, &scalar(weight_decay));
-                        }
                         let d = if momentum != 0.0 {
                             match &mut s.m {
                                 Some(buf) => {
@@ -267,15 +270,8 @@ impl Optimizer {
                         let _ = s.param.addcmul_(&d, &scalar(-lr));
                     }
                     OptimizerSpec::Adam {
-                        beta1,
-                        beta2,
-                        eps,
-                        weight_decay,
-                        ..
+                        beta1, beta2, eps, ..
                     } => {
-                        if weight_decay != 0.0 {
-                            let _ = g.addcmul_(&s.param, &scalar(weight_decay));
-                        }
                         let m = s.m.get_or_insert_with(|| g.zeros_like());
                         let _ = m.lerp_(&g, 1.0 - beta1);
                         // v ← β2·v + (1−β2)·g², in place.
