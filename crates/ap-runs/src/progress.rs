@@ -18,6 +18,7 @@ struct Slot {
 }
 
 /// Shared progress state (wrap it in a `Mutex`).
+#[derive(Debug)]
 pub struct Board<'w> {
     total: usize,
     done: usize,
@@ -30,18 +31,15 @@ pub struct Board<'w> {
     /// Redraw in place (the output is a terminal).
     tty: bool,
     drawn_lines: usize,
-    out: &'w mut (dyn Write + Send),
+    out: Out<'w>,
 }
 
-impl std::fmt::Debug for Board<'_> {
+/// Where a board writes (a writer has no `Debug` of its own).
+struct Out<'w>(&'w mut (dyn Write + Send));
+
+impl std::fmt::Debug for Out<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Board")
-            .field("total", &self.total)
-            .field("done", &self.done)
-            .field("failed", &self.failed)
-            .field("slots", &self.slots)
-            .field("tty", &self.tty)
-            .finish_non_exhaustive()
+        f.write_str("<writer>")
     }
 }
 
@@ -65,7 +63,7 @@ impl<'w> Board<'w> {
             work_done: 0.0,
             tty,
             drawn_lines: 0,
-            out,
+            out: Out(out),
         }
     }
 
@@ -117,7 +115,7 @@ impl<'w> Board<'w> {
             self.clear();
         }
         let _ = writeln!(
-            self.out,
+            self.out.0,
             "[{}/{}] {} {name}{}",
             self.done,
             self.total,
@@ -142,7 +140,7 @@ impl<'w> Board<'w> {
 
     fn clear(&mut self) {
         for _ in 0..self.drawn_lines {
-            let _ = write!(self.out, "\x1b[1A\x1b[2K");
+            let _ = write!(self.out.0, "\x1b[1A\x1b[2K");
         }
         self.drawn_lines = 0;
     }
@@ -174,7 +172,7 @@ impl<'w> Board<'w> {
             lines.push(format!("  {}: {}", s.name, s.status));
         }
         for l in &lines {
-            let _ = writeln!(self.out, "{l}");
+            let _ = writeln!(self.out.0, "{l}");
         }
         self.drawn_lines = lines.len();
     }
@@ -188,7 +186,7 @@ impl<'w> Board<'w> {
 
     /// The writer back, for lines after the display (close it first).
     pub fn into_writer(self) -> &'w mut (dyn Write + Send) {
-        self.out
+        self.out.0
     }
 }
 
@@ -228,18 +226,23 @@ mod tests {
     fn on_a_terminal_live_lines_are_drawn_and_cleared() {
         let text = drawn(1, 1.0, true, |b| {
             b.start(0, "run-a");
-            let epoch = Progress::Epoch {
-                round: 2,
-                epoch: 3,
-                loss: 0.5,
-            };
-            b.update(0, &epoch);
+            // Each epoch redraws the run's line in place.
+            for epoch in 1..=3 {
+                b.update(
+                    0,
+                    &Progress::Epoch {
+                        round: 2,
+                        epoch,
+                        loss: 0.5,
+                    },
+                );
+            }
         });
-        assert!(text.contains("0/1 runs"), "{text}");
-        assert!(
-            text.contains("  run-a: round 2 epoch 3 loss 0.500\n"),
-            "{text}"
-        );
+        // The next epoch clears both live lines (bar and run) and draws them again.
+        let redrawn = "  run-a: round 2 epoch 2 loss 0.500\n\x1b[1A\x1b[2K\x1b[1A\x1b[2K[";
+        for part in ["0/1 runs", "  run-a: round 2 epoch 3 loss 0.500\n", redrawn] {
+            assert!(text.contains(part), "{part:?} missing from {text:?}");
+        }
         // Two live lines (bar and run) cleared at the end.
         assert!(text.ends_with("\x1b[1A\x1b[2K\x1b[1A\x1b[2K"), "{text:?}");
     }
