@@ -29,6 +29,9 @@ pub enum InitScheme {
     /// The AP release's `weight_init`: Xavier normal weights, biases N(0, 1), norm scale
     /// N(1, 0.02), shift 0.
     ApRelease,
+    /// Caffe's `xavier` filler with `constant` biases, as LeNet-5's solver (Han et al.
+    /// 2015) uses: weights U(±√(3/fan_in)), biases 0, norm scale 1.
+    CaffeXavier,
 }
 
 /// Re-initialises every trainable variable of `model` with `scheme` (no-op for `Tch`),
@@ -63,6 +66,10 @@ pub fn initialise(model: &Model, scheme: InitScheme) {
                     }
                     InitScheme::KaimingNormal | InitScheme::Openlth => {
                         normal((2.0 / fan_in).sqrt(), 0.0)
+                    }
+                    InitScheme::CaffeXavier => {
+                        let b = (3.0 / fan_in).sqrt();
+                        uniform(-b, b)
                     }
                     _ => normal((2.0 / (fan_in + fan_out)).sqrt(), 0.0),
                 }

@@ -14,6 +14,8 @@ use crate::ModelError;
 pub enum ModelFamily {
     /// Fully connected ReLU networks (LeNet-300-100).
     Mlp,
+    /// LeNet-5 in its Caffe variant.
+    LeNet5,
     /// Conv-2/4/6 of the lottery-ticket paper.
     Conv,
     /// ResNet-20/32/56 for CIFAR.
@@ -45,6 +47,8 @@ pub enum Shortcut {
 pub enum ModelKind {
     /// LeNet-300-100: fully connected, hidden sizes 300 and 100.
     LeNet300_100,
+    /// LeNet-5 (Caffe variant): conv 20@5×5, conv 50@5×5, fc 500 (`lenet5`).
+    LeNet5,
     /// Conv-2: one stage of two 3×3 convs, then 256-256-classes.
     Conv2,
     /// Conv-4: two stages.
@@ -73,8 +77,9 @@ pub enum ModelKind {
 
 impl ModelKind {
     /// All kinds, in a stable order (the order error messages list them in).
-    pub const ALL: [ModelKind; 13] = [
+    pub const ALL: [ModelKind; 14] = [
         ModelKind::LeNet300_100,
+        ModelKind::LeNet5,
         ModelKind::Conv2,
         ModelKind::Conv4,
         ModelKind::Conv6,
@@ -93,6 +98,7 @@ impl ModelKind {
     pub const fn name(self) -> &'static str {
         match self {
             ModelKind::LeNet300_100 => "lenet300-100",
+            ModelKind::LeNet5 => "lenet5",
             ModelKind::Conv2 => "conv2",
             ModelKind::Conv4 => "conv4",
             ModelKind::Conv6 => "conv6",
@@ -124,6 +130,7 @@ impl ModelKind {
     pub const fn family(self) -> ModelFamily {
         match self {
             ModelKind::LeNet300_100 => ModelFamily::Mlp,
+            ModelKind::LeNet5 => ModelFamily::LeNet5,
             ModelKind::Conv2 | ModelKind::Conv4 | ModelKind::Conv6 => ModelFamily::Conv,
             ModelKind::ResNet20
             | ModelKind::ResNet32
@@ -145,6 +152,7 @@ impl ModelKind {
     pub const fn depth(self) -> u32 {
         match self {
             ModelKind::LeNet300_100 => 3,
+            ModelKind::LeNet5 => 5,
             ModelKind::Conv2 => 2,
             ModelKind::Conv4 => 4,
             ModelKind::Conv6 => 6,
@@ -171,6 +179,7 @@ impl ModelKind {
     pub const fn halvings(self) -> u32 {
         match self.family() {
             ModelFamily::Mlp => 0,
+            ModelFamily::LeNet5 => 2,
             ModelFamily::Conv => self.depth() / 2,
             ModelFamily::ResNet => 2,
             ModelFamily::Vgg => 5,
@@ -192,6 +201,10 @@ impl ModelKind {
         if h % divisor != 0 || w % divisor != 0 {
             return Err(error(format!("H and W divisible by {divisor}")));
         }
+        // Two unpadded 5×5 convs and two pools leave (H/2 − 2)/2 rows: H ≥ 16 keeps one.
+        if self.family() == ModelFamily::LeNet5 && (*h < 16 || *w < 16) {
+            return Err(error("H and W at least 16".into()));
+        }
         Ok(())
     }
 
@@ -201,7 +214,7 @@ impl ModelKind {
     pub const fn rigl_dense_layers(self) -> &'static [&'static str] {
         match self.family() {
             ModelFamily::Mlp => &["fc3.weight"],
-            ModelFamily::Conv | ModelFamily::Vgg => &["conv1.weight"],
+            ModelFamily::Conv | ModelFamily::LeNet5 | ModelFamily::Vgg => &["conv1.weight"],
             ModelFamily::ResNet => &["conv.weight"],
         }
     }

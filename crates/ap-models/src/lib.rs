@@ -14,6 +14,7 @@ use tch::{nn::VarStore, Device, Tensor};
 mod conv;
 mod init;
 mod kind;
+mod lenet5;
 mod mlp;
 mod resnet;
 mod vgg;
@@ -21,6 +22,7 @@ mod vgg;
 pub use conv::ConvNet;
 pub use init::{initialise, InitScheme};
 pub use kind::{ModelFamily, ModelKind, Shortcut};
+pub use lenet5::LeNet5;
 pub use mlp::LeNet;
 pub use resnet::ResNet;
 pub use vgg::Vgg;
@@ -131,6 +133,7 @@ pub fn build(
             &[300, 100],
             num_classes,
         )),
+        ModelFamily::LeNet5 => Box::new(LeNet5::new(&root, input, num_classes)),
         ModelFamily::Conv => Box::new(ConvNet::new(
             &root,
             input,

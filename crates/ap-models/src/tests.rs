@@ -46,8 +46,8 @@ fn lenet_shapes_sites_and_parameters() {
 /// Today's names, spelled out (a family a line): they are part of every run key and
 /// must never change.
 #[rustfmt::skip]
-const NAMES: [&str; 13] = [
-    "lenet300-100",
+const NAMES: [&str; 14] = [
+    "lenet300-100", "lenet5",
     "conv2", "conv4", "conv6",
     "resnet20", "resnet32", "resnet56",
     "resnet20-b", "resnet32-b", "resnet56-b",
@@ -82,20 +82,20 @@ fn every_name_round_trips_through_from_str_display_and_serde() {
         let back: Typed = serde_json::from_str(&plain).unwrap();
         assert_eq!(back.model, kind);
     }
-    let e = serde_json::from_str::<Typed>(r#"{"model":"lenet5"}"#)
+    let e = serde_json::from_str::<Typed>(r#"{"model":"lenet7"}"#)
         .err()
         .unwrap()
         .to_string();
     assert!(
-        e.contains("unknown model `lenet5`") && e.contains("vgg19"),
+        e.contains("unknown model `lenet7`") && e.contains("vgg19"),
         "{e}"
     );
 }
 
 #[test]
 fn unknown_model_lists_valid_names() {
-    let e = "lenet5".parse::<ModelKind>().unwrap_err().to_string();
-    assert!(e.contains("`lenet5`"), "{e}");
+    let e = "lenet7".parse::<ModelKind>().unwrap_err().to_string();
+    assert!(e.contains("`lenet7`"), "{e}");
     assert!(e.ends_with(&NAMES.join(", ")), "{e}");
 }
 
@@ -136,7 +136,7 @@ fn properties_agree_with_the_names() {
             kind.family() == ModelFamily::ResNet
         );
         let prefix = match kind.family() {
-            ModelFamily::Mlp => "lenet",
+            ModelFamily::Mlp | ModelFamily::LeNet5 => "lenet",
             ModelFamily::Conv => "conv",
             ModelFamily::ResNet => "resnet",
             ModelFamily::Vgg => "vgg",
@@ -193,6 +193,9 @@ fn check(kind: ModelKind, input: &[i64], classes: i64, params: i64, sites: usize
 ///   2,097,408 → 1,792+36,928+73,856+147,584+2,097,408+65,792+2,570 = 2,425,930 (2.4M).
 /// - Conv-6: + 128·256·9+256 = 295,168, 256·256·9+256 = 590,080; fc 4,096·256+256 =
 ///   1,048,832 → 2,262,602 (1.7M in the paper counts conv and fc weights; ours adds biases).
+/// - LeNet-5 (Caffe) on 1×28×28: conv1 20·25 + 20 = 520; conv2 50·20·25 + 50 = 25,050;
+///   fc1 (50·4·4 = 800)·500 + 500 = 400,500; fc2 500·10 + 10 = 5,010 → 431,080 (Han et
+///   al. 2015's ≈ 431K).
 /// - ResNet-20 (option A, no conv bias): stem 432 + BN 32; stage 1: 3·(2·2,304 + 64) =
 ///   14,016; stage 2: 4,608+9,216+128 + 2·(2·9,216+128) = 51,072; stage 3:
 ///   18,432+36,864+256 + 2·(2·36,864+256) = 203,520; fc 650 → 269,722 (0.27M).
@@ -211,6 +214,7 @@ fn expected(kind: ModelKind) -> (&'static [i64], i64, usize) {
     const CIFAR: &[i64] = &[3, 32, 32];
     match kind {
         ModelKind::LeNet300_100 => (&[1, 28, 28], 266_610, 2),
+        ModelKind::LeNet5 => (&[1, 28, 28], 431_080, 3),
         ModelKind::Conv2 => (CIFAR, 4_301_642, 4),
         ModelKind::Conv4 => (CIFAR, 2_425_930, 6),
         ModelKind::Conv6 => (CIFAR, 2_262_602, 8),
@@ -258,7 +262,8 @@ fn inputs_are_checked() {
     let _g = ap_testkit::torch_lock();
     for kind in ModelKind::ALL {
         let d = 1i64 << kind.halvings();
-        kind.check_input(&[3, 2 * d, 3 * d]).unwrap();
+        let (h, w) = (2 * d.max(8), 3 * d.max(8)); // LeNet-5 needs at least 16
+        kind.check_input(&[3, h, w]).unwrap();
         assert!(kind.check_input(&[3, 32]).is_err(), "{kind}");
         if d > 1 {
             let e = kind.check_input(&[3, 2 * d, 3 * d + d / 2]).unwrap_err();
@@ -267,6 +272,8 @@ fn inputs_are_checked() {
             assert!(e.to_string().contains(kind.name()), "{e}");
         }
     }
+    let e = ModelKind::LeNet5.check_input(&[1, 12, 12]).unwrap_err();
+    assert!(e.to_string().contains("at least 16"), "{e}");
     assert!(build(ModelKind::Vgg16, &[3, 28, 28], 10, Device::Cpu)
         .unwrap_err()
         .to_string()
@@ -333,4 +340,13 @@ fn init_schemes_set_statistics() {
     initialise(&m, InitScheme::KaimingNormal);
     let w = &m.vs.variables()["layer3.0.conv2.weight"];
     assert!((w.std(true).double_value(&[]) - (2.0f64 / 576.0).sqrt()).abs() < 0.003);
+    // Caffe's xavier filler on LeNet-5: U(±√(3/fan_in)), std √(1/fan_in); biases 0.
+    let l5 = build(ModelKind::LeNet5, &[1, 28, 28], 10, Device::Cpu).unwrap();
+    initialise(&l5, InitScheme::CaffeXavier);
+    let vars = l5.vs.variables();
+    let w = &vars["conv2.weight"]; // fan_in 20·25 = 500
+    let bound = (3.0f64 / 500.0).sqrt();
+    assert!(w.abs().max().double_value(&[]) <= bound);
+    assert!((w.std(true).double_value(&[]) - (1.0f64 / 500.0).sqrt()).abs() < 0.002);
+    assert_eq!(vars["fc1.bias"].abs().max().double_value(&[]), 0.0);
 }

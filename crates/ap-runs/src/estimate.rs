@@ -30,6 +30,7 @@ fn default_cost(model: ModelKind) -> (f64, f64) {
     use ModelKind::*;
     match model {
         LeNet300_100 => (0.0028, 100.0),
+        LeNet5 => (0.026, 60.0),
         Conv2 => (0.2, 50.0),
         Conv4 => (0.25, 50.0),
         Conv6 => (0.3, 50.0),

@@ -15,6 +15,10 @@ pub struct Recipe {
     pub name: String,
     /// What it is, and where it comes from.
     pub about: String,
+    /// The initialisation of the paper the recipe comes from (ap-spec §5), which a spec
+    /// gets unless it sets `init`; none: PyTorch's defaults (a spec's default).
+    #[serde(default)]
+    pub init: Option<String>,
     /// The `[train]` table.
     pub train: toml::Value,
 }
@@ -77,15 +81,12 @@ pub fn resolve(spec: &mut toml::Value) -> Result<()> {
     Ok(())
 }
 
-/// The initialisation of the paper a recipe comes from (ap-spec §5); none: PyTorch's
-/// defaults (`init = "pytorch"`, a spec's default).
+/// The initialisation of the paper a recipe comes from ([`Recipe::init`]).
 pub fn recipe_init(name: &str) -> Option<&'static str> {
-    match name {
-        "lth-lenet" | "lth-conv2" | "lth-conv4" | "lth-conv6" => Some("xavier_normal"),
-        "openlth-cifar" => Some("openlth"),
-        "ap-release" => Some("ap_release"),
-        _ => None,
-    }
+    recipes()
+        .iter()
+        .find(|r| r.name == name)
+        .and_then(|r| r.init.as_deref())
 }
 
 /// RigL's dense layers, when a RigL spec names none: the configuration RigL published for
@@ -121,11 +122,19 @@ mod tests {
 
     #[test]
     fn every_recipe_is_a_valid_train_table() {
-        assert_eq!(recipes().len(), 8);
+        assert_eq!(recipes().len(), 9);
         for r in recipes() {
             let t: ap_train::TrainConfig = recipe(&r.name).unwrap().try_into().unwrap();
             t.validate().unwrap();
+            if let Some(init) = &r.init {
+                let scheme: Result<ap_models::InitScheme, _> =
+                    toml::Value::String(init.clone()).try_into();
+                assert!(scheme.is_ok(), "{}: init = {init:?} is no scheme", r.name);
+            }
         }
+        assert_eq!(recipe_init("lth-lenet"), Some("xavier_normal"));
+        assert_eq!(recipe_init("lenet5-caffe"), Some("caffe_xavier"));
+        assert_eq!(recipe_init("cosine-sgd"), None);
     }
 
     /// A spec with a preset and the same spec written out have the same key.

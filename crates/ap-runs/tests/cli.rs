@@ -210,9 +210,9 @@ fn bad_specs_are_one_line_errors_naming_file_and_field() {
             write_toml(
                 tmp.path(),
                 "model.toml",
-                &lenet_mnist_spec().with("model", "lenet5"),
+                &lenet_mnist_spec().with("model", "lenet7"),
             ),
-            vec!["lenet5", "lenet300-100"],
+            vec!["lenet7", "lenet300-100"],
         ),
     ];
     for (file, needles) in &bad {

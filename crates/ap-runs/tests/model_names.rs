@@ -84,10 +84,10 @@ fn every_kind_is_a_spec_model_with_its_name_in_the_canonical_json() {
 
 #[test]
 fn an_unknown_model_is_a_parse_error_listing_the_valid_names() {
-    let e = ap_runs::RunSpec::parse(&spec("lenet5", "mnist", IMP), "s.toml")
+    let e = ap_runs::RunSpec::parse(&spec("lenet7", "mnist", IMP), "s.toml")
         .unwrap_err()
         .to_string();
-    assert!(e.starts_with("s.toml:1:") && e.contains("`lenet5`"), "{e}");
+    assert!(e.starts_with("s.toml:1:") && e.contains("`lenet7`"), "{e}");
     for kind in ModelKind::ALL {
         assert!(e.contains(kind.name()), "{e}");
     }

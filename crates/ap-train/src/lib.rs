@@ -472,10 +472,10 @@ mod tests {
     /// A phase started at the rewind step k (`train_phase(.., start = k, ..)`) steps
     /// through iterations k, k+1, …, total−1 — nothing skipped or repeated — and the
     /// learning rate used at step k+i is the schedule's value at k+i, warm-up included,
-    /// for the constant, step (multi-milestone) and cosine schedules, with and without
+    /// for the constant, step (multi-milestone), cosine and inv schedules, with and without
     /// warm-up, resuming at 0, mid-epoch (7) and on an epoch boundary (4). Expected rates
     /// come from the documented formulas written out here (base·γ^#{milestones ≤ t};
-    /// base·½(1+cos(πt/T)); ×(t+1)/W while t < W), plus a few literal values. The per-epoch
+    /// base·½(1+cos(πt/T)); base/(1+γt)^p; ×(t+1)/W while t < W), plus a few literal values. The per-epoch
     /// report starts at epoch k / steps-per-epoch, ends epochs on their boundaries, and
     /// its last rate is the rate at total−1.
     #[test]
@@ -491,6 +491,10 @@ mod tests {
                 gamma: 0.5,
             },
             LrSchedule::Cosine,
+            LrSchedule::Inv {
+                gamma: 0.5,
+                power: 0.75,
+            },
         ];
         for schedule in schedules {
             for warmup in [0u64, 6] {
@@ -504,6 +508,7 @@ mod tests {
                             base * 0.5
                                 * (1.0 + (std::f64::consts::PI * t as f64 / total as f64).cos())
                         }
+                        LrSchedule::Inv { .. } => base / (1.0 + 0.5 * t as f64).powf(0.75),
                     };
                     if t < warmup {
                         scheduled * (t + 1) as f64 / warmup as f64
@@ -520,6 +525,10 @@ mod tests {
                         (expected(9) - 0.005).abs() < 1e-15 && (expected(8) - 0.01).abs() < 1e-15
                     ),
                     (LrSchedule::Cosine, 0) => assert!((expected(6) - 0.01).abs() < 1e-15),
+                    // 0.02 · 2^−0.75, computed separately
+                    (LrSchedule::Inv { .. }, 0) => {
+                        assert!((expected(2) - 0.011892071150027212).abs() < 1e-15)
+                    }
                     _ => {}
                 }
                 for start in [0u64, 4, 7] {

@@ -348,6 +348,14 @@ pub enum LrSchedule {
     },
     /// Cosine annealing from the base rate to 0 over the phase's iterations.
     Cosine,
+    /// Caffe's `inv` policy: base · (1 + `gamma` · t)^(−`power`) at iteration t (LeNet-5's
+    /// solver: gamma 1e-4, power 0.75).
+    Inv {
+        /// Decay speed.
+        gamma: f64,
+        /// Decay exponent.
+        power: f64,
+    },
 }
 
 impl LrSchedule {
@@ -361,6 +369,9 @@ impl LrSchedule {
             }
             LrSchedule::Step { milestones, gamma } => {
                 base * gamma.powi(milestones.iter().filter(|&&m| iteration >= m).count() as i32)
+            }
+            LrSchedule::Inv { gamma, power } => {
+                base * (1.0 + gamma * iteration as f64).powf(-power)
             }
         }
     }
@@ -378,6 +389,14 @@ impl LrSchedule {
                         "schedule.milestones",
                         "must be strictly increasing",
                     ));
+                }
+                Ok(())
+            }
+            LrSchedule::Inv { gamma, power } => {
+                for (name, v) in [("schedule.gamma", gamma), ("schedule.power", power)] {
+                    if !(v.is_finite() && *v >= 0.0) {
+                        return Err(FieldError::new(name, format!("= {v} must be ≥ 0")));
+                    }
                 }
                 Ok(())
             }
