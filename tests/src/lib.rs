@@ -7,6 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// MNIST from the data directory (`AP_DATA_DIR`, else the cache), on the CPU; a missing
+/// data set is a panic that says what to run (`cargo xtask test` installs it first).
+pub fn mnist() -> ap_data::Dataset {
+    let dir = ap_data::default_data_dir();
+    ap_data::Dataset::load(ap_data::DatasetKind::Mnist, &dir, tch::Device::Cpu)
+        .unwrap_or_else(|e| panic!("{e} (data dir {}: run `cargo xtask setup`)", dir.display()))
+}
+
 /// The torch version `cargo xtask setup` installs (its venv is `torch-<version>`).
 const TORCH_VERSION: &str = "2.11.0";
 

@@ -2,7 +2,7 @@
 //! schedule is exact, AP takes its budget from negative weights, pruning makes dynamic
 //! DNR fall, and sparse tickets keep the dense accuracy (short training).
 
-use ap_data::{default_data_dir, Dataset, DatasetKind};
+use ap_data::Dataset;
 use ap_models::ModelKind::LeNet300_100;
 use ap_prune::{run_method, ApConfig, ImpConfig, Method, RoundRecord, RunSeeds, RunSetup};
 use ap_train::TrainConfig;
@@ -47,9 +47,7 @@ fn run(ap: Option<ApConfig>, data: &Dataset) -> Vec<RoundRecord> {
 fn imp_with_and_without_ap_on_mnist() {
     let _g = ap_testkit::torch_lock();
     tch::set_num_threads(1);
-    let dir = default_data_dir();
-    let data = Dataset::load(DatasetKind::Mnist, &dir, Device::Cpu)
-        .unwrap_or_else(|e| panic!("{e} (data dir {}: run `cargo xtask setup`)", dir.display()));
+    let data = ap_e2e::mnist();
     let plain = run(None, &data);
     let with_ap = run(Some(ApConfig::with_rate(0.05)), &data);
     let total = 266_200i64;

@@ -3,7 +3,6 @@
 //! learns (the full 10,000-iteration recipe reaches ≥ 99.0%, docs/models.md), and every
 //! ReLU site is measured.
 
-use ap_data::{default_data_dir, Dataset, DatasetKind};
 use ap_eval::evaluate;
 use ap_models::{initialise, InitScheme, ModelKind};
 use ap_train::{train_phase, LrSchedule, NoHook, PhaseStart, TrainConfig};
@@ -13,9 +12,7 @@ use tch::Device;
 fn lenet5_learns_mnist_in_one_epoch_of_its_recipe() {
     let _g = ap_testkit::torch_lock();
     tch::set_num_threads(1);
-    let dir = default_data_dir();
-    let data = Dataset::load(DatasetKind::Mnist, &dir, Device::Cpu)
-        .unwrap_or_else(|e| panic!("{e} (data dir {}: run `cargo xtask setup`)", dir.display()));
+    let data = ap_e2e::mnist();
     let mut train: TrainConfig = ap_runs::recipes::recipe("lenet5-caffe")
         .unwrap()
         .try_into()

@@ -2,7 +2,7 @@
 //! density, per-event records, and the same density with and without AP.
 
 use ap_criteria::{Allocation, Criterion};
-use ap_data::{default_data_dir, Dataset, DatasetKind};
+use ap_data::Dataset;
 use ap_models::ModelKind::LeNet300_100;
 use ap_prune::{
     run_method, ApConfig, GmpConfig, GranetConfig, ImpConfig, LrrConfig, Method, OneShotConfig,
@@ -29,9 +29,7 @@ fn run(method: &Method, ap: Option<&ApConfig>, data: &Dataset) -> Vec<RoundRecor
 fn every_method_reaches_its_density_on_mnist() {
     let _g = ap_testkit::torch_lock();
     tch::set_num_threads(1);
-    let dir = default_data_dir();
-    let data = Dataset::load(DatasetKind::Mnist, &dir, Device::Cpu)
-        .unwrap_or_else(|e| panic!("{e} (data dir {}: run `cargo xtask setup`)", dir.display()));
+    let data = ap_e2e::mnist();
     let total = 266_200i64;
     let g = Allocation::Global;
     let one_shot = |criterion, at_init| {
