@@ -624,11 +624,17 @@ fn a_killed_task_is_reported_and_resubmitting_completes_the_grid() {
         .unwrap();
     assert_ok(&o, "scontrol requeue");
     // A requeued task waits (BeginTime) before it may start again: let it start now. It
-    // has started again when its log says so.
+    // has started again when its log says so. Not within the second of the requeue:
+    // slurmd revokes the old credential with second granularity, and a launch in that same
+    // second is killed as "Job credential revoked" (seen in CI once in ~7 runs).
+    let requeued = Instant::now();
     wait_for(
         Duration::from_secs(600),
         "the requeued task to start again",
         || {
+            if requeued.elapsed() < Duration::from_secs(3) {
+                return false;
+            }
             // Unconditionally: the state squeue shows on the way (REQUEUED, COMPLETING,
             // PENDING) varies; the update fails harmlessly while the task is not pending.
             let _ = cluster
