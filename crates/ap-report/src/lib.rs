@@ -9,6 +9,7 @@
 pub mod plot;
 pub mod reference;
 pub mod report;
+pub mod setting;
 
 pub use report::{markdown, markdown_with_plots, write_report, SummaryRecord};
 

@@ -6,7 +6,9 @@
 //! where methods and AP differ, as clearly as the dense end. The axis runs from dense on
 //! the left to sparse on the right, like the lottery-ticket papers' "percent of weights
 //! remaining" figures, so the plots read the same way as the numbers they are compared
-//! with. Each point is the mean over seeds of one round; the line follows the rounds.
+//! with. Each point is the mean over seeds of one round, with a bar of ± one sample std
+//! over seeds; the line follows the rounds. A line is a setting: a method, split by its
+//! final density where a grid runs it to several ([`crate::setting`]).
 //!
 //! Rendering uses plotters' SVG backend without its `ttf` feature: text becomes SVG
 //! `<text>` elements that the viewer lays out, so no font files are needed on the machine
@@ -21,7 +23,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::report::SummaryRecord;
+use crate::report::{mean_std, SummaryRecord};
+use crate::setting::setting_labels;
 use crate::write_atomic;
 
 /// Which quantity a plot shows on its y axis.
@@ -104,32 +107,34 @@ pub fn file_name(metric: Metric, model: &str, dataset: &str) -> String {
     )
 }
 
-/// One line: a method with or without AP, points (density, mean value) in round order.
+/// One line: a setting (a method, with its final density where it has several, see
+/// [`setting_labels`]) with or without AP; points (density, mean, sample std over seeds)
+/// in round order.
 #[derive(Debug, Clone, PartialEq)]
 struct Series {
     method: String,
     ap: bool,
-    points: Vec<(f64, f64)>,
+    points: Vec<(f64, f64, f64)>,
 }
 
-/// Means over seeds per (method, AP, round); non-finite values (a diverged run's NaN) are
-/// left out so one bad seed neither breaks the axis range nor the line.
+/// Means and sample stds over seeds per (setting, AP, round); non-finite values (a diverged
+/// run's NaN) are left out so one bad seed neither breaks the axis range nor the line.
 fn series(records: &[&SummaryRecord], metric: Metric) -> Vec<Series> {
-    type Acc = (f64, f64, usize);
-    let mut by: BTreeMap<(String, bool), BTreeMap<usize, Acc>> = BTreeMap::new();
-    for r in records {
+    /// Per round: the seeds' densities and values.
+    type Rounds = BTreeMap<usize, (Vec<f64>, Vec<f64>)>;
+    let mut by: BTreeMap<(String, bool), Rounds> = BTreeMap::new();
+    for (r, label) in records.iter().zip(setting_labels(records)) {
         let v = metric.value(r);
         if !(v.is_finite() && r.density.is_finite() && r.density > 0.0) {
             continue;
         }
         let e = by
-            .entry((r.method.clone(), r.ap))
+            .entry((label, r.ap))
             .or_default()
             .entry(r.round)
-            .or_insert((0.0, 0.0, 0));
-        e.0 += r.density;
-        e.1 += v;
-        e.2 += 1;
+            .or_default();
+        e.0.push(r.density);
+        e.1.push(v);
     }
     by.into_iter()
         .map(|((method, ap), rounds)| Series {
@@ -137,7 +142,10 @@ fn series(records: &[&SummaryRecord], metric: Metric) -> Vec<Series> {
             ap,
             points: rounds
                 .into_values()
-                .map(|(d, v, n)| (d / n as f64, v / n as f64))
+                .map(|(d, v)| {
+                    let (mean, sd) = mean_std(&v);
+                    (d.iter().sum::<f64>() / d.len() as f64, mean, sd)
+                })
                 .collect(),
         })
         .collect()
@@ -182,11 +190,11 @@ impl Axes {
         let all = series.iter().flat_map(|s| s.points.iter().copied());
         let (mut dmin, mut dmax, mut vmin, mut vmax) =
             (f64::INFINITY, 0.0f64, f64::INFINITY, f64::NEG_INFINITY);
-        for (d, v) in all {
+        for (d, v, sd) in all {
             dmin = dmin.min(d);
             dmax = dmax.max(d);
-            vmin = vmin.min(v);
-            vmax = vmax.max(v);
+            vmin = vmin.min(v - sd);
+            vmax = vmax.max(v + sd);
         }
         if !dmin.is_finite() {
             (dmin, dmax) = (0.01, 1.0);
@@ -274,7 +282,7 @@ fn draw_chart(
         if s.ap {
             chart
                 .draw_series(DashedLineSeries::new(
-                    s.points.iter().map(|&(d, v)| (to_x(d), v)),
+                    s.points.iter().map(|&(d, v, _)| (to_x(d), v)),
                     DASH.0,
                     DASH.1,
                     style,
@@ -283,7 +291,7 @@ fn draw_chart(
         } else {
             chart
                 .draw_series(LineSeries::new(
-                    s.points.iter().map(|&(d, v)| (to_x(d), v)),
+                    s.points.iter().map(|&(d, v, _)| (to_x(d), v)),
                     style,
                 ))
                 .map_err(draw_err)?;
@@ -292,8 +300,14 @@ fn draw_chart(
             .draw_series(
                 s.points
                     .iter()
-                    .map(|&(d, v)| Circle::new((to_x(d), v), 4, marker(c, s.ap))),
+                    .map(|&(d, v, _)| Circle::new((to_x(d), v), 4, marker(c, s.ap))),
             )
+            .map_err(draw_err)?;
+        // The seed spread: ± one sample std, where there is more than one seed.
+        chart
+            .draw_series(s.points.iter().filter(|p| p.2 > 0.0).map(|&(d, v, sd)| {
+                ErrorBar::new_vertical(to_x(d), v - sd, v, v + sd, style.stroke_width(1), 8)
+            }))
             .map_err(draw_err)?;
     }
     Ok(())
@@ -520,8 +534,8 @@ mod tests {
         assert!(!svg.contains("imp+AP"));
         assert_eq!(
             svg.matches("<circle").count(),
-            8 + 1,
-            "8 points and the legend marker"
+            8 + 1 + 8,
+            "8 points, the legend marker and 8 error bars (plotters marks a bar's mean with a dot)"
         );
     }
 
@@ -536,6 +550,9 @@ mod tests {
         // Round 0 keeps only seed 1: 97.2%; round 1 is the mean of 97.1 and 97.3.
         assert!((s[0].points[0].1 - 97.2).abs() < 1e-9);
         assert!((s[0].points[1].1 - 97.2).abs() < 1e-9);
+        // The seed spread: no std from one seed; sample std of 97.1 and 97.3 is 0.1·√2.
+        assert_eq!(s[0].points[0].2, 0.0);
+        assert!((s[0].points[1].2 - 0.1 * 2f64.sqrt()).abs() < 1e-9);
         let a = render(&refs, Metric::DynamicDnr, "c").unwrap();
         let b = render(&refs, Metric::DynamicDnr, "c").unwrap();
         assert_eq!(a, b);
@@ -544,7 +561,11 @@ mod tests {
         one.retain(|r| r.round == 3);
         let svg = render(&one.iter().collect::<Vec<_>>(), Metric::Accuracy, "c").unwrap();
         assert!(svg.contains("\n50%\n</text>"), "{svg}");
-        assert_eq!(svg.matches("<circle").count(), 2 + 2);
+        assert_eq!(
+            svg.matches("<circle").count(),
+            2 + 2 + 2,
+            "points, legend, bars"
+        );
         // Nothing finite at all still yields a (blank) plot, not a panic.
         let empty = render(&[], Metric::Accuracy, "empty").unwrap();
         assert!(empty.contains("</svg>"));

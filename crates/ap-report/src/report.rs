@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::plot::{self, Metric};
 use crate::reference;
+use crate::setting;
 use crate::write_atomic;
 
 /// One run × round: the machine-readable result (schema in docs/results.md).
@@ -81,7 +82,8 @@ pub fn paired_gain(pairs: &[(f64, f64)]) -> Option<(f64, f64, bool)> {
     Some((m, sd, clear))
 }
 
-fn mean_std(xs: &[f64]) -> (f64, f64) {
+/// Mean and sample standard deviation (0 for one value).
+pub(crate) fn mean_std(xs: &[f64]) -> (f64, f64) {
     let n = xs.len() as f64;
     let mean = xs.iter().sum::<f64>() / n;
     let var = if xs.len() > 1 {
@@ -105,12 +107,10 @@ pub fn markdown(records: &[SummaryRecord], title: &str) -> String {
 /// dynamic and static DNR without and with AP. The papers' notes and the references placed
 /// in the column follow each table, so a reader sees what each number is compared with.
 pub fn markdown_with_plots(records: &[SummaryRecord], title: &str, plots: &[PathBuf]) -> String {
-    let mut groups: BTreeMap<(&str, &str), BTreeMap<&str, Vec<&SummaryRecord>>> = BTreeMap::new();
+    let mut by_model: BTreeMap<(&str, &str), Vec<&SummaryRecord>> = BTreeMap::new();
     for r in records {
-        groups
+        by_model
             .entry((r.model.as_str(), r.dataset.as_str()))
-            .or_default()
-            .entry(r.method.as_str())
             .or_default()
             .push(r);
     }
@@ -119,7 +119,7 @@ pub fn markdown_with_plots(records: &[SummaryRecord], title: &str, plots: &[Path
         .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
     let mut s = format!("# {title}\n\n");
-    for ((model, dataset), methods) in groups {
+    for ((model, dataset), model_records) in by_model {
         let _ = writeln!(s, "## {model} / {dataset}\n");
         let mut linked = false;
         for (metric, alt) in [
@@ -134,10 +134,21 @@ pub fn markdown_with_plots(records: &[SummaryRecord], title: &str, plots: &[Path
         }
         if linked {
             s.push_str(
-                "\nSolid: without AP; dashed: with AP; one colour per method; mean over seeds.\n\n",
+                "\nSolid: without AP; dashed: with AP; one colour per setting; mean over seeds, \
+                 bars ± one sample std over seeds.\n\n",
             );
         }
-        for (method, rs) in methods {
+        setting::final_table(&mut s, &model_records);
+        // One table per setting (a method, and its final density where it has several).
+        let mut settings: BTreeMap<String, Vec<&SummaryRecord>> = BTreeMap::new();
+        for (r, label) in model_records
+            .iter()
+            .zip(setting::setting_labels(&model_records))
+        {
+            settings.entry(label).or_default().push(r);
+        }
+        for (label, rs) in &settings {
+            let method = rs[0].method.as_str();
             // One table per AP variant, each against the same runs without AP.
             let variants: BTreeSet<&str> = rs
                 .iter()
@@ -159,6 +170,7 @@ pub fn markdown_with_plots(records: &[SummaryRecord], title: &str, plots: &[Path
                     model,
                     dataset,
                     method,
+                    label,
                     variant: v,
                 };
                 method_table(&mut s, &of, &these);
@@ -185,6 +197,9 @@ struct TableOf<'a> {
     model: &'a str,
     dataset: &'a str,
     method: &'a str,
+    /// The setting: the method, with its final density where it has several
+    /// ([`setting::setting_labels`]).
+    label: &'a str,
     /// The AP variant (ablation) of its AP rows; empty: the default.
     variant: &'a str,
 }
@@ -226,6 +241,11 @@ fn table_heading(s: &mut String, of: &TableOf, rs: &[&SummaryRecord]) {
                 100.0 * r.prune_rate,
                 100.0 * r.ap_rate
             )
+        } else if variant.contains("survivor_share") {
+            format!(
+                " (AP takes at most {:.0}% of each pruning event)",
+                100.0 * r.ap_share
+            )
         } else {
             format!(
                 " (AP takes at most {:.0}% of each pruning event and 2.5% of its survivors)",
@@ -233,6 +253,11 @@ fn table_heading(s: &mut String, of: &TableOf, rs: &[&SummaryRecord]) {
             )
         }
     });
+    let target = of
+        .label
+        .strip_prefix(method)
+        .filter(|t| !t.is_empty())
+        .unwrap_or_default();
     let variant_label = if variant.is_empty() {
         String::new()
     } else {
@@ -240,7 +265,7 @@ fn table_heading(s: &mut String, of: &TableOf, rs: &[&SummaryRecord]) {
     };
     let _ = writeln!(
         s,
-        "### {model} / {dataset} — {method} vs {method}+AP{variant_label}{} ({} seed{})\n",
+        "### {model} / {dataset} — {method} vs {method}+AP{target}{variant_label}{} ({} seed{})\n",
         ap_budget.unwrap_or_default(),
         seeds.len(),
         if seeds.len() == 1 { "" } else { "s" }

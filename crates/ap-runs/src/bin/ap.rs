@@ -84,8 +84,9 @@ enum Cmd {
 #[derive(Args, Clone)]
 struct GridArgs {
     /// A profile: `smoke` (tests, < 2 min), `quick` (LeNet-300-100 on MNIST, 5 methods
-    /// ± AP, 3 seeds, ≈ 20 min on 2 cores), `paper` (CIFAR; needs --data-dir and a GPU in
-    /// practice). Reads grids/PROFILE.toml.
+    /// ± AP, and LeNet-5 on Fashion-MNIST, IMP and GMP ± AP; 3 seeds, ≈ 25 min on 2
+    /// cores), `paper` (CIFAR; needs --data-dir and a GPU in practice). Reads
+    /// grids/PROFILE.toml.
     #[arg(long, conflicts_with = "grid")]
     profile: Option<String>,
     /// A grid file (TOML) instead of a profile.
