@@ -79,8 +79,16 @@ fi
 case "$jobs" in auto | [1-9] | [1-9][0-9]) ;; *) echo "error: --jobs takes a number or auto, not $jobs" >&2; exit 2 ;; esac
 
 # libtorch from Python torch, as xtask/gpu-check.sh; on the CPU keep the caller's when
-# there is no torch in python3 (the build machine's `cargo xtask env` sets it).
-if torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null); then
+# LD_LIBRARY_PATH already has one (the build machine's `cargo xtask env` sets it).
+has_libtorch() {
+    local d
+    IFS=: read -ra dirs <<<"${LD_LIBRARY_PATH:-}"
+    for d in "${dirs[@]}"; do [ -n "$d" ] && [ -f "$d/libtorch_cpu.so" ] && return 0; done
+    return 1
+}
+if [ "$device" = cpu ] && has_libtorch; then
+    echo "libtorch from LD_LIBRARY_PATH (CPU run)"
+elif torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null); then
     export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     python3 -c 'import torch; print("python torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())'
     if [ "$device" != cpu ] && [ ! -f "$torch_lib/libtorch_cuda.so" ]; then
@@ -92,7 +100,7 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "(no nvidia-smi)"
 threads=()
 [ "$device" = cpu ] && threads=(--threads 1)
-mkdir -p "$out" "$store"
+mkdir -p "$out" "$store/runs"
 out=$(cd "$out" && pwd) store=$(cd "$store" && pwd)
 echo "grid $grid, data $data, device $device, store $store/runs, out $out"
 
@@ -100,7 +108,8 @@ echo "grid $grid, data $data, device $device, store $store/runs, out $out"
 # Training throughput per N = N × (iterations after the first pruning event) / (last end
 # − first start), the times read from the runs' log.txt ("pruning event event=0" at
 # iteration `begin`, "round 0 epoch ..." when training ends), so process start-up, data
-# loading, cuDNN warm-up and the final evaluation are not counted.
+# loading, cuDNN warm-up and the final evaluation are not counted (each run is stopped
+# once its training has ended).
 probe() {
     local ns its begin batch
     if [ "$tiny" = 1 ]; then ns="1 2" its=10 begin=2 batch=32; else ns="1 2 4 8" its=400 begin=100 batch=128; fi
@@ -133,7 +142,26 @@ SPEC
                 --device "$device" "${threads[@]}" >/dev/null 2>"$dir/n$n-$i.err" &
             pids+=($!)
         done
-        for p in "${pids[@]}"; do wait "$p" || { echo "error: probe run failed:" >&2; cat "$dir"/n"$n"-*.err >&2; return 1; }; done
+        # Stop each run once its training has ended (its log has the epoch line): the
+        # final evaluation is not measured, and on a CPU it takes longer than the probe.
+        local live=$n
+        while [ "$live" -gt 0 ]; do
+            live=0
+            for i in $(seq 1 "$n"); do
+                local p=${pids[$((i - 1))]}
+                kill -0 "$p" 2>/dev/null || continue
+                if grep -qsE 'round +0 epoch' "$dir/n$n-$i"/*/log.txt; then
+                    kill "$p" 2>/dev/null || true
+                else
+                    live=$((live + 1))
+                fi
+            done
+            sleep 0.2
+        done
+        for i in $(seq 1 "$n"); do
+            wait "${pids[$((i - 1))]}" 2>/dev/null || true
+            grep -qsE 'round +0 epoch' "$dir/n$n-$i"/*/log.txt || { echo "error: probe run $n-$i failed:" >&2; cat "$dir/n$n-$i.err" >&2; return 1; }
+        done
         python3 - "$dir" "$n" "$its" "$begin" <<'PY' >>"$dir/table.tsv"
 import datetime, glob, re, sys
 d, n, its, begin = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -166,13 +194,15 @@ PY
 }
 
 if [ "$jobs" = auto ]; then
-    if [ -f "$store/concurrency.tsv" ]; then
-        echo "== concurrency: reusing the probe of an earlier call ($store/concurrency.tsv)"
-        cp "$store/concurrency.tsv" "$out/concurrency.tsv"
+    kept="$store/concurrency-$name-${device//:/-}.tsv"
+    if [ -f "$kept" ]; then
+        echo "== concurrency: reusing the probe of an earlier call ($kept)"
+        cp "$kept" "$out/concurrency.tsv"
     else
         echo "== concurrency probe (ResNet-20, $device)"
         probe >/dev/null
-        cp "$out/concurrency.tsv" "$store/concurrency.tsv"
+        rm -rf "$store/probe"
+        cp "$out/concurrency.tsv" "$kept"
     fi
     cat "$out/concurrency.tsv"
     jobs=$(awk -F'\t' '$5 == "yes" { print $1 }' "$out/concurrency.tsv")
