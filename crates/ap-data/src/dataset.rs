@@ -247,6 +247,14 @@ impl DatasetKind {
         [self.channels() as i64, side, side]
     }
 
+    /// The shape of one image after [`Dataset::padded`] adds `pad` pixels on each side:
+    /// `[C, H + 2·pad, W + 2·pad]` (what a model must accept when a run pads its data).
+    pub const fn padded_image_shape(self, pad: usize) -> [i64; 3] {
+        let [c, h, w] = self.image_shape();
+        let extra = 2 * pad as i64;
+        [c, h + extra, w + extra]
+    }
+
     /// Examples in the official training split, known without loading it: 60 000 for the
     /// MNIST family, 50 000 for CIFAR (runs train on all of them; a validation split, see
     /// [`Dataset::split_validation`], takes its examples out of these).
@@ -416,6 +424,34 @@ impl Split {
         EvalBatches::new(self, batch_size)
     }
 
+    /// This split with `pad` pixels added on each side of every image, filled per channel
+    /// with `fill` (see [`Dataset::padded`]); `pad = 0` returns the same tensors.
+    fn padded(&self, pad: usize, fill: &[f64]) -> Result<Split, DataError> {
+        if pad == 0 {
+            return Ok(self.shallow_clone());
+        }
+        let p = pad as i64;
+        let size = self.images.size();
+        let &[n, c, h, w] = &size[..] else {
+            unreachable!("loaded images are [N, C, H, W], not {size:?}")
+        };
+        let fill = Tensor::f_from_slice(fill)?
+            .f_view([1, c, 1, 1])?
+            .f_to_device(self.images.device())?
+            .f_to_kind(self.images.kind())?;
+        let images = fill
+            .f_expand([n, c, h + 2 * p, w + 2 * p], false)?
+            .f_contiguous()?;
+        images
+            .f_narrow(2, p, h)?
+            .f_narrow(3, p, w)?
+            .f_copy_(&self.images)?;
+        Ok(Split {
+            images,
+            labels: self.labels.shallow_clone(),
+        })
+    }
+
     /// A second handle to the same tensors (no data copy).
     pub fn shallow_clone(&self) -> Split {
         Split {
@@ -509,6 +545,29 @@ impl Dataset {
             })
         };
         Ok((pick(&train)?, pick(&val)?))
+    }
+
+    /// The data set with `pad` pixels added on each side of every image, train and test
+    /// (`[N, C, H, W]` → `[N, C, H + 2·pad, W + 2·pad]`); `pad = 0` is the identity.
+    ///
+    /// Why: VGG-11/16/19 halve their input five times and need H and W divisible by 32, and
+    /// the papers that run VGG (or LeNet-5) on MNIST-sized data pad the 28×28 images to
+    /// 32×32 (`transforms.Pad(2)` before `ToTensor` and `Normalize` in PyTorch), which
+    /// keeps every pixel and adds only background. The added pixels are **black** pixels
+    /// (raw value 0) as normalisation maps them, `-mean[c] / std[c]`, so the result is
+    /// exactly `normalise(pad(raw))` and the border is the MNIST family's own background —
+    /// unlike [`crate::Augment`]'s crop, which pads normalised tensors with 0.
+    pub fn padded(self, pad: usize) -> Result<Dataset, DataError> {
+        if pad == 0 {
+            return Ok(self);
+        }
+        let (mean, std) = self.kind.channel_stats();
+        let black: Vec<f64> = mean.iter().zip(&std).map(|(m, s)| -m / s).collect();
+        Ok(Dataset {
+            kind: self.kind,
+            train: self.train.padded(pad, &black)?,
+            test: self.test.padded(pad, &black)?,
+        })
     }
 }
 
@@ -782,6 +841,63 @@ mod tests {
                 let px = ds.test.images.double_value(&[0, 0, 5, 5]);
                 let want = (180.0 / 255.0 - kind.mean()) / kind.std();
                 assert!((px - want).abs() < 1e-5, "{px} vs {want}");
+            }
+        }
+    }
+
+    /// Padding by 2 makes 28×28 images 32×32: the original in the middle, unchanged, and
+    /// every added pixel the normalised value of a black pixel, per channel; 0 changes
+    /// nothing. The images are random values above 1, so no original pixel is black.
+    #[test]
+    fn padding_surrounds_the_images_with_black_pixels() {
+        for (kind, c, side) in [
+            (DatasetKind::FashionMnist, 1, 28),
+            (DatasetKind::Cifar10, 3, 32),
+        ] {
+            let images =
+                |n: i64| Tensor::rand([n, c, side, side], (Kind::Float, Device::Cpu)) + 1.0;
+            let labels = |n: i64| Tensor::zeros([n], (Kind::Int64, Device::Cpu));
+            let ds = Dataset {
+                kind,
+                train: Split {
+                    images: images(4),
+                    labels: labels(4),
+                },
+                test: Split {
+                    images: images(2),
+                    labels: labels(2),
+                },
+            };
+            let same = ds.train.images.shallow_clone();
+            let ds = ds.padded(0).unwrap();
+            assert!(ds.train.images.equal(&same), "pad 0 is the identity");
+            assert_eq!(ds.train.images.size(), [4, c, side, side]);
+            let (train, test) = (ds.train.images.copy(), ds.test.images.copy());
+            let padded = ds.padded(2).unwrap();
+            let big = side + 4;
+            assert_eq!(padded.train.images.size(), [4, c, big, big]);
+            assert_eq!(padded.test.images.size(), [2, c, big, big]);
+            assert_eq!(padded.train.labels.size(), [4]);
+            assert_eq!(kind.padded_image_shape(2), [c, big, big]);
+            for (before, after) in [(&train, &padded.train.images), (&test, &padded.test.images)] {
+                let middle = after.narrow(2, 2, side).narrow(3, 2, side);
+                assert!(
+                    middle.equal(before),
+                    "{kind}: the original sits in the middle"
+                );
+                let border = after.ones_like();
+                let _ = border.narrow(2, 2, side).narrow(3, 2, side).fill_(0.0);
+                let border = border.to_kind(Kind::Bool);
+                for ch in 0..c {
+                    let want = -kind.channel_mean()[ch as usize] / kind.channel_std()[ch as usize];
+                    let values = after.select(1, ch).masked_select(&border.select(1, ch));
+                    assert_eq!(
+                        values.numel() as i64,
+                        after.size()[0] * (big * big - side * side)
+                    );
+                    let off = f64::try_from((values - want).abs().max()).unwrap();
+                    assert!(off < 1e-6, "{kind} channel {ch}: border off black by {off}");
+                }
             }
         }
     }

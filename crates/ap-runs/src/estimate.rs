@@ -1,6 +1,6 @@
 //! Time estimates for `--dry-run` and the progress display: training iterations a run
 //! still has to do × seconds per iteration, taken from finished runs of the same model,
-//! dataset and batch size in the store when there are any, else from a table measured on
+//! dataset, padding and batch size in the store when there are any, else from a table measured on
 //! a 2-core CPU (docs/performance.md). Evaluation time is folded into the per-iteration
 //! figure because finished runs' round times include it.
 
@@ -50,7 +50,7 @@ fn work(spec: &RunSpec, iterations: u64, evaluations: u64) -> f64 {
 #[derive(Debug, Default)]
 pub struct Estimator {
     /// (seconds, work) summed over finished runs.
-    measured: BTreeMap<(ModelKind, String, usize), (f64, f64)>,
+    measured: BTreeMap<(ModelKind, String, i64, usize), (f64, f64)>,
 }
 
 impl Estimator {
@@ -87,8 +87,10 @@ impl Estimator {
     }
 }
 
-fn key(s: &RunSpec) -> (ModelKind, String, usize) {
-    (s.model, s.dataset.clone(), s.train.batch_size)
+/// What a step's cost depends on: the model, the images it sees (data set and `pad`) and
+/// the batch size.
+fn key(s: &RunSpec) -> (ModelKind, String, i64, usize) {
+    (s.model, s.dataset.clone(), s.pad, s.train.batch_size)
 }
 
 /// `1h 05m`, `12m 30s`, `45s`.

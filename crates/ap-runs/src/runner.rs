@@ -160,7 +160,10 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
 /// The run's data set on its device and its freshly initialised model.
 fn load(spec: &RunSpec, opts: &RunOptions) -> Result<(Dataset, ap_models::Model)> {
     let kind = DatasetKind::from_name(&spec.dataset)?;
+    // Padded at load, so the model is built for (and every step sees) the padded images.
+    let pad = spec.pad_pixels()?;
     let data = Dataset::load(kind, &opts.data_dir, opts.device)
+        .and_then(|d| d.padded(pad))
         .with_context(|| format!("loading {}", spec.dataset))?;
     spec.check_batch_size(data.train.len())?;
     seed_torch(spec.seed, "init");

@@ -35,6 +35,11 @@ pub struct RunSpec {
     pub model: ap_models::ModelKind,
     /// Dataset name (`mnist`, `fashion-mnist`).
     pub dataset: String,
+    /// Pixels added on each side of every image, train and test, at load time (black
+    /// pixels; see `ap_data::Dataset::padded`): 2 makes Fashion-MNIST 32×32, as VGG needs.
+    /// Left out of the spec's key while 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pad: i64,
     /// Run seed; init and data order derive their own seeds from it.
     pub seed: u64,
     /// Training recipe of each phase.
@@ -56,6 +61,14 @@ pub struct RunSpec {
 fn default_eval_batch() -> i64 {
     1000
 }
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+/// The largest `pad`: enough for any of the models' input sizes, small enough that a typo
+/// (`pad = 200`) is an error rather than a 400×400 data set.
+const MAX_PAD: i64 = 64;
 
 impl RunSpec {
     /// Reads a spec file, resolving a `train.recipe` preset; errors name the file.
@@ -82,9 +95,11 @@ impl RunSpec {
     pub fn validate(&self) -> Result<(), FieldError> {
         let dataset = ap_data::DatasetKind::from_name(&self.dataset)
             .map_err(|e| FieldError::new("dataset", format!("= {:?}: {e}", self.dataset)))?;
-        self.model
-            .check_input(&dataset.image_shape())
-            .map_err(|e| FieldError::new("dataset", format!("= {:?}: {e}", self.dataset)))?;
+        let input = self.input_shape(dataset)?;
+        self.model.check_input(&input).map_err(|e| match self.pad {
+            0 => FieldError::new("dataset", format!("= {:?}: {e}", self.dataset)),
+            pad => FieldError::new("pad", format!("= {pad} on {:?}: {e}", self.dataset)),
+        })?;
         self.train
             .validate()
             .map_err(|e| match e.field.starts_with("train.") {
@@ -111,11 +126,7 @@ impl RunSpec {
         // The network's prunable layers for this data set: built once per model and input
         // in a process, drawing from libtorch's generator then (a run seeds the generator
         // itself before it builds its model).
-        let shapes = ap_models::prunable_shapes(
-            self.model,
-            &dataset.image_shape(),
-            dataset.num_classes() as i64,
-        );
+        let shapes = ap_models::prunable_shapes(self.model, &input, dataset.num_classes() as i64);
         let prunable: Vec<String> = shapes.iter().map(|(n, _)| n.clone()).collect();
         if let Method::Rigl(ap_prune::RiglConfig { dense_layers, .. }) = &self.prune {
             if let Some(bad) = dense_layers.iter().find(|d| !prunable.contains(d)) {
@@ -134,6 +145,23 @@ impl RunSpec {
         }
         // What the run would leave of each layer: no event may empty one.
         self.prune.check_layers(&shapes).map_err(prune_error)
+    }
+
+    /// `pad` as a pixel count, or an error naming `pad` when it is outside `0..=64`.
+    pub fn pad_pixels(&self) -> Result<usize, FieldError> {
+        match usize::try_from(self.pad) {
+            Ok(p) if self.pad <= MAX_PAD => Ok(p),
+            _ => Err(FieldError::out_of(
+                "pad",
+                self.pad,
+                &format!("[0, {MAX_PAD}]"),
+            )),
+        }
+    }
+
+    /// The shape `[C, H, W]` of one image of `dataset` as the model sees it: after `pad`.
+    pub fn input_shape(&self, dataset: ap_data::DatasetKind) -> Result<[i64; 3], FieldError> {
+        Ok(dataset.padded_image_shape(self.pad_pixels()?))
     }
 
     /// Errors when `train.batch_size` exceeds the `n_train` examples of the training set
@@ -443,6 +471,47 @@ mod tests {
             e.contains("after round 1") && e.contains("`fc3.weight`"),
             "{e}"
         );
+    }
+
+    /// `pad` is out of the key (and the written spec) at 0 and in it otherwise; VGG-16 on
+    /// Fashion-MNIST (28×28) validates only with `pad = 2` (32×32); a `pad` outside
+    /// [0, 64] is an error naming it.
+    #[test]
+    fn pad_fits_fashion_mnist_to_vgg_and_is_keyed_only_when_set() {
+        let _g = ap_testkit::torch_lock();
+        let base: RunSpec = parse_toml(&spec().to_toml(), "x").unwrap();
+        let zero = parse_with("pad", 0).unwrap();
+        assert_eq!((zero.pad, zero.key()), (0, base.key()));
+        assert!(!zero.canonical_json().contains("pad"));
+        assert!(!toml::to_string(&zero).unwrap().contains("pad"));
+        let two = parse_with("pad", 2).unwrap();
+        assert_ne!(two.key(), base.key());
+        assert!(two.canonical_json().contains(r#""pad":2"#));
+        let back: RunSpec = parse_toml(&toml::to_string(&two).unwrap(), "x").unwrap();
+        assert_eq!(back.key(), two.key());
+        let vgg = |pad: i64| {
+            let text = spec()
+                .with("model", "vgg16")
+                .with("dataset", "fashion-mnist")
+                .with("pad", pad)
+                .to_toml();
+            parse_toml::<RunSpec>(&text, "x").unwrap().validate()
+        };
+        vgg(2).unwrap();
+        let e = vgg(0).unwrap_err().to_string();
+        assert!(
+            e.starts_with("dataset = \"fashion-mnist\"") && e.contains("divisible by 32"),
+            "{e}"
+        );
+        let e = vgg(1).unwrap_err().to_string();
+        assert!(
+            e.starts_with("pad = 1") && e.contains("divisible by 32"),
+            "{e}"
+        );
+        for bad in [-1, 65] {
+            let e = vgg(bad).unwrap_err().to_string();
+            assert_eq!(e, format!("pad = {bad} must be in [0, 64]"));
+        }
     }
 
     /// `[ap]` shares ApConfig's fields: an unknown one is still an error naming it.
