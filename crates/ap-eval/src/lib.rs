@@ -7,6 +7,8 @@
 //! weighted by units. All counting happens on the device inside the forward pass through
 //! [`DnrProbe`]; the host reads the counters once, in [`DnrProbe::finish`].
 
+pub mod sweep;
+
 use ap_models::{ActivationProbe, Model};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};

@@ -392,6 +392,71 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
     out
 }
 
+/// The essential-sparsity plot of `ap sweep`: test accuracy (%) against sparsity (%, linear,
+/// 0 to 100) as a line with markers, and each knee of `knees` (label, sparsity in %) as a
+/// vertical line labelled at its top, in its own colour.
+pub fn render_sweep(points: &[(f64, f64)], knees: &[(&str, f64)], caption: &str) -> Result<String> {
+    let (lo, hi) = points
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), p| {
+            (l.min(p.1), h.max(p.1))
+        });
+    let (y0, y1) = padded(lo, hi, 1.0);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (800, 500)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(caption, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(48)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0.0..100.0, y0..y1)
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("sparsity: pruned fraction of prunable weights (%), one-shot, no retraining")
+            .y_desc("test accuracy (%)")
+            .label_style(("sans-serif", 15))
+            .axis_desc_style(("sans-serif", 16))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(draw_err)?;
+        let style = ShapeStyle::from(&colour(0)).stroke_width(2);
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), style))
+            .map_err(draw_err)?;
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 4, style.filled())))
+            .map_err(draw_err)?;
+        for (i, &(label, x)) in knees.iter().enumerate() {
+            let c = colour(i + 1);
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(x, y0), (x, y1)],
+                    DASH.0,
+                    DASH.1,
+                    ShapeStyle::from(&c).stroke_width(2),
+                ))
+                .map_err(draw_err)?;
+            // Labels one below the other, so knees at the same sparsity stay readable.
+            let top = y1 - (y1 - y0) * (0.04 + 0.06 * i as f64);
+            let text = TextStyle::from(("sans-serif", 14).into_font())
+                .color(&c)
+                .pos(Pos::new(HPos::Right, VPos::Center));
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!("{label} {x:.0}% "),
+                    (x, top),
+                    text,
+                )))
+                .map_err(draw_err)?;
+        }
+        root.present().map_err(draw_err)?;
+    }
+    Ok(svg)
+}
+
 fn draw_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("plotting failed: {e:?}")
 }

@@ -16,6 +16,7 @@ pub mod spec;
 pub mod status;
 pub mod store;
 pub mod summary;
+pub mod sweep;
 pub mod testpoint;
 
 pub use runner::{execute, RunOptions};

@@ -158,7 +158,7 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
 }
 
 /// The run's data set on its device and its freshly initialised model.
-fn load(spec: &RunSpec, opts: &RunOptions) -> Result<(Dataset, ap_models::Model)> {
+pub(crate) fn load(spec: &RunSpec, opts: &RunOptions) -> Result<(Dataset, ap_models::Model)> {
     let kind = DatasetKind::from_name(&spec.dataset)?;
     // Padded at load, so the model is built for (and every step sees) the padded images.
     let pad = spec.pad_pixels()?;

@@ -315,6 +315,21 @@ impl RunDir {
         Ok(None)
     }
 
+    /// The newest checkpoint (a finished run's final network and mask), verified against
+    /// its checksum; read-only, unlike [`RunDir::resume_point`] nothing is set aside. The
+    /// error names the file, or the directory when there is no checkpoint.
+    pub fn final_checkpoint(&self) -> Result<Checkpoint> {
+        let Some(&round) = self.checkpoint_rounds().first() else {
+            bail!(
+                "{} holds no checkpoint-<round>.safetensors",
+                self.path.display()
+            );
+        };
+        self.verify_checkpoint(round)?;
+        let tensors = load_safetensors(&self.checkpoint_path(round), tch::Device::Cpu)?;
+        Ok(Checkpoint { tensors })
+    }
+
     /// Rounds a resumed run would not redo (0 when it would start over), for estimates:
     /// reads only the checkpoints' records, not their (possibly large) tensor files.
     pub fn resume_point_rounds(&self) -> Result<usize> {

@@ -5,6 +5,7 @@
 //! ap reproduce [--profile P|--grid G]  every run of a grid, then summary.json, summary.csv,
 //!                                      report.md and plots in results/<profile>/
 //! ap report [--profile P|--grid G]     the report again, from the run store alone
+//! ap sweep RUN_DIR                     one-shot pruning curve and knee of a finished run
 //! ```
 
 use std::io::IsTerminal;
@@ -78,6 +79,37 @@ enum Cmd {
         #[arg(long, default_value = "runs")]
         runs_dir: PathBuf,
     },
+    /// Essential sparsity of a finished run: its final network pruned one-shot by global
+    /// magnitude at each sparsity, without retraining, evaluated on the test set; prints the
+    /// table and the knees, writes sweep.json, sweep.md and sweep.svg.
+    Sweep(SweepArgs),
+}
+
+/// `ap sweep`'s arguments.
+#[derive(Args, Clone)]
+struct SweepArgs {
+    /// The run's directory in the run store (finished: it has DONE).
+    run_dir: PathBuf,
+    /// Sparsities in percent, comma-separated, increasing, each in [0, 100)
+    /// (default: 0,10,…,80,85,90,92,94,95,96,97,98,99).
+    #[arg(long)]
+    sparsities: Option<String>,
+    /// The tolerance knee is the last sparsity within this many accuracy points of the
+    /// first one's accuracy.
+    #[arg(long, default_value_t = 1.0)]
+    tolerance: f64,
+    /// Output directory (default: RUN_DIR/sweep).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Data directory (default: $AP_DATA_DIR, else the cache that `cargo xtask setup` fills).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// libtorch intra-op threads.
+    #[arg(long)]
+    threads: Option<i32>,
 }
 
 /// Which grid, which slice of it, and where its report goes.
@@ -272,6 +304,10 @@ fn main() {
             init_tracing(None);
             report(&grid, &runs_dir)
         }
+        Cmd::Sweep(args) => {
+            init_tracing(None);
+            sweep(&args)
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -427,6 +463,44 @@ fn report(args: &GridArgs, runs_dir: &Path) -> Result<()> {
         "report of {} finished runs ({missing} not finished yet): {}",
         results.len(),
         out.join("report.md").display()
+    );
+    Ok(())
+}
+
+/// `ap sweep`: the one-shot pruning curve of a finished run, its knees, and its files.
+fn sweep(args: &SweepArgs) -> Result<()> {
+    use ap_runs::sweep::{parse_sparsities, sweep_run, write_sweep, SweepOptions};
+    if let Some(t) = args.threads {
+        tch::set_num_threads(t);
+    }
+    if !(args.tolerance.is_finite() && args.tolerance >= 0.0) {
+        bail!(
+            "--tolerance {}: give accuracy points ≥ 0, e.g. --tolerance 1.0",
+            args.tolerance
+        );
+    }
+    let sparsities = match &args.sparsities {
+        Some(text) => parse_sparsities(text)?,
+        None => ap_eval::sweep::DEFAULT_SPARSITIES.to_vec(),
+    };
+    let opts = SweepOptions {
+        sparsities,
+        tolerance_points: args.tolerance,
+        data_dir: args
+            .data_dir
+            .clone()
+            .unwrap_or_else(ap_data::default_data_dir),
+        device: ap_tensor::parse_device(&args.device)?,
+    };
+    let report = sweep_run(&args.run_dir, &opts)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.run_dir.join("sweep"));
+    println!("{}", write_sweep(&report, &out)?);
+    eprintln!(
+        "sweep: {} (with sweep.json and sweep.svg)",
+        out.join("sweep.md").display()
     );
     Ok(())
 }
