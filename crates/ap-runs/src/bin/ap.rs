@@ -101,12 +101,8 @@ struct SweepArgs {
     /// Output directory (default: RUN_DIR/sweep).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Data directory (default: $AP_DATA_DIR, else the cache that `cargo xtask setup` fills).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// cpu, cuda, cuda:N or auto.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    input: Input,
     /// libtorch intra-op threads.
     #[arg(long)]
     threads: Option<i32>,
@@ -172,17 +168,32 @@ impl GridArgs {
     }
 }
 
+/// Where a command reads its data and which device it computes on.
 #[derive(Args, Clone)]
-struct Common {
-    /// Run store directory.
-    #[arg(long, default_value = "runs")]
-    runs_dir: PathBuf,
+struct Input {
     /// Data directory (default: $AP_DATA_DIR, else the cache that `cargo xtask setup` fills).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     device: String,
+}
+
+impl Input {
+    fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(ap_data::default_data_dir)
+    }
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Run store directory.
+    #[arg(long, default_value = "runs")]
+    runs_dir: PathBuf,
+    #[command(flatten)]
+    input: Input,
     /// libtorch intra-op threads per process (default: cores / jobs).
     #[arg(long)]
     threads: Option<i32>,
@@ -196,19 +207,13 @@ struct Common {
 }
 
 impl Common {
-    fn data_dir(&self) -> PathBuf {
-        self.data_dir
-            .clone()
-            .unwrap_or_else(ap_data::default_data_dir)
-    }
-
     /// How each run of `ap reproduce` is started: this program with these arguments.
     fn run_settings(&self) -> Result<RunSettings> {
         Ok(RunSettings {
             ap_exe: std::env::current_exe().context("locating the ap executable")?,
             runs_dir: self.runs_dir.clone(),
-            data_dir: self.data_dir(),
-            device: self.device.clone(),
+            data_dir: self.input.data_dir(),
+            device: self.input.device.clone(),
             threads: self.threads,
             verbose: self.verbose,
             deterministic_cuda: self.deterministic_cuda,
@@ -378,8 +383,8 @@ fn run_one(spec_path: &Path, progress_json: bool, common: &Common) -> Result<()>
     ap_tensor::set_deterministic(common.deterministic_cuda);
     let opts = RunOptions {
         deterministic: common.deterministic_cuda,
-        data_dir: common.data_dir(),
-        device: ap_tensor::parse_device(&common.device)?,
+        data_dir: common.input.data_dir(),
+        device: ap_tensor::parse_device(&common.input.device)?,
         progress: !progress_json,
         verbose: common.verbose,
         log: Some(Arc::new(|line: &str| eprintln!("{line}")) as LogFn),
@@ -486,11 +491,8 @@ fn sweep(args: &SweepArgs) -> Result<()> {
     let opts = SweepOptions {
         sparsities,
         tolerance_points: args.tolerance,
-        data_dir: args
-            .data_dir
-            .clone()
-            .unwrap_or_else(ap_data::default_data_dir),
-        device: ap_tensor::parse_device(&args.device)?,
+        data_dir: args.input.data_dir(),
+        device: ap_tensor::parse_device(&args.input.device)?,
     };
     let report = sweep_run(&args.run_dir, &opts)?;
     let out = args
