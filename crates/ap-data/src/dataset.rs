@@ -850,6 +850,7 @@ mod tests {
     /// nothing. The images are random values above 1, so no original pixel is black.
     #[test]
     fn padding_surrounds_the_images_with_black_pixels() {
+        let _g = ap_testkit::torch_lock();
         for (kind, c, side) in [
             (DatasetKind::FashionMnist, 1, 28),
             (DatasetKind::Cifar10, 3, 32),
