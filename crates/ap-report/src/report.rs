@@ -82,6 +82,18 @@ pub fn paired_gain(pairs: &[(f64, f64)]) -> Option<(f64, f64, bool)> {
     Some((m, sd, clear))
 }
 
+/// `f` of each run without AP and of the run with AP of the same seed: the pairs that
+/// [`paired_gain`] compares (seeds without a partner are left out).
+pub(crate) fn paired_by_seed(
+    off: &[&SummaryRecord],
+    on: &[&SummaryRecord],
+    f: fn(&SummaryRecord) -> f64,
+) -> Vec<(f64, f64)> {
+    off.iter()
+        .filter_map(|o| on.iter().find(|a| a.seed == o.seed).map(|a| (f(o), f(a))))
+        .collect()
+}
+
 /// Mean and sample standard deviation (0 for one value).
 pub(crate) fn mean_std(xs: &[f64]) -> (f64, f64) {
     let n = xs.len() as f64;
@@ -291,14 +303,7 @@ fn table_row(
     let fmt_acc =
         |x: Option<(f64, f64)>| x.map_or("—".into(), |(m, sd)| format!("{m:.2} ± {sd:.2}"));
     let fmt = |x: Option<(f64, f64)>| x.map_or("—".into(), |(m, _)| format!("{m:.3}"));
-    let pairs: Vec<(f64, f64)> = off
-        .iter()
-        .filter_map(|o| {
-            on.iter()
-                .find(|a| a.seed == o.seed)
-                .map(|a| (100.0 * o.test_accuracy, 100.0 * a.test_accuracy))
-        })
-        .collect();
+    let pairs = paired_by_seed(off, on, |r| 100.0 * r.test_accuracy);
     let gain = match paired_gain(&pairs) {
         Some((m, _, _)) if pairs.len() == 1 => format!("{m:+.2}"),
         Some((m, sd, clear)) => {

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use crate::report::{mean_std, paired_gain, SummaryRecord};
+use crate::report::{mean_std, paired_by_seed, paired_gain, SummaryRecord};
 
 /// One run's identity among the records of a report.
 type RunId<'a> = (&'a str, &'a str, &'a str, &'a str, bool, &'a str, u64);
@@ -47,9 +47,13 @@ fn density_label(d: f64) -> String {
 /// its runs' final density where the same model, data set and method reach more than one
 /// final density in `records` (`gmp → 2.00%`, `gmp → 1.00%`).
 pub fn setting_labels(records: &[&SummaryRecord]) -> Vec<String> {
-    let last = final_densities(records);
+    labels_with(records, &final_densities(records))
+}
+
+/// [`setting_labels`], given each run's last round and density ([`final_densities`]).
+fn labels_with(records: &[&SummaryRecord], last: &BTreeMap<RunId, (usize, f64)>) -> Vec<String> {
     let mut targets: BTreeMap<(&str, &str, &str), BTreeSet<String>> = BTreeMap::new();
-    for (id, (_, d)) in &last {
+    for (id, (_, d)) in last {
         targets
             .entry((id.0, id.1, id.2))
             .or_default()
@@ -78,8 +82,8 @@ type Finals<'a> = BTreeMap<(String, String), (Vec<&'a SummaryRecord>, Vec<&'a Su
 /// without and with AP (mean ± sample std over seeds) and the paired differences (AP − no
 /// AP, same seed). Every AP variant is paired with the same runs without AP.
 pub fn final_table(s: &mut String, records: &[&SummaryRecord]) {
-    let labels = setting_labels(records);
     let last = final_densities(records);
+    let labels = labels_with(records, &last);
     let mut finals: Finals = BTreeMap::new();
     let mut variants: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
     for (r, label) in records.iter().zip(&labels) {
@@ -148,10 +152,7 @@ fn final_row(
         }
     };
     let paired = |f: fn(&SummaryRecord) -> f64, digits: usize| {
-        let pairs: Vec<(f64, f64)> = off
-            .iter()
-            .filter_map(|o| on.iter().find(|a| a.seed == o.seed).map(|a| (f(o), f(a))))
-            .collect();
+        let pairs = paired_by_seed(off, on, f);
         match paired_gain(&pairs) {
             Some((m, sd, clear)) if pairs.len() > 1 => {
                 let t = format!("{m:+.digits$} ± {sd:.digits$}");
