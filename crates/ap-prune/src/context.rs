@@ -91,9 +91,7 @@ impl<'a> RunContext<'a> {
     ) -> Result<RunContext<'a>, PruneError> {
         let model = setup.model;
         let prunable = NamedParams::from_var_store(&model.vs, &model.net.prunable())?;
-        let mut all_names: Vec<String> = model.vs.variables().into_keys().collect();
-        all_names.sort();
-        let everything = NamedParams::from_var_store(&model.vs, &all_names)?;
+        let everything = NamedParams::all_of(&model.vs);
         let mask = Mask::dense(&prunable);
         Ok(RunContext {
             input_shape: setup.data.train.images.size()[1..].to_vec(),

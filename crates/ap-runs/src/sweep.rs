@@ -121,9 +121,7 @@ pub fn sweep_run(run_dir: &Path, opts: &SweepOptions) -> Result<SweepReport> {
         report: None,
     };
     let (data, model) = crate::runner::load(&spec, &run_opts)?;
-    let mut names: Vec<String> = model.vs.variables().into_keys().collect();
-    names.sort();
-    let everything = NamedParams::from_var_store(&model.vs, &names)?;
+    let everything = NamedParams::all_of(&model.vs);
     let checkpoint = dir.final_checkpoint()?;
     checkpoint
         .restore("model", &everything)

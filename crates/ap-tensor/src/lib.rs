@@ -154,6 +154,14 @@ impl NamedParams {
         Ok(Self { entries })
     }
 
+    /// Views every variable of `vs` (weights, biases, norm parameters and buffers), sorted by
+    /// name: what a checkpoint of the whole network saves and restores.
+    pub fn all_of(vs: &VarStore) -> Self {
+        let mut entries: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Self { entries }
+    }
+
     /// Builds a list from tensors the caller owns (used by tests and snapshots).
     pub fn from_entries(entries: Vec<(String, Tensor)>) -> Self {
         Self { entries }
