@@ -570,6 +570,101 @@ def case_drop_and_grow(cfg, t):
 
 
 # ---------------------------------------------------------------------------------------
+# Case: BiP (Zhang et al. 2022, "Advancing Model Pruning via Bi-level Optimization";
+# OPTML-Group/BiP trainer/bilevel.py, non-accelerated branch). Written from the paper's
+# update rules with autograd: every prunable weight θ has a score s; the mask is the
+# global top-k of |s| over all prunable layers (exactly k kept; the S − k smallest removed
+# by a stable sort, so ties go to the lower flat index, earlier layer first), passed
+# straight through in backward; the network computes with w = m ⊙ θ. One iteration:
+#   lower: θ, b ← θ, b − α ∇ℓ_A (plain SGD: the gradient w.r.t. θ is m ⊙ ∇_w ℓ by
+#          autograd, so pruned θ stay as they are);
+#   upper: with the new θ, g_s = ∂ℓ_B/∂s by autograd through |s| and the straight-
+#          through top-k; d = g_s − λ g_s ⊙ g_s + wd · s; momentum buffer b ← μ b + d
+#          (b = d at the first step, as torch.optim.SGD); s ← s − β b; new mask from s.
+# config: layers, n_layers, keep, iterations, lower_lr, upper_lr, implicit_lr, momentum,
+# weight_decay. Inputs: p.* (every variable; the prunable ones are θ), s.<layer>,
+# xa.i, ya.i, xb.i, yb.i. Outputs: theta.<layer>, s.<layer>, p.<bias>, mask.<layer>, margin
+# (the smallest relative gap at any top-k boundary, the first included).
+
+
+class TopKStraightThrough(torch.autograd.Function):
+    """Global top-k mask of the concatenated |s| (k kept), gradient passed through."""
+
+    @staticmethod
+    def forward(ctx, flat_abs, keep):
+        (removed,), _ = select_smallest([flat_abs], [torch.ones_like(flat_abs, dtype=torch.bool)], flat_abs.numel() - keep)
+        return (~removed).to(flat_abs.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, None
+
+
+def bip_mask(scores, layers, keep):
+    flat = torch.cat([scores[l].abs().reshape(-1) for l in layers])
+    m = TopKStraightThrough.apply(flat, keep)
+    return dict(zip(layers, _split(m, [scores[l] for l in layers])))
+
+
+def bip_loss(p, x, y, n_layers):
+    logits = lenet_forward(p, x, n_layers)
+    return F.nll_loss(F.log_softmax(logits, dim=-1, dtype=torch.float32), y)
+
+
+def case_bip_step(cfg, t):
+    layers = cfg["layers"]
+    n_layers = cfg["n_layers"]
+    keep = cfg["keep"]
+    lam, mu, wd = cfg["implicit_lr"], cfg["momentum"], cfg["weight_decay"]
+    p = {k: v.clone() for k, v in _params(t).items()}
+    s = {l: t[f"s.{l}"].clone() for l in layers}
+    buf = {l: None for l in layers}
+    margins = []
+    for i in range(cfg["iterations"]):
+        # lower level: weights and biases, mask fixed
+        with torch.no_grad():
+            m = {l: v.detach() for l, v in bip_mask(s, layers, keep).items()}
+        leaves = {k: v.detach().requires_grad_(True) for k, v in p.items()}
+        q = dict(leaves)
+        for l in layers:
+            q[l] = m[l] * leaves[l]
+        loss = bip_loss(q, t[f"xa.{i}"], t[f"ya.{i}"], n_layers)
+        names = sorted(leaves)
+        grads = torch.autograd.grad(loss, [leaves[k] for k in names])
+        with torch.no_grad():
+            for k, g in zip(names, grads):
+                p[k] = p[k] - cfg["lower_lr"] * g
+        # upper level: the scores, with the new θ
+        s_leaf = {l: s[l].detach().requires_grad_(True) for l in layers}
+        m = bip_mask(s_leaf, layers, keep)
+        margins.append(topk_margin(s, layers, keep))
+        q = {k: v.detach() for k, v in p.items()}
+        for l in layers:
+            q[l] = m[l] * q[l]
+        loss = bip_loss(q, t[f"xb.{i}"], t[f"yb.{i}"], n_layers)
+        gs = dict(zip(layers, torch.autograd.grad(loss, [s_leaf[l] for l in layers])))
+        with torch.no_grad():
+            for l in layers:
+                d = gs[l] - lam * gs[l] * gs[l] + wd * s[l]
+                buf[l] = d.clone() if buf[l] is None else mu * buf[l] + d
+                s[l] = s[l] - cfg["upper_lr"] * buf[l]
+    final = {l: v.detach() for l, v in bip_mask(s, layers, keep).items()}
+    margins.append(topk_margin(s, layers, keep))
+    out = u8({l: final[l] > 0.5 for l in layers})
+    out.update({f"theta.{l}": p[l] for l in layers})
+    out.update({f"s.{l}": s[l] for l in layers})
+    out.update({f"p.{k}": v for k, v in p.items() if k not in layers})
+    out["margin"] = scalar(min(margins), torch.float64)
+    return out
+
+
+def topk_margin(s, layers, keep):
+    flat = torch.cat([s[l].detach().abs().reshape(-1) for l in layers])
+    _, margin = select_smallest([flat], [torch.ones_like(flat, dtype=torch.bool)], flat.numel() - keep)
+    return margin
+
+
+# ---------------------------------------------------------------------------------------
 
 CASES = {
     "magnitude_global": case_magnitude_global,
@@ -583,6 +678,7 @@ CASES = {
     "dnr": case_dnr,
     "init": case_init,
     "drop_and_grow": case_drop_and_grow,
+    "bip_step": case_bip_step,
 }
 
 

@@ -88,6 +88,13 @@ CASES = [
      '"ap":{"enabled":true,"rate":0.02,"share":0.1,"survivor_share":0.025,"in_drop_and_grow":true,'
      '"options":{"sign":"negative","score":{"random":{"seed":7}}},"from_event":0,"until_event":null},'
      '"init":"pytorch","eval_batch_size":1000}'),
+    ("bip+ap-lenet300-100-mnist-s1",
+     '{"model":"lenet300-100","dataset":"mnist","seed":1,'
+     '"train":{"optimizer":{"kind":"sgd","lr":0.1,"momentum":0.9,"weight_decay":0.0005,"nesterov":false},'
+     '"schedule":{"kind":"cosine"},"batch_size":60,"iterations":3000},'
+     '"prune":{"method":"bip","density":0.05,"lower_lr":0.01,"upper_lr":0.1,"implicit_lr":0.0001,'
+     '"pretrain":true,"iterations":2000,"fine_tune_iterations":null},'
+     + AP_ON + ',"init":"pytorch","eval_batch_size":1000}'),
 ]
 
 print()

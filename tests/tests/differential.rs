@@ -891,3 +891,132 @@ fn drop_and_grow_matches_reference() {
         }
     }
 }
+
+// --- BiP: one bi-level iteration ------------------------------------------------------------
+
+/// Two BiP iterations (lower SGD step on batch A, upper score step on batch B, new mask)
+/// on a small LeNet-300-100 (4 → 300 → 100 → 10) against the PyTorch reference
+/// (`bip_step`: autograd through a straight-through global top-k). The upper rate and the
+/// implicit-gradient coefficient are exaggerated (β = 100, λ = 200) so that the mask moves
+/// and the implicit term changes the score update by a visible fraction; the score
+/// momentum and weight decay act in the second iteration. θ, s and the biases must agree
+/// to float precision, the masks exactly.
+#[test]
+fn bip_iterations_match_reference() {
+    use ap_prune::bip::{bip_iteration, BipState, UpperStep};
+    use ap_train::{Optimizer, OptimizerSpec};
+    let _g = ap_testkit::torch_lock();
+    tch::set_num_threads(1);
+    tch::manual_seed(61);
+    let model = ap_models::build(LeNet300_100, &[1, 2, 2], 10, Device::Cpu).unwrap();
+    let p = NamedParams::from_var_store(&model.vs, &model.net.prunable()).unwrap();
+    let mut state = BipState::new(&p, 0.2);
+    let inputs_before = model_in(&model);
+    let scores_before: Vec<Tensor> = state.scores.iter().map(Tensor::copy).collect();
+    let theta_before = state.theta.snapshot();
+    let mask = Mask::dense(&p);
+    state.set_mask(&p, &mask).unwrap();
+    let (lower_lr, upper) = (
+        0.1,
+        UpperStep {
+            lr: 100.0,
+            implicit_lr: 200.0,
+            momentum: 0.9,
+            weight_decay: 1e-2,
+        },
+    );
+    let sgd = OptimizerSpec::Sgd {
+        lr: lower_lr,
+        momentum: 0.0,
+        weight_decay: 0.0,
+        nesterov: false,
+    };
+    let mut opt = Optimizer::new(sgd, &model.vs, Some(&mask));
+    let batch = || {
+        (
+            Tensor::randn([16, 1, 2, 2], CPU),
+            Tensor::randint(10, [16], (Kind::Int64, Device::Cpu)),
+        )
+    };
+    let iterations = 2;
+    let batches: Vec<_> = (0..iterations).map(|_| (batch(), batch())).collect();
+    let mask_before = mask.copy();
+    for (a, b) in &batches {
+        bip_iteration(
+            &model,
+            &p,
+            &mask,
+            &mut state,
+            &mut opt,
+            (&a.0, &a.1),
+            (&b.0, &b.1),
+            lower_lr,
+            upper,
+        )
+        .unwrap();
+    }
+    let moved: i64 = mask
+        .tensors()
+        .iter()
+        .zip(mask_before.tensors())
+        .map(|(a, b)| a.ne_tensor(b).sum(Kind::Int64).int64_value(&[]))
+        .sum();
+    assert!(
+        moved > 0,
+        "the mask did not move: the test would say nothing"
+    );
+    // The reference starts from θ (the weights before masking), the same scores and biases.
+    let mut inputs = inputs_before;
+    inputs.extend(named(
+        "s",
+        p.names()
+            .map(str::to_string)
+            .zip(scores_before.iter().map(Tensor::copy)),
+    ));
+    for (i, ((xa, ya), (xb, yb))) in batches.iter().enumerate() {
+        inputs.push((format!("xa.{i}"), xa.copy()));
+        inputs.push((format!("ya.{i}"), ya.copy()));
+        inputs.push((format!("xb.{i}"), xb.copy()));
+        inputs.push((format!("yb.{i}"), yb.copy()));
+    }
+    let out = reference(
+        "bip_step",
+        &inputs,
+        json!({
+            "layers": layer_names(&p), "n_layers": 3, "keep": state.keep,
+            "iterations": iterations, "lower_lr": lower_lr, "upper_lr": upper.lr,
+            "implicit_lr": upper.implicit_lr, "momentum": upper.momentum,
+            "weight_decay": upper.weight_decay,
+        }),
+    );
+    assert_margin("BiP top-k", &out, 1e-5);
+    // Updates (new − old), so the tolerance bites on what the step changed.
+    let delta_close = |what: &str, new: &Tensor, old: &Tensor, theirs: &Tensor| {
+        let ours = f64s(&(new - old));
+        let ref_delta = f64s(&(theirs - old));
+        let top = ref_delta.iter().fold(0.0f64, |a, &b| a.max(b.abs()));
+        assert!(top > 0.0, "{what}: nothing moved");
+        assert_close(what, &ours, &ref_delta, 1e-4, 1e-5 * top);
+    };
+    for (i, name) in p.names().enumerate() {
+        delta_close(
+            &format!("s of {name}"),
+            &state.scores[i],
+            &scores_before[i],
+            get(&out, &format!("s.{name}")),
+        );
+        delta_close(
+            &format!("θ of {name}"),
+            state.theta.get(name).unwrap(),
+            theta_before.get(name).unwrap(),
+            get(&out, &format!("theta.{name}")),
+        );
+    }
+    for (name, t) in model.vs.variables() {
+        if name.ends_with(".bias") {
+            let theirs = get(&out, &format!("p.{name}"));
+            assert_close(&name, &f64s(&t.detach()), &f64s(theirs), 1e-5, 1e-7);
+        }
+    }
+    assert_same_mask("BiP", &mask, &out, "");
+}

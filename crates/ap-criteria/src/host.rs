@@ -1,9 +1,11 @@
 //! The host criterion of a pruning event, dispatched: which weights a method's own
 //! criterion removes, spread over the layers by its allocation.
 
-use ap_mask::Mask;
+use ap_mask::{Mask, NmPattern};
 use ap_models::Model;
-use ap_tensor::{derive_seed, select_smallest_per_tensor, NamedParams, SelectError};
+use ap_tensor::{
+    derive_seed, select_smallest, select_smallest_per_tensor, NamedParams, SelectError,
+};
 use tch::Tensor;
 
 use crate::{
@@ -21,6 +23,13 @@ pub enum CriterionError {
     /// network).
     #[error("criterion = \"{criterion}\" prunes globally only: use allocation = \"global\"")]
     GlobalOnly {
+        /// The criterion.
+        criterion: Criterion,
+    },
+    /// The criterion cannot keep to an N:M pattern (SynFlow scores and prunes in one
+    /// iterative loop of its own).
+    #[error("criterion = \"{criterion}\" cannot keep to an N:M pattern")]
+    NoPattern {
         /// The criterion.
         criterion: Criterion,
     },
@@ -43,6 +52,12 @@ pub struct HostCriterion<'a> {
     pub seed: u64,
     /// SynFlow's scoring iterations.
     pub synflow_iterations: usize,
+    /// Precomputed scores, e.g. BiP's learned |s|; used instead of the criterion's own
+    /// when set (one tensor per prunable layer, in mask order; higher = kept).
+    pub given_scores: Option<&'a [Tensor]>,
+    /// N:M sparsity to keep to: no group goes below N kept weights
+    /// ([`NmPattern::removable`]); None for unstructured pruning.
+    pub pattern: Option<NmPattern>,
 }
 
 impl<'a> HostCriterion<'a> {
@@ -58,6 +73,8 @@ impl<'a> HostCriterion<'a> {
             input_shape: &[],
             seed: 0,
             synflow_iterations: 100,
+            given_scores: None,
+            pattern: None,
         }
     }
 
@@ -72,6 +89,8 @@ impl<'a> HostCriterion<'a> {
 
     /// Chooses `n` kept weights to remove (boolean tensors in mask order, true = remove),
     /// spread over the layers by the allocation. `event` (0-based) seeds random scores.
+    /// With a pattern, no group goes below N and a layer-wise count is cut to what the
+    /// layer's groups can lose ([`NmPattern::capacity`]).
     pub fn select(
         &self,
         params: &NamedParams,
@@ -79,20 +98,43 @@ impl<'a> HostCriterion<'a> {
         n: i64,
         event: usize,
     ) -> Result<Vec<Tensor>, CriterionError> {
-        Ok(match self.criterion {
-            Criterion::Synflow => synflow_select(
+        if self.criterion == Criterion::Synflow && self.given_scores.is_none() {
+            if self.pattern.is_some() {
+                return Err(CriterionError::NoPattern {
+                    criterion: self.criterion,
+                });
+            }
+            return Ok(synflow_select(
                 self.model,
                 params,
                 mask,
                 self.input_shape,
                 n,
                 self.synflow_iterations,
-            )?,
-            _ => select_by_scores(&self.scores(params, mask, event)?, mask, n, self.allocation)?,
+            )?);
+        }
+        let scores = self.scores(params, mask, event)?;
+        let Some(pattern) = self.pattern else {
+            return Ok(select_by_scores(&scores, mask, n, self.allocation)?);
+        };
+        let scores: Vec<&Tensor> = scores.iter().collect();
+        let eligible = pattern.removable(&scores, &mask.tensors(), mask);
+        let eligible: Vec<&Tensor> = eligible.iter().collect();
+        Ok(match self.allocation.layer_counts(mask, n) {
+            None => select_smallest(&scores, &eligible, n)?,
+            Some(counts) => {
+                let cut: Vec<i64> = counts
+                    .iter()
+                    .zip(pattern.capacity(mask))
+                    .map(|(c, cap)| (*c).min(cap))
+                    .collect();
+                select_smallest_per_tensor(&scores, &eligible, &cut)?
+            }
         })
     }
 
-    /// Chooses `counts[l]` kept weights of each layer `l` to remove.
+    /// Chooses `counts[l]` kept weights of each layer `l` to remove (with a pattern, among
+    /// those its groups can lose).
     pub fn select_per_layer(
         &self,
         params: &NamedParams,
@@ -101,11 +143,17 @@ impl<'a> HostCriterion<'a> {
         event: usize,
     ) -> Result<Vec<Tensor>, CriterionError> {
         let scores = self.scores(params, mask, event)?;
-        Ok(select_smallest_per_tensor(
-            &scores.iter().collect::<Vec<_>>(),
-            &mask.tensors(),
-            counts,
-        )?)
+        let scores: Vec<&Tensor> = scores.iter().collect();
+        let eligible = match self.pattern {
+            Some(p) => p.removable(&scores, &mask.tensors(), mask),
+            None => mask
+                .tensors()
+                .into_iter()
+                .map(Tensor::shallow_clone)
+                .collect(),
+        };
+        let eligible: Vec<&Tensor> = eligible.iter().collect();
+        Ok(select_smallest_per_tensor(&scores, &eligible, counts)?)
     }
 
     /// The scores of a criterion that ranks weights by a score (all but SynFlow, whose
@@ -116,6 +164,9 @@ impl<'a> HostCriterion<'a> {
         mask: &Mask,
         event: usize,
     ) -> Result<Vec<Tensor>, CriterionError> {
+        if let Some(given) = self.given_scores {
+            return Ok(given.iter().map(Tensor::shallow_clone).collect());
+        }
         let seed = derive_seed(self.seed, &format!("random-scores-{event}"));
         Ok(match self.criterion {
             Criterion::Magnitude => magnitude_scores(params),

@@ -5,16 +5,19 @@
 //!
 //! - [`one_shot_sweep`] makes and evaluates the points; the network is restored after
 //!   each one, so the caller's model is unchanged.
+//! - [`nm_sweep`] does the same for N:M patterns ([`NmPattern`]): one point per pattern,
+//!   each keeping the N largest |w| of every group of M consecutive weights.
 //! - [`tolerance_knee`] and [`curvature_knee`] find the knee of the accuracy curve (the
 //!   paper's code has no knee detection; both rules are this project's, documented on
 //!   each function and in docs/methods.md).
 
+use ap_mask::NmPattern;
 use ap_models::Model;
 use ap_tensor::{select_smallest, NamedParams, SelectError};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::evaluate;
+use crate::{evaluate, EvalReport};
 
 /// The default sparsities of `ap sweep`, as fractions: dense to 80% in steps of 10, then
 /// denser steps where trained networks usually break down.
@@ -23,12 +26,30 @@ pub const DEFAULT_SPARSITIES: [f64; 18] = [
     0.98, 0.99,
 ];
 
+/// The default N:M patterns of `ap sweep`, in increasing nominal sparsity 1 − N/M:
+/// 12.5%, 25%, 37.5%, 50%, 62.5%, 75%, 87.5%.
+pub const DEFAULT_PATTERNS: [NmPattern; 7] = [
+    NmPattern { n: 7, m: 8 },
+    NmPattern { n: 3, m: 4 },
+    NmPattern { n: 5, m: 8 },
+    NmPattern { n: 2, m: 4 },
+    NmPattern { n: 3, m: 8 },
+    NmPattern { n: 1, m: 4 },
+    NmPattern { n: 1, m: 8 },
+];
+
 /// One point of the curve.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepPoint {
-    /// The sparsity asked for (fraction of prunable weights removed).
+    /// The N:M pattern of a pattern point ([`nm_sweep`], `"2:4"`); absent for an
+    /// unstructured point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// The sparsity asked for (fraction of prunable weights removed); for a pattern point
+    /// its nominal sparsity 1 − N/M.
     pub sparsity: f64,
-    /// Prunable weights kept: `min(round((1 − sparsity) · total), kept by the run)`.
+    /// Prunable weights kept: `min(round((1 − sparsity) · total), kept by the run)`; for a
+    /// pattern point, what [`nm_keep`] keeps over all layers.
     pub kept: i64,
     /// Prunable weights in the network.
     pub total: i64,
@@ -85,26 +106,87 @@ pub fn one_shot_sweep(
     for &sparsity in sparsities {
         let kept = kept_at(sparsity, total, already);
         let drop = select_smallest(&magnitude, mask, already - kept)?;
-        let kept_now: i64 = tch::no_grad(|| {
-            let mut n = 0;
-            for ((w, d), m) in weights.iter().zip(&drop).zip(mask) {
-                let keep = m.to_kind(Kind::Bool).logical_and(&d.logical_not());
-                let _ = w.shallow_clone().g_mul_(&keep.to_kind(w.kind()));
-                if cfg!(debug_assertions) {
-                    n += keep.sum(Kind::Int64).int64_value(&[]);
-                }
-            }
-            n
-        });
-        debug_assert!(
-            !cfg!(debug_assertions) || kept_now == kept,
-            "{kept_now} kept, {kept} asked"
-        );
-        let r = evaluate(model, images, labels, batch_size);
-        params
-            .copy_from(&original)
-            .map_err(|e| SelectError::ShapeMismatch(e.to_string()))?;
-        points.push(SweepPoint {
+        let keep: Vec<Tensor> = drop
+            .iter()
+            .zip(mask)
+            .map(|(d, m)| m.to_kind(Kind::Bool).logical_and(&d.logical_not()))
+            .collect();
+        let (kept_now, r) =
+            evaluate_kept(model, &params, &original, &keep, images, labels, batch_size)?;
+        debug_assert_eq!(kept_now, kept, "{kept_now} kept, {kept} asked");
+        points.push(SweepPoint::new(None, sparsity, kept, total, &r));
+    }
+    Ok(points)
+}
+
+/// One layer's keep mask at an N:M point: of every group of M consecutive weights along
+/// the input dimension, the N largest |w| ([`NmPattern::keep_top`], ties by position, the
+/// earlier goes), and of those only the weights `mask` keeps — a weight the run pruned
+/// stays pruned, so a group with fewer than N live weights keeps just those. The scores
+/// are |w| with pruned weights at 0 (they are 0 in a run's network anyway), so the N slots
+/// go to live weights first. A layer that does not fit the pattern keeps its mask (dense
+/// as far as the pattern goes). Boolean, shaped like `weight`.
+pub fn nm_keep(pattern: &NmPattern, weight: &Tensor, mask: &Tensor) -> Tensor {
+    let live = mask.to_kind(Kind::Bool);
+    let scores = weight.detach().abs() * live.to_kind(weight.kind());
+    pattern
+        .keep_top(&scores)
+        .to_kind(Kind::Bool)
+        .logical_and(&live)
+}
+
+/// Prunes a copy of `model`'s prunable weights one-shot to each N:M pattern of `patterns`
+/// ([`nm_keep`] in every layer) and evaluates it like [`one_shot_sweep`] does; one point
+/// per pattern, in the order given, with `pattern` set, `sparsity` the nominal 1 − N/M and
+/// `achieved_sparsity` what the point has (lower where layers do not fit and stay dense,
+/// higher where the run had already pruned groups below N). `mask` as for
+/// [`one_shot_sweep`]. The weights are restored after each point.
+pub fn nm_sweep(
+    model: &Model,
+    mask: &[&Tensor],
+    images: &Tensor,
+    labels: &Tensor,
+    batch_size: i64,
+    patterns: &[NmPattern],
+) -> Result<Vec<SweepPoint>, SelectError> {
+    let names = model.net.prunable();
+    let params = NamedParams::from_var_store(&model.vs, &names)
+        .map_err(|e| SelectError::ShapeMismatch(e.to_string()))?;
+    if mask.len() != params.len() {
+        return Err(SelectError::ShapeMismatch(format!(
+            "{} mask tensors for {} prunable tensors",
+            mask.len(),
+            params.len()
+        )));
+    }
+    let original = params.snapshot();
+    let total = params.numel();
+    let mut points = Vec::with_capacity(patterns.len());
+    for p in patterns {
+        let keep: Vec<Tensor> = params
+            .tensors()
+            .iter()
+            .zip(mask)
+            .map(|(w, m)| nm_keep(p, w, m))
+            .collect();
+        let (kept, r) =
+            evaluate_kept(model, &params, &original, &keep, images, labels, batch_size)?;
+        let nominal = 1.0 - p.density();
+        points.push(SweepPoint::new(
+            Some(p.to_string()),
+            nominal,
+            kept,
+            total,
+            &r,
+        ));
+    }
+    Ok(points)
+}
+
+impl SweepPoint {
+    fn new(pattern: Option<String>, sparsity: f64, kept: i64, total: i64, r: &EvalReport) -> Self {
+        SweepPoint {
+            pattern,
             sparsity,
             kept,
             total,
@@ -113,9 +195,34 @@ pub fn one_shot_sweep(
             loss: r.loss,
             dnr_dynamic: r.dnr.dynamic,
             dnr_static: r.dnr.static_,
-        });
+        }
     }
-    Ok(points)
+}
+
+/// Sets every prunable weight outside `keep` (boolean, one per tensor of `params`) to 0,
+/// evaluates, and restores `params` from `original`: the kept count and the evaluation.
+fn evaluate_kept(
+    model: &Model,
+    params: &NamedParams,
+    original: &NamedParams,
+    keep: &[Tensor],
+    images: &Tensor,
+    labels: &Tensor,
+    batch_size: i64,
+) -> Result<(i64, EvalReport), SelectError> {
+    let kept = tch::no_grad(|| {
+        let mut n = 0;
+        for (w, k) in params.tensors().iter().zip(keep) {
+            let _ = w.shallow_clone().g_mul_(&k.to_kind(w.kind()));
+            n += k.sum(Kind::Int64).int64_value(&[]);
+        }
+        n
+    });
+    let r = evaluate(model, images, labels, batch_size);
+    params
+        .copy_from(original)
+        .map_err(|e| SelectError::ShapeMismatch(e.to_string()))?;
+    Ok((kept, r))
 }
 
 /// The tolerance knee: the index of the largest sparsity whose accuracy is at most
@@ -269,6 +376,93 @@ mod tests {
             "{kept:?} of {total}"
         );
         assert_eq!(points[0].accuracy, evaluate(&m, &x, &y, 4).accuracy);
+        for ((_, a), (_, b)) in params.iter().zip(before.iter()) {
+            assert!(a.equal(b));
+        }
+    }
+
+    /// Host reference of [`nm_keep`]: rows are every dimension but the first, cut into
+    /// groups of M; in each, the N largest |w| stay (of equal values the earlier goes),
+    /// and of those the live ones. A layer whose rows are not a multiple of M keeps `live`.
+    fn host_nm_keep(w: &[f64], live: &[bool], row: usize, n: usize, m: usize) -> Vec<bool> {
+        if row % m != 0 {
+            return live.to_vec();
+        }
+        let mut out = live.to_vec();
+        for (g, chunk) in w.chunks(m).enumerate() {
+            let score = |i: usize| if live[g * m + i] { chunk[i].abs() } else { 0.0 };
+            let mut order: Vec<usize> = (0..m).collect();
+            order.sort_by(|&a, &b| score(a).partial_cmp(&score(b)).unwrap().then(a.cmp(&b)));
+            for &i in &order[..m - n] {
+                out[g * m + i] = false;
+            }
+        }
+        out
+    }
+
+    /// N:M points keep what the host reference keeps (N per group where the run left at
+    /// least N, all live weights where it left fewer, every live weight of a layer that
+    /// does not fit), record pattern and nominal sparsity, and restore the weights.
+    #[test]
+    fn nm_points_keep_n_per_group_where_the_layer_fits() {
+        let _g = ap_testkit::torch_lock();
+        tch::manual_seed(6);
+        let device = tch::Device::Cpu;
+        // Prunable: [300, 4], [100, 300], [3, 100].
+        let m =
+            ap_models::build(ap_models::ModelKind::LeNet300_100, &[1, 2, 2], 3, device).unwrap();
+        let params = NamedParams::from_var_store(&m.vs, &m.net.prunable()).unwrap();
+        let x = Tensor::randn([9, 1, 2, 2], (Kind::Float, device));
+        let y = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 2, 0, 1, 2]);
+        let patterns: Vec<NmPattern> = ["2:4", "1:3"].map(|p| p.parse().unwrap()).to_vec();
+
+        // A dense run: 2:4 keeps half of everything (every row is a multiple of 4); 1:3
+        // fits only [100, 300] (a third of 30,000), the other two layers stay dense.
+        let dense: Vec<Tensor> = params.tensors().iter().map(|w| w.ones_like()).collect();
+        let dense: Vec<&Tensor> = dense.iter().collect();
+        let points = nm_sweep(&m, &dense, &x, &y, 4, &patterns).unwrap();
+        let total = params.numel();
+        assert_eq!(total, 1200 + 30_000 + 300);
+        assert_eq!(points[0].kept, total / 2);
+        assert_eq!(points[1].kept, 1200 + 10_000 + 300);
+        assert_eq!(points[0].pattern.as_deref(), Some("2:4"));
+        assert_eq!(
+            (points[0].sparsity, points[1].sparsity),
+            (0.5, 1.0 - 1.0 / 3.0)
+        );
+
+        // A run that pruned every weight below 0.05 in magnitude (some groups keep fewer
+        // than N): the counts are the host reference's.
+        let mask: Vec<Tensor> = params.tensors().iter().map(|w| w.abs().ge(0.05)).collect();
+        tch::no_grad(|| {
+            for (w, k) in params.tensors().iter().zip(&mask) {
+                let _ = w.shallow_clone().g_mul_(&k.to_kind(w.kind()));
+            }
+        });
+        let before = params.snapshot();
+        let masks: Vec<&Tensor> = mask.iter().collect();
+        let points = nm_sweep(&m, &masks, &x, &y, 4, &patterns).unwrap();
+        for (point, p) in points.iter().zip(&patterns) {
+            let mut host = 0;
+            for (w, k) in params.tensors().iter().zip(&mask) {
+                let wv = ap_tensor::to_f64_vec(&w.to_kind(Kind::Double));
+                let live: Vec<bool> = ap_tensor::to_f64_vec(&k.to_kind(Kind::Double))
+                    .iter()
+                    .map(|&v| v != 0.0)
+                    .collect();
+                let row = (w.numel() as i64 / w.size()[0]) as usize;
+                let keep = host_nm_keep(&wv, &live, row, p.n as usize, p.m as usize);
+                let got = nm_keep(p, w, k);
+                let got: Vec<bool> = ap_tensor::to_f64_vec(&got.to_kind(Kind::Double))
+                    .iter()
+                    .map(|&v| v != 0.0)
+                    .collect();
+                assert_eq!(got, keep, "{p} on {:?}", w.size());
+                host += keep.iter().filter(|&&b| b).count() as i64;
+            }
+            assert_eq!(point.kept, host, "{p}");
+            assert!(point.kept < total / 2, "{p}: {}", point.kept);
+        }
         for ((_, a), (_, b)) in params.iter().zip(before.iter()) {
             assert!(a.equal(b));
         }

@@ -7,6 +7,8 @@
 //! zeroes gradients and its state there, since momentum and weight decay would
 //! otherwise revive pruned weights.
 
+mod pattern;
+
 use std::path::Path;
 
 use ap_tensor::{
@@ -14,6 +16,8 @@ use ap_tensor::{
 };
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
+
+pub use pattern::{NmPattern, PatternError, MAX_GROUP};
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@ use std::time::Instant;
 use ap_criteria::{Allocation, ApConfig, Criterion, HostCriterion};
 use ap_data::Dataset;
 use ap_eval::evaluate;
-use ap_mask::Mask;
+use ap_mask::{Mask, NmPattern};
 use ap_models::Model;
 use ap_tensor::NamedParams;
 use ap_train::{
@@ -35,11 +35,13 @@ pub struct RunSetup<'a> {
     pub seeds: RunSeeds,
     /// Evaluation batch size (memory only).
     pub eval_batch: i64,
+    /// N:M sparsity every pruning event keeps to (None: unstructured).
+    pub pattern: Option<NmPattern>,
 }
 
 impl<'a> RunSetup<'a> {
     /// `method` on `model` and `data` with the recipe `train`: no AP, data-order seed 0,
-    /// pruning seed 1, evaluation in batches of 1000. Change a field to set it otherwise
+    /// pruning seed 1, evaluation in batches of 1000, unstructured. Change a field to set it otherwise
     /// (`RunSetup { ap: Some(&ap), ..RunSetup::new(…) }`).
     pub fn new(
         model: &'a Model,
@@ -55,6 +57,7 @@ impl<'a> RunSetup<'a> {
             ap: None,
             seeds: RunSeeds { data: 0, prune: 1 },
             eval_batch: 1000,
+            pattern: None,
         }
     }
 }
@@ -136,6 +139,8 @@ impl<'a> RunContext<'a> {
             input_shape: &self.input_shape,
             seed: self.setup.seeds.prune,
             synflow_iterations,
+            given_scores: None,
+            pattern: self.setup.pattern,
         }
     }
 
@@ -241,6 +246,9 @@ pub fn run_method_from(
 ) -> Result<Vec<RoundRecord>, PruneError> {
     let method = setup.method;
     method.validate(setup.train, setup.ap)?;
+    if let Some(p) = &setup.pattern {
+        method.check_pattern(p)?;
+    }
     let mut ctx = RunContext::new(*setup, &mut on_round, &mut on_epoch)?;
     let shapes: Vec<LayerShape> = ctx
         .prunable

@@ -2,7 +2,7 @@
 //! from the kept negative weights that moved least since the phase start.
 
 use ap_criteria::{ap_select_budget, ApBudget, ApConfig, Budget, HostCriterion};
-use ap_mask::Mask;
+use ap_mask::{Mask, NmPattern};
 use ap_tensor::NamedParams;
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +67,11 @@ pub struct EventAt {
 /// same density. With a layer-wise allocation both keep to its per-layer counts (AP's
 /// per layer from the same allocation of `n_ap`, a layer's shortfall made up in that
 /// layer). Pruned weights are set to 0. `phase_start` holds w_0 for AP's movement.
+///
+/// With an N:M pattern (`host.pattern`) both choosers keep every group at N or more, so
+/// the event removes at most what the groups can lose ([`NmPattern::capacity`]); an event
+/// that would leave fewer weights than that floor removes exactly the capacity, so every
+/// group ends at N (the method's last event, when it prunes to the pattern's density).
 pub fn pruning_event(
     params: &NamedParams,
     mask: &mut Mask,
@@ -76,6 +81,10 @@ pub fn pruning_event(
     at: EventAt,
 ) -> Result<EventReport, PruneError> {
     let surviving = mask.kept();
+    let (at, layer_totals) = match host.pattern {
+        Some(p) => within_pattern(&p, mask, host, at),
+        None => (at, host.layer_counts(mask, at.budget.n)),
+    };
     let ap = ap.filter(|_| at.budget.n_ap > 0);
     let sides = EventSides {
         params,
@@ -84,7 +93,7 @@ pub fn pruning_event(
         ap,
         at,
     };
-    let (ap_removed, ap_shortfall) = match host.layer_counts(mask, at.budget.n) {
+    let (ap_removed, ap_shortfall) = match layer_totals {
         None => sides.global(mask)?,
         Some(totals) => sides.layer_wise(mask, &totals)?,
     };
@@ -113,6 +122,34 @@ pub fn pruning_event(
     })
 }
 
+/// The event `at` cut to what N:M `pattern` lets `mask` lose, with its per-layer totals
+/// (None for a global ranking): at most each layer's capacity, and all of it when the
+/// event would take the network below the pattern's floor. AP's share is cut with it.
+fn within_pattern(
+    pattern: &NmPattern,
+    mask: &Mask,
+    host: &HostCriterion<'_>,
+    at: EventAt,
+) -> (EventAt, Option<Vec<i64>>) {
+    let caps = pattern.capacity(mask);
+    let capacity: i64 = caps.iter().sum();
+    let to_floor = at.budget.n >= capacity;
+    let n = if to_floor { capacity } else { at.budget.n };
+    let totals = host.layer_counts(mask, at.budget.n).map(|counts| {
+        counts
+            .iter()
+            .zip(&caps)
+            .map(|(c, cap)| if to_floor { *cap } else { (*c).min(*cap) })
+            .collect::<Vec<i64>>()
+    });
+    let n = totals.as_ref().map_or(n, |t| t.iter().sum());
+    let budget = Budget {
+        n,
+        n_ap: at.budget.n_ap.min(n),
+    };
+    (EventAt { budget, ..at }, totals)
+}
+
 /// The two choosers of one event and what they read.
 struct EventSides<'e> {
     params: &'e NamedParams,
@@ -139,7 +176,11 @@ impl EventSides<'_> {
                 .host
                 .allocation
                 .layer_counts(mask, self.at.budget.n_ap)
-                .expect("a layer-wise allocation has layer counts"),
+                .expect("a layer-wise allocation has layer counts")
+                .into_iter()
+                .zip(totals)
+                .map(|(a, t)| a.min(*t))
+                .collect(),
             None => vec![0; totals.len()],
         };
         let host_counts: Vec<i64> = totals.iter().zip(&ap_counts).map(|(t, a)| t - a).collect();
@@ -158,7 +199,8 @@ impl EventSides<'_> {
             return Ok((0, 0));
         };
         let (params, index) = (self.params, self.at.index);
-        let s = ap_select_budget(params, self.phase_start, mask, budget, &a.options)?;
+        let pattern = self.host.pattern.as_ref();
+        let s = ap_select_budget(params, self.phase_start, mask, budget, &a.options, pattern)?;
         mask.remove(&s.selected)?;
         if s.shortfall > 0 {
             let extra = match &s.layer_shortfall {

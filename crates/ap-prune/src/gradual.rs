@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use ap_criteria::{Allocation, ApConfig, Criterion};
+use ap_mask::NmPattern;
 use ap_tensor::FieldError;
 use ap_train::TrainConfig;
 use serde::{Deserialize, Serialize};
@@ -12,7 +13,9 @@ use crate::dynamic::{DropGrow, DropRounding, DuringTraining, Gradual};
 use crate::reach::{follow_events, LayerShape};
 use crate::rigl::sparse_start;
 use crate::schedule::{cosine_decay, gmp_target_kept, is_event_step};
-use crate::{check_fraction, Checkpoint, PruneError, PruningMethod, RunContext};
+use crate::{
+    check_fraction, check_pattern_density, Checkpoint, PruneError, PruningMethod, RunContext,
+};
 
 /// Gradual magnitude pruning (Zhu & Gupta 2017): every `every` steps between `begin` and
 /// `end`, prune to the cubic schedule's density, while training.
@@ -208,6 +211,10 @@ impl PruningMethod for GmpConfig {
 
     fn validate(&self, train: &TrainConfig, _ap: Option<&ApConfig>) -> Result<(), PruneError> {
         self.schedule().validate(train)
+    }
+
+    fn check_pattern(&self, pattern: &NmPattern) -> Result<(), PruneError> {
+        check_pattern_density("final_density", self.final_density, pattern)
     }
 
     fn run(&self, ctx: &mut RunContext<'_>, _: Option<&Checkpoint>) -> Result<(), PruneError> {

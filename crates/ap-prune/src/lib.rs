@@ -13,7 +13,9 @@
 //! ([`rigl`]). A method runs against a [`RunContext`]: the model, the data, the mask, and
 //! what to do after each round.
 
+pub mod bip;
 mod context;
+mod dense;
 mod dynamic;
 mod event;
 pub mod gradual;
@@ -25,13 +27,15 @@ pub mod schedule;
 
 use ap_criteria::{Allocation, Criterion};
 use ap_eval::{DnrReport, EvalReport};
-use ap_mask::DensityReport;
+use ap_mask::{DensityReport, NmPattern};
 use ap_tensor::FieldError;
 use ap_train::{EpochStats, TrainConfig, TrainError};
 use serde::{Deserialize, Serialize};
 
 pub use ap_criteria::{ApConfig, Budget};
+pub use bip::BipConfig;
 pub use context::{run_method, run_method_from, Checkpoint, Resume, RunContext, RunSetup};
+pub use dense::DenseConfig;
 pub use dynamic::{drop_and_grow, DropGrow, DropGrowReport, DropRounding};
 pub use event::{pruning_event, EventAt, EventReport};
 pub use gradual::{GmpConfig, GranetConfig};
@@ -77,6 +81,19 @@ pub trait PruningMethod {
     fn check_layers(&self, layers: &[LayerShape]) -> Result<(), PruneError>;
     /// Checks ranges against the training recipe and AP's settings; errors name the field.
     fn validate(&self, train: &TrainConfig, ap: Option<&ApConfig>) -> Result<(), PruneError>;
+    /// Checks that the method can keep to N:M `pattern` and that its schedule ends at the
+    /// pattern's density N/M; errors name the field. By default a method cannot.
+    fn check_pattern(&self, pattern: &NmPattern) -> Result<(), PruneError> {
+        Err(FieldError::new(
+            "pattern",
+            format!(
+                "= \"{pattern}\": prune.method = {} cannot keep to an N:M pattern; \
+                 imp, lrr, one_shot, gmp and bip can",
+                self.name()
+            ),
+        )
+        .into())
+    }
     /// Trains, prunes and evaluates from round `ctx.first_round()`; `resumed` is the
     /// checkpoint of the last finished round when the run continues (the model and the
     /// mask are already restored; the method restores its own state from it).
@@ -100,6 +117,10 @@ pub enum Method {
     Granet(GranetConfig),
     /// RigL: dynamic sparse training ([`RiglConfig`]).
     Rigl(RiglConfig),
+    /// BiP: bi-level optimisation of the mask and the weights ([`BipConfig`]).
+    Bip(BipConfig),
+    /// No pruning: the dense baseline ([`DenseConfig`]).
+    Dense(DenseConfig),
 }
 
 impl Method {
@@ -112,6 +133,8 @@ impl Method {
             Method::Gmp(m) => m,
             Method::Granet(m) => m,
             Method::Rigl(m) => m,
+            Method::Bip(m) => m,
+            Method::Dense(m) => m,
         }
     }
 
@@ -146,6 +169,18 @@ impl Method {
     /// ([`PruningMethod::check_layers`]).
     pub fn check_layers(&self, layers: &[LayerShape]) -> Result<(), PruneError> {
         self.as_method().check_layers(layers)
+    }
+
+    /// Checks that the method can keep to `pattern` ([`PruningMethod::check_pattern`]).
+    pub fn check_pattern(&self, pattern: &NmPattern) -> Result<(), PruneError> {
+        if self.criterion() == Some(Criterion::Synflow) {
+            let problem = format!(
+                "= \"{pattern}\" cannot be kept with criterion = \"synflow\", which prunes \
+                 in an iterative loop of its own"
+            );
+            return Err(FieldError::new("pattern", problem).into());
+        }
+        self.as_method().check_pattern(pattern)
     }
 
     /// Checks the method's ranges, AP's, and what holds for every method; errors name
@@ -203,6 +238,23 @@ pub enum PruneError {
     /// Parameter lookup failed.
     #[error(transparent)]
     Tensor(#[from] ap_tensor::TensorError),
+}
+
+/// Checks that the density field `prune.<name>` = `d` is N:M `pattern`'s N/M, as a
+/// method that prunes to one target must be set with a pattern.
+pub(crate) fn check_pattern_density(
+    name: &str,
+    d: f64,
+    pattern: &NmPattern,
+) -> Result<(), PruneError> {
+    if (d - pattern.density()).abs() < 1e-9 {
+        return Ok(());
+    }
+    let problem = format!(
+        "= {d} with pattern = \"{pattern}\": an N:M mask keeps N/M = {} of each layer; set it to that",
+        pattern.density()
+    );
+    Err(FieldError::new(format!("prune.{name}"), problem).into())
 }
 
 /// Checks `0 < d < 1` for a density-like field `prune.<name>`.

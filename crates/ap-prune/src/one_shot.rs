@@ -4,15 +4,17 @@
 use std::time::Instant;
 
 use ap_criteria::{Allocation, ApConfig, Budget, Criterion};
+use ap_mask::NmPattern;
 use ap_tensor::{FieldError, NamedParams};
 use ap_train::{NoHook, TrainConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::reach::{follow_events, LayerShape};
 use crate::rounds::criterion_suffix;
+
 use crate::{
-    check_fraction, pruning_event, Checkpoint, EventAt, EventReport, PruneError, PruningMethod,
-    RunContext,
+    check_fraction, check_pattern_density, pruning_event, Checkpoint, EventAt, EventReport,
+    PruneError, PruningMethod, RunContext,
 };
 
 /// One pruning event to `density`: after dense training then fine-tuning, or at
@@ -135,6 +137,10 @@ impl PruningMethod for OneShotConfig {
             .into());
         }
         Ok(())
+    }
+
+    fn check_pattern(&self, pattern: &NmPattern) -> Result<(), PruneError> {
+        check_pattern_density("density", self.density, pattern)
     }
 
     fn run(

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use ap_criteria::{Allocation, ApConfig, Budget, Criterion};
+use ap_mask::NmPattern;
 use ap_tensor::{FieldError, NamedParams};
 use ap_train::{NoHook, Optimizer, StepHook, TrainConfig, TrainError};
 use serde::{Deserialize, Serialize};
@@ -160,6 +161,11 @@ impl<T: RoundBased> PruningMethod for T {
         }
     }
 
+    fn check_pattern(&self, pattern: &NmPattern) -> Result<(), PruneError> {
+        let plan = self.plan();
+        check_rounds_reach(plan.rounds, plan.rate, pattern)
+    }
+
     fn run(
         &self,
         ctx: &mut RunContext<'_>,
@@ -179,6 +185,35 @@ fn check_rounds(
     let n = |s: i64| (rate * s as f64).floor() as i64;
     let label = |i: usize| format!("= {rounds} at prune.rate = {rate}: after round {}", i + 1);
     follow_events(layers, allocation, rounds, n, ("prune.rounds", label))
+}
+
+/// With N:M `pattern`, the event that would take the network below N/M prunes it to the
+/// pattern exactly, and events after it have nothing left to prune: so the rounds must
+/// reach N/M in their last round, not before — (1 − rate)^rounds ≤ N/M < (1 − rate)^(rounds − 1).
+fn check_rounds_reach(rounds: usize, rate: f64, pattern: &NmPattern) -> Result<(), PruneError> {
+    let d = pattern.density();
+    let after = |r: usize| (1.0 - rate).powi(r as i32);
+    let reach = (1..=rounds).find(|&r| after(r) <= d + 1e-12);
+    match reach {
+        Some(r) if r == rounds => Ok(()),
+        Some(r) => {
+            let problem = format!(
+                "= {rounds} at prune.rate = {rate} with pattern = \"{pattern}\": round {r} \
+                 already reaches the pattern's density {d}, so later rounds would prune \
+                 nothing; use rounds = {r}"
+            );
+            Err(FieldError::new("prune.rounds", problem).into())
+        }
+        None => {
+            let problem = format!(
+                "= {rounds} at prune.rate = {rate} with pattern = \"{pattern}\" ends at \
+                 density {:.4}, above the pattern's {d}: raise prune.rounds or prune.rate \
+                 (the last round prunes to the pattern exactly)",
+                after(rounds)
+            );
+            Err(FieldError::new("prune.rounds", problem).into())
+        }
+    }
 }
 
 /// Checks that `0 < rate < 1` and `0 ≤ ap.rate < rate`; errors name the field.

@@ -15,6 +15,8 @@ use tch::{Device, Kind, Tensor};
 
 pub(crate) use ap_testkit::torch_lock;
 
+mod nm;
+
 /// A global magnitude host: the model, and nothing else (toy input shape).
 fn host_of(m: &Model) -> HostCriterion<'_> {
     HostCriterion {
@@ -25,6 +27,8 @@ fn host_of(m: &Model) -> HostCriterion<'_> {
         input_shape: &[1, 2, 2],
         seed: 1,
         synflow_iterations: 1,
+        given_scores: None,
+        pattern: None,
     }
 }
 

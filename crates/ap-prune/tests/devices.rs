@@ -50,6 +50,8 @@ fn event_on(
         input_shape: &INPUT,
         seed: 1,
         synflow_iterations: 1,
+        given_scores: None,
+        pattern: None,
     };
     let removes = host
         .layer_counts(&mask, budget.n)

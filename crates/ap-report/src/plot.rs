@@ -392,12 +392,26 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
     out
 }
 
+/// One line of the essential-sparsity plot ([`render_sweep`]).
+#[derive(Debug, Clone)]
+pub struct SweepLine<'a> {
+    /// Its legend entry (`unstructured`, `N:M`).
+    pub label: &'a str,
+    /// (sparsity %, test accuracy %), in increasing sparsity.
+    pub points: &'a [(f64, f64)],
+    /// Its knees: (label, sparsity %); each is drawn as a labelled dashed vertical line.
+    pub knees: Vec<(String, f64)>,
+}
+
 /// The essential-sparsity plot of `ap sweep`: test accuracy (%) against sparsity (%, linear,
-/// 0 to 100) as a line with markers, and each knee of `knees` (label, sparsity in %) as a
-/// vertical line labelled at its top, in its own colour.
-pub fn render_sweep(points: &[(f64, f64)], knees: &[(&str, f64)], caption: &str) -> Result<String> {
-    let (lo, hi) = points
+/// 0 to 100), one line with markers per entry of `lines` (its own colour, named in the
+/// legend), and each knee of each line as a dashed vertical line in a colour of its own,
+/// labelled at the top with its label and sparsity (labels one below the other, so knees
+/// at the same sparsity stay readable).
+pub fn render_sweep(lines: &[SweepLine], caption: &str) -> Result<String> {
+    let (lo, hi) = lines
         .iter()
+        .flat_map(|l| l.points.iter())
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), p| {
             (l.min(p.1), h.max(p.1))
         });
@@ -422,15 +436,25 @@ pub fn render_sweep(points: &[(f64, f64)], knees: &[(&str, f64)], caption: &str)
             .light_line_style(WHITE.mix(0.0))
             .draw()
             .map_err(draw_err)?;
-        let style = ShapeStyle::from(&colour(0)).stroke_width(2);
-        chart
-            .draw_series(LineSeries::new(points.iter().copied(), style))
-            .map_err(draw_err)?;
-        chart
-            .draw_series(points.iter().map(|&p| Circle::new(p, 4, style.filled())))
-            .map_err(draw_err)?;
-        for (i, &(label, x)) in knees.iter().enumerate() {
-            let c = colour(i + 1);
+        for (i, line) in lines.iter().enumerate() {
+            let style = ShapeStyle::from(&colour(i)).stroke_width(2);
+            chart
+                .draw_series(LineSeries::new(line.points.iter().copied(), style))
+                .map_err(draw_err)?
+                .label(line.label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+            chart
+                .draw_series(
+                    line.points
+                        .iter()
+                        .map(|&p| Circle::new(p, 4, style.filled())),
+                )
+                .map_err(draw_err)?;
+        }
+        let knees = lines.iter().flat_map(|l| l.knees.iter());
+        for (i, (label, x)) in knees.enumerate() {
+            let x = *x;
+            let c = colour(lines.len() + i);
             chart
                 .draw_series(DashedLineSeries::new(
                     [(x, y0), (x, y1)],
@@ -439,19 +463,29 @@ pub fn render_sweep(points: &[(f64, f64)], knees: &[(&str, f64)], caption: &str)
                     ShapeStyle::from(&c).stroke_width(2),
                 ))
                 .map_err(draw_err)?;
-            // Labels one below the other, so knees at the same sparsity stay readable.
             let top = y1 - (y1 - y0) * (0.04 + 0.06 * i as f64);
             let text = TextStyle::from(("sans-serif", 14).into_font())
                 .color(&c)
                 .pos(Pos::new(HPos::Right, VPos::Center));
+            // Sparsities such as 12.5% keep their decimal.
+            let at = (10.0 * x).round() / 10.0;
             chart
                 .draw_series(std::iter::once(Text::new(
-                    format!("{label} {x:.0}% "),
+                    format!("{label} {at}% "),
                     (x, top),
                     text,
                 )))
                 .map_err(draw_err)?;
         }
+        // Lower left: the curves fall at the right, so that corner is usually empty.
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(draw_err)?;
         root.present().map_err(draw_err)?;
     }
     Ok(svg)
@@ -634,6 +668,37 @@ mod tests {
         // Nothing finite at all still yields a (blank) plot, not a panic.
         let empty = render(&[], Metric::Accuracy, "empty").unwrap();
         assert!(empty.contains("</svg>"));
+    }
+
+    /// Two lines, each in the legend, each knee labelled with its sparsity (12.5% keeps
+    /// its decimal), one marker per point.
+    #[test]
+    fn sweep_plot_has_both_lines_a_legend_and_labelled_knees() {
+        let un = [(0.0, 98.0), (50.0, 97.5), (90.0, 60.0)];
+        let nm = [(0.0, 98.0), (12.5, 97.9), (50.0, 90.0)];
+        let lines = [
+            SweepLine {
+                label: "unstructured",
+                points: &un,
+                knees: vec![("tolerance knee".into(), 50.0)],
+            },
+            SweepLine {
+                label: "N:M",
+                points: &nm,
+                knees: vec![("N:M tolerance knee (7:8)".into(), 12.5)],
+            },
+        ];
+        let svg = render_sweep(&lines, "c").unwrap();
+        for needle in [
+            "\nunstructured\n</text>",
+            "\nN:M\n</text>",
+            "tolerance knee 50% ",
+            "N:M tolerance knee (7:8) 12.5% ",
+        ] {
+            assert!(svg.contains(needle), "{needle} missing from {svg}");
+        }
+        assert_eq!(svg.matches("<circle").count(), 6, "one marker per point");
+        assert_eq!(svg, render_sweep(&lines, "c").unwrap());
     }
 
     #[test]

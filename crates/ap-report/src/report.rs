@@ -63,6 +63,15 @@ pub struct SummaryRecord {
     pub train_dynamic_dnr: f64,
     /// Static DNR over the last training epoch, train mode.
     pub train_static_dnr: f64,
+    /// Training cost to the end of this round, from the run's start: forward-backward
+    /// passes of training (a BiP bi-level iteration is two; IMP's later rounds retrain
+    /// from the rewind point). 0 in summaries written before it existed.
+    #[serde(default)]
+    pub steps: u64,
+    /// Wall-clock seconds of rounds 0..=this one (training and evaluation). 0 in
+    /// summaries written before it existed.
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 /// Mean ± sample std of the paired differences (AP − no AP, same seed and round) and
@@ -195,7 +204,9 @@ pub fn markdown_with_plots(records: &[SummaryRecord], title: &str, plots: &[Path
          paired difference (the same seed with and without AP), \"(within noise)\" where its 95% t-interval contains 0. DNR: dead neuron rate on the test set in eval mode (ap-spec §2). \
          Paper reference: the papers' number for that model, dataset and method (without AP) at the row's density — \
          placed in the nearest row within a factor {} of the paper's density, \"—\" elsewhere; \
-         \"dense +x\" is the paper's gain over its own dense network.",
+         \"dense +x\" is the paper's gain over its own dense network. \
+         Cost: training to the end of the round from the run's start, mean over the runs without AP: \
+         forward-backward passes (a BiP bi-level iteration counts two) and wall-clock seconds.",
         reference::DENSITY_TOLERANCE
     );
     s
@@ -282,8 +293,8 @@ fn table_heading(s: &mut String, of: &TableOf, rs: &[&SummaryRecord]) {
         seeds.len(),
         if seeds.len() == 1 { "" } else { "s" }
     );
-    s.push_str("| round | density | test acc | test acc +AP | AP gain (pt, paired) | paper reference | dynamic DNR | dynamic DNR +AP | static DNR | static DNR +AP |\n");
-    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str("| round | density | test acc | test acc +AP | AP gain (pt, paired) | paper reference | dynamic DNR | dynamic DNR +AP | static DNR | static DNR +AP | cost: steps, s |\n");
+    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
 }
 
 /// One round's row: accuracy (mean ± std) without and with AP, AP's paired gain, the
@@ -314,9 +325,15 @@ fn table_row(
         }
         None => "—".into(),
     };
+    // The cost of the runs without AP (AP's own cost is a few selections per event).
+    let runs = if off.is_empty() { on } else { off };
+    let cost = match (stat(runs, |r| r.steps as f64), stat(runs, |r| r.seconds)) {
+        (Some((steps, _)), Some((secs, _))) if steps > 0.0 => format!("{steps:.0}, {secs:.0}"),
+        _ => "—".into(),
+    };
     let _ = writeln!(
         s,
-        "| {round} | {:.2}% | {} | {} | {gain} | {} | {} | {} | {} | {} |",
+        "| {round} | {:.2}% | {} | {} | {gain} | {} | {} | {} | {} | {} | {cost} |",
         100.0 * density,
         fmt_acc(acc(off)),
         fmt_acc(acc(on)),
@@ -476,6 +493,8 @@ pub(crate) fn test_record(method: &str, ap: bool, seed: u64, round: usize) -> Su
         static_dnr: 0.0,
         train_dynamic_dnr: 0.0,
         train_static_dnr: 0.0,
+        steps: 0,
+        seconds: 0.0,
     }
 }
 
@@ -491,6 +510,29 @@ mod tests {
             train_dynamic_dnr: dnr,
             ..test_record("imp", ap, seed, round)
         }
+    }
+
+    /// The cost column: mean steps and seconds of the runs without AP; "—" where the
+    /// records carry none (summaries written before the field).
+    #[test]
+    fn cost_column_is_the_mean_of_the_runs_without_ap() {
+        let cost = |ap, seed, steps, seconds| SummaryRecord {
+            steps,
+            seconds,
+            ..rec(ap, seed, 1, 0.9, 0.5)
+        };
+        let rs = vec![
+            cost(false, 0, 4000, 10.0),
+            cost(false, 1, 4000, 14.0),
+            cost(true, 0, 9000, 99.0),
+            cost(true, 1, 9000, 99.0),
+        ];
+        let md = markdown(&rs, "t");
+        assert!(md.contains("| 4000, 12 |"), "{md}");
+        let old = vec![rec(false, 0, 1, 0.9, 0.5)];
+        let md = markdown(&old, "t");
+        let row = md.lines().find(|l| l.starts_with("| 1 | ")).unwrap();
+        assert!(row.ends_with("| — |"), "{row}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod estimate;
+pub mod export;
 pub mod progress;
 pub mod recipes;
 pub mod runner;

@@ -136,6 +136,7 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
         ap: ap.as_ref(),
         seeds,
         eval_batch: spec.eval_batch_size,
+        pattern: spec.pattern,
         ..RunSetup::new(&model, &data, &spec.train, &spec.prune)
     };
     let result = run_method_from(

@@ -44,7 +44,7 @@ impl Filter {
     /// valid ones, so a typo never silently selects nothing.
     pub fn matches(&self, spec: &RunSpec) -> Result<bool> {
         let have = match self.key.as_str() {
-            "method" => Some(spec.prune.name()),
+            "method" => Some(spec.method_name()),
             "ap" => Some(spec.ap.enabled.to_string()),
             path => {
                 let json: Value = serde_json::from_str(&spec.canonical_json())?;

@@ -46,6 +46,11 @@ pub struct RunSpec {
     pub train: TrainConfig,
     /// Pruning method.
     pub prune: Method,
+    /// N:M sparsity the method keeps to (`pattern = "2:4"`, see `ap_mask::NmPattern`): every
+    /// event keeps each group of M consecutive input weights at N or more, and the method's
+    /// last event prunes to exactly N. Left out of the spec's key when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<ap_mask::NmPattern>,
     /// AP settings.
     #[serde(default)]
     pub ap: ApSpec,
@@ -138,6 +143,17 @@ impl RunSpec {
                 return Err(FieldError::new("prune.dense_layers", problem));
             }
         }
+        if let Some(p) = &self.pattern {
+            self.prune.check_pattern(p).map_err(prune_error)?;
+            if !shapes.iter().any(|(_, shape)| p.fits(shape)) {
+                let problem = format!(
+                    "= \"{p}\": no prunable layer of {} has rows (inputs × kernel) that are a \
+                     multiple of {}, so nothing could be pruned",
+                    self.model, p.m
+                );
+                return Err(FieldError::new("pattern", problem));
+            }
+        }
         if let Some(alloc) = self.prune.allocation() {
             alloc
                 .validate(&prunable)
@@ -203,11 +219,21 @@ impl RunSpec {
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
 
-    /// A readable, unique directory name: `imp+ap-lenet300-100-mnist-s0-<key>`.
+    /// The method's name with its N:M pattern, e.g. `imp`, `imp-2:4`: what tables and
+    /// summaries call it.
+    pub fn method_name(&self) -> String {
+        match &self.pattern {
+            Some(p) => format!("{}-{p}", self.prune.name()),
+            None => self.prune.name(),
+        }
+    }
+
+    /// A readable, unique directory name: `imp+ap-lenet300-100-mnist-s0-<key>` (a pattern
+    /// as `imp-2of4`, without the colon some file systems refuse).
     pub fn dir_name(&self) -> String {
         format!(
             "{}{}-{}-{}-s{}-{}",
-            self.prune.name(),
+            self.method_name().replace(':', "of"),
             if self.ap.enabled { "+ap" } else { "" },
             self.model,
             self.dataset,
@@ -216,11 +242,11 @@ impl RunSpec {
         )
     }
 
-    /// Label of the method with AP state, e.g. `imp` or `imp+ap`.
+    /// Label of the method with its pattern and AP state, e.g. `imp`, `imp-2:4+ap`.
     pub fn method_label(&self) -> String {
         format!(
             "{}{}",
-            self.prune.name(),
+            self.method_name(),
             if self.ap.enabled { "+ap" } else { "" }
         )
     }
@@ -412,6 +438,62 @@ mod tests {
     /// [`spec`] with `path` set to `value`, parsed.
     fn parse_with(path: &str, value: impl Into<toml::Value>) -> Result<RunSpec> {
         parse_toml(&spec().with(path, value).to_toml(), "x")
+    }
+
+    /// `pattern = "2:4"`: part of the key and the names when set, absent from the key when
+    /// not; checked against the method (rounds must end on N/M) and the model's layers.
+    #[test]
+    fn an_nm_pattern_names_and_validates() {
+        let _g = ap_testkit::torch_lock();
+        let plain: RunSpec = parse_toml(&spec().to_toml(), "x").unwrap();
+        assert!(!plain.canonical_json().contains("pattern"));
+        // 0.8^3 = 0.512 > 0.5 (the rounds end above 2:4), 0.8^4 = 0.41 ≤ 0.5.
+        let short = parse_with("pattern", "2:4").unwrap();
+        let e = short.validate().unwrap_err().to_string();
+        assert!(e.contains("prune.rounds") && e.contains("2:4"), "{e}");
+        let ok: RunSpec = parse_toml(
+            &spec()
+                .with("pattern", "2:4")
+                .with("prune.rounds", 4)
+                .to_toml(),
+            "x",
+        )
+        .unwrap();
+        ok.validate().unwrap();
+        assert_ne!(ok.key(), plain.key());
+        assert!(ok.canonical_json().contains("\"pattern\":\"2:4\""));
+        assert_eq!(ok.method_label(), "imp-2:4+ap");
+        assert!(ok
+            .dir_name()
+            .starts_with("imp-2of4+ap-lenet300-100-mnist-s0-"));
+        let e = parse_with("pattern", "2-4").unwrap_err();
+        assert!(format!("{e:#}").contains("N:M"), "{e:#}");
+        let granet = spec()
+            .with("pattern", "2:4")
+            .with("prune", toml::Value::Table(Default::default()))
+            .with("prune.method", "granet")
+            .with("prune.final_density", 0.5)
+            .with("prune.begin", 0)
+            .with("prune.end", 50)
+            .with("prune.every", 10);
+        let e = parse_toml::<RunSpec>(&granet.to_toml(), "x")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.field, "pattern", "{e}");
+        // 1:9 fits no layer of LeNet-300-100 on MNIST (rows of 784, 300 and 100); two
+        // rounds at 0.7 reach its density 0.11 in the last (0.3, then 0.09).
+        let none_fit: RunSpec = parse_toml(
+            &spec()
+                .with("pattern", "1:9")
+                .with("prune.rounds", 2)
+                .with("prune.rate", 0.7)
+                .to_toml(),
+            "x",
+        )
+        .unwrap();
+        let e = none_fit.validate().unwrap_err();
+        assert!(e.problem.contains("no prunable layer"), "{e}");
     }
 
     #[test]

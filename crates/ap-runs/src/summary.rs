@@ -18,9 +18,13 @@ pub type Finished = (RunSpec, Vec<RoundRecord>);
 pub fn summarise(runs: &[(RunSpec, Vec<RoundRecord>)]) -> Vec<SummaryRecord> {
     let mut out = vec![];
     for (spec, rounds) in runs {
+        let method = spec.prune.as_method();
+        let all = method.iterations_from(0, spec.train.iterations);
+        let mut seconds = 0.0;
         for r in rounds {
+            seconds += r.seconds;
             out.push(SummaryRecord {
-                method: spec.prune.name(),
+                method: spec.method_name(),
                 ap: spec.ap.enabled,
                 ap_rate: if spec.ap.enabled {
                     spec.ap.config.rate
@@ -48,6 +52,8 @@ pub fn summarise(runs: &[(RunSpec, Vec<RoundRecord>)]) -> Vec<SummaryRecord> {
                 static_dnr: r.test.dnr.static_,
                 train_dynamic_dnr: r.train_dnr.dynamic,
                 train_static_dnr: r.train_dnr.static_,
+                steps: all - method.iterations_from(r.round + 1, spec.train.iterations),
+                seconds,
             });
         }
     }
@@ -112,4 +118,41 @@ pub fn write_report(out: &Path, runs: &[Finished], title: &str) -> Result<String
 pub fn write_grid_report(out: &Path, grid: &GridSpec, runs: &[Finished]) -> Result<String> {
     remove_stale_temporaries(out);
     write_report(out, runs, &format!("{} — {}", grid.name, grid.description))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ap_testkit::fixtures::{self, TomlExt};
+
+    /// IMP rewinding to k = 100 with 1,000 iterations per phase: round r has cost
+    /// 1,000 + r · 900 steps (derived by hand), seconds add up round by round.
+    #[test]
+    fn steps_and_seconds_accumulate_over_rounds() {
+        let spec: RunSpec = crate::spec::parse_toml(
+            &fixtures::lenet_mnist_spec()
+                .with("train.iterations", 1000)
+                .with("prune.rounds", 2)
+                .with("prune.rewind_iteration", 100)
+                .to_toml(),
+            "x",
+        )
+        .unwrap();
+        let dnr = serde_json::json!({"sites": [], "dynamic": 0.0, "static_": 0.0, "samples": 0});
+        let record = |round: usize, seconds: f64| -> RoundRecord {
+            serde_json::from_value(serde_json::json!({
+                "round": round,
+                "density": {"layers": [], "kept": 1, "total": 1},
+                "events": [],
+                "test": {"accuracy": 0.9, "loss": 0.1, "dnr": dnr},
+                "train_dnr": dnr,
+                "epochs": [],
+                "seconds": seconds,
+            }))
+            .unwrap()
+        };
+        let rs = summarise(&[(spec, vec![record(0, 2.0), record(1, 3.0), record(2, 4.0)])]);
+        let got: Vec<(u64, f64)> = rs.iter().map(|r| (r.steps, r.seconds)).collect();
+        assert_eq!(got, vec![(1000, 2.0), (1900, 5.0), (2800, 9.0)]);
+    }
 }

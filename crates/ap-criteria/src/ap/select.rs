@@ -1,7 +1,7 @@
 //! AP's selection (ap-spec §3) and the ablations of its components: the candidate sign
 //! filter and the score.
 
-use ap_mask::Mask;
+use ap_mask::{Mask, NmPattern};
 use ap_tensor::{
     nonzero_counts, select_smallest, select_smallest_per_tensor, NamedParams, SelectError,
 };
@@ -89,7 +89,7 @@ pub fn ap_select_with(
     n: i64,
     opts: &ApOptions,
 ) -> Result<ApSelection, SelectError> {
-    ap_select_budget(current, phase_start, mask, ApBudget::Global(n), opts)
+    ap_select_budget(current, phase_start, mask, ApBudget::Global(n), opts, None)
 }
 
 /// How many weights AP removes in one event: one global count, or one count per layer
@@ -104,12 +104,15 @@ pub enum ApBudget {
 
 /// [`ap_select_with`] for either kind of budget. With a per-layer budget, each layer's
 /// shortfall is its own (`layer_shortfall`), so the host can make it up in that layer.
+/// With an N:M `pattern`, AP chooses within each group: a candidate is one only while its
+/// group keeps more than N ([`NmPattern::removable`] by AP's own score).
 pub fn ap_select_budget(
     current: &NamedParams,
     phase_start: &NamedParams,
     mask: &Mask,
     budget: ApBudget,
     opts: &ApOptions,
+    pattern: Option<&NmPattern>,
 ) -> Result<ApSelection, SelectError> {
     let requested: Vec<i64> = match &budget {
         ApBudget::Global(n) => vec![*n],
@@ -138,6 +141,10 @@ pub fn ap_select_budget(
     let candidates = ap_candidates(current, mask, opts.sign);
     let scores = ap_scores(current, phase_start, opts.score)?;
     let scores: Vec<&Tensor> = scores.iter().collect();
+    let candidates = match pattern {
+        Some(p) => p.removable(&scores, &candidates.iter().collect::<Vec<_>>(), mask),
+        None => candidates,
+    };
     let candidates: Vec<&Tensor> = candidates.iter().collect();
     let available = nonzero_counts(&candidates);
     Ok(match budget {
@@ -477,7 +484,7 @@ mod tests {
                 layer_shortfall = None;
                 budget = ApBudget::Global(n);
             }
-            let s = ap_select_budget(&cur, &w0, &mask, budget, &opts).unwrap();
+            let s = ap_select_budget(&cur, &w0, &mask, budget, &opts, None).unwrap();
             prop_assert_eq!((s.removed, s.shortfall), (removed, shortfall));
             prop_assert_eq!(s.layer_shortfall, layer_shortfall);
             let got: Vec<Vec<bool>> = s.selected.iter().map(|t| flat(std::slice::from_ref(t))).collect();

@@ -80,9 +80,34 @@ enum Cmd {
         runs_dir: PathBuf,
     },
     /// Essential sparsity of a finished run: its final network pruned one-shot by global
-    /// magnitude at each sparsity, without retraining, evaluated on the test set; prints the
-    /// table and the knees, writes sweep.json, sweep.md and sweep.svg.
+    /// magnitude at each sparsity, and to each N:M pattern, without retraining, evaluated
+    /// on the test set; prints the tables and the knees of both series, writes sweep.json,
+    /// sweep.md and sweep.svg.
     Sweep(SweepArgs),
+    /// Writes a finished run's network for use outside this project (docs/export.md).
+    /// `--format semi-structured`: a 2:4 run's weights in the layout PyTorch's
+    /// `to_sparse_semi_structured` takes (2-D, float16/bfloat16, padded to 32 × 64), the
+    /// other tensors unchanged, and FILE.json describing the shapes.
+    Export {
+        /// The run's directory in the run store (finished: it has DONE).
+        run_dir: PathBuf,
+        /// What to write.
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Element type of the 2:4 weights: f16 or bf16.
+        #[arg(long, default_value = "f16")]
+        dtype: String,
+        /// Output file (default: RUN_DIR/semi-structured.safetensors).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// `ap export`'s formats.
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    /// 2:4 weights for `torch.sparse.to_sparse_semi_structured`.
+    SemiStructured,
 }
 
 /// `ap sweep`'s arguments.
@@ -94,8 +119,15 @@ struct SweepArgs {
     /// (default: 0,10,…,80,85,90,92,94,95,96,97,98,99).
     #[arg(long)]
     sparsities: Option<String>,
+    /// N:M patterns, comma-separated, in increasing sparsity 1 − N/M, or `none` for no N:M
+    /// series (default: 7:8,3:4,5:8,2:4,3:8,1:4,1:8). A pattern point keeps, in every
+    /// group of M consecutive weights along a layer's input dimension (rows = every
+    /// dimension but the first), the N largest |w| of those the run kept; a layer whose
+    /// rows are not a multiple of M stays as the run left it (listed in the report).
+    #[arg(long)]
+    patterns: Option<String>,
     /// The tolerance knee is the last sparsity within this many accuracy points of the
-    /// first one's accuracy.
+    /// first one's accuracy (for the N:M series: of the run's network, its first point).
     #[arg(long, default_value_t = 1.0)]
     tolerance: f64,
     /// Output directory (default: RUN_DIR/sweep).
@@ -313,6 +345,12 @@ fn main() {
             init_tracing(None);
             sweep(&args)
         }
+        Cmd::Export {
+            run_dir,
+            format: ExportFormat::SemiStructured,
+            dtype,
+            out,
+        } => export(&run_dir, &dtype, out),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -473,8 +511,29 @@ fn report(args: &GridArgs, runs_dir: &Path) -> Result<()> {
 }
 
 /// `ap sweep`: the one-shot pruning curve of a finished run, its knees, and its files.
+fn export(run_dir: &Path, dtype: &str, out: Option<PathBuf>) -> Result<()> {
+    use ap_runs::export::{export_semi_structured, json_path, ExportDtype};
+    let out = out.unwrap_or_else(|| run_dir.join("semi-structured.safetensors"));
+    let e = export_semi_structured(run_dir, &out, ExportDtype::parse(dtype)?)?;
+    for l in &e.layers {
+        println!(
+            "{}: {:?} as {}×{} (padded {}×{}), {} kept",
+            l.name, l.shape, l.rows_cols[0], l.rows_cols[1], l.padded[0], l.padded[1], l.kept
+        );
+    }
+    for name in &e.dense_layers {
+        println!("{name}: no groups of {} (written dense)", e.pattern);
+    }
+    eprintln!(
+        "export: {} and {}",
+        out.display(),
+        json_path(&out).display()
+    );
+    Ok(())
+}
+
 fn sweep(args: &SweepArgs) -> Result<()> {
-    use ap_runs::sweep::{parse_sparsities, sweep_run, write_sweep, SweepOptions};
+    use ap_runs::sweep::{parse_patterns, parse_sparsities, sweep_run, write_sweep, SweepOptions};
     if let Some(t) = args.threads {
         tch::set_num_threads(t);
     }
@@ -488,8 +547,13 @@ fn sweep(args: &SweepArgs) -> Result<()> {
         Some(text) => parse_sparsities(text)?,
         None => ap_eval::sweep::DEFAULT_SPARSITIES.to_vec(),
     };
+    let patterns = match &args.patterns {
+        Some(text) => parse_patterns(text)?,
+        None => ap_eval::sweep::DEFAULT_PATTERNS.to_vec(),
+    };
     let opts = SweepOptions {
         sparsities,
+        patterns,
         tolerance_points: args.tolerance,
         data_dir: args.input.data_dir(),
         device: ap_tensor::parse_device(&args.input.device)?,
