@@ -45,6 +45,8 @@ commands:
                        resuming where it stopped; writes results/<profile>/
   report [ARGS...]     `ap report ARGS...`: rebuild a profile's report from the run store
   status [ARGS...]     `ap status ARGS...`: done / running / pending / failed per run
+  sweep [ARGS...]      setup, then `ap sweep ARGS...`: essential sparsity of a finished run
+  export [ARGS...]     `ap export ARGS...`: a finished run for use outside (docs/export.md)
   mutants [ARGS...]    setup (no data), then `cargo mutants ARGS...` with that environment:
                        mutation testing of the exact-count code named in .cargo/mutants.toml
                        (selection, masks, AP's selection, the pruning event, drop-and-grow,
@@ -117,6 +119,8 @@ fn parse_args(args: Vec<OsString>) -> Result<Cmd> {
         "reproduce" => Ok(Cmd::Ap("reproduce", rest)),
         "report" => Ok(Cmd::Ap("report", rest)),
         "status" => Ok(Cmd::Ap("status", rest)),
+        "sweep" => Ok(Cmd::Ap("sweep", rest)),
+        "export" => Ok(Cmd::Ap("export", rest)),
         "bench" => Ok(Cmd::Bench {
             quick: has_flag("bench", "--quick", &rest)?,
         }),
@@ -186,8 +190,8 @@ fn run(cmd: Cmd) -> Result<i32> {
             run_with_env(&mut cmd, &s)
         }
         Cmd::Ap(sub, args) => {
-            // Only `reproduce` trains, so only it needs the data sets.
-            let s = setup(sub == "reproduce")?;
+            // `reproduce` trains and `sweep` evaluates: they need the data sets.
+            let s = setup(sub == "reproduce" || sub == "sweep")?;
             let mut build = Command::new(cargo());
             build.args(["build", "--release", "-p", "ap-runs", "--bin", "ap"]);
             let code = run_with_env(&mut build, &s)?;
@@ -490,6 +494,14 @@ mod tests {
         assert_eq!(
             parse_args(os(&["status"])).unwrap(),
             Cmd::Ap("status", vec![])
+        );
+        assert_eq!(
+            parse_args(os(&["sweep", "runs/r"])).unwrap(),
+            Cmd::Ap("sweep", os(&["runs/r"]))
+        );
+        assert_eq!(
+            parse_args(os(&["export", "runs/r", "--format", "semi-structured"])).unwrap(),
+            Cmd::Ap("export", os(&["runs/r", "--format", "semi-structured"]))
         );
         assert_eq!(
             parse_args(os(&["bench", "--quick"])).unwrap(),

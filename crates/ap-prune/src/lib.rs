@@ -9,9 +9,11 @@
 //! Methods ([`Method`]), one module per family, each with its settings, defaults,
 //! validation and run ([`PruningMethod`]): rounds ([`rounds`]: IMP with rewinding to θ0
 //! or to iteration k, learning-rate rewinding), one shot ([`one_shot`]: after training or
-//! at initialisation), gradual ([`gradual`]: GMP, GraNet) and dynamic sparse training
-//! ([`rigl`]). A method runs against a [`RunContext`]: the model, the data, the mask, and
-//! what to do after each round.
+//! at initialisation), gradual ([`gradual`]: GMP, GraNet), dynamic sparse training
+//! ([`rigl`]), bi-level optimisation of the mask ([`bip`]) and the dense baseline
+//! ([`DenseConfig`]). A method runs against a [`RunContext`]: the model, the data, the
+//! mask, and what to do after each round. With an N:M pattern ([`ap_mask::NmPattern`],
+//! `RunSetup::pattern`) every event keeps each group at N or more.
 
 pub mod bip;
 mod context;
