@@ -143,9 +143,9 @@ struct SweepArgs {
 /// Which grid, which slice of it, and where its report goes.
 #[derive(Args, Clone)]
 struct GridArgs {
-    /// A profile: `smoke` (tests, < 2 min), `quick` (LeNet-300-100 on MNIST, 5 methods
-    /// ± AP, and LeNet-5 on Fashion-MNIST, IMP and GMP ± AP; 3 seeds, ≈ 25 min on 2
-    /// cores), `paper` (CIFAR; needs --data-dir and a GPU in practice). Reads
+    /// A profile: `smoke` (tests, < 2 min), `quick` (LeNet-300-100 on MNIST, 6 methods
+    /// and IMP keeping 2:4, ± AP, and LeNet-5 on Fashion-MNIST, IMP and GMP ± AP; 3
+    /// seeds, ≈ 28 min on 2 cores), `paper` (CIFAR; needs --data-dir and a GPU in practice). Reads
     /// grids/PROFILE.toml.
     #[arg(long, conflicts_with = "grid")]
     profile: Option<String>,
