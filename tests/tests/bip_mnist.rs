@@ -30,15 +30,7 @@ fn bip_with_and_without_ap_on_mnist() {
     let _g = ap_testkit::torch_lock();
     tch::set_num_threads(1);
     let runs = tempfile::tempdir().unwrap();
-    let options = RunOptions {
-        data_dir: ap_data::default_data_dir(),
-        device: tch::Device::Cpu,
-        progress: false,
-        verbose: false,
-        deterministic: false,
-        log: None,
-        report: None,
-    };
+    let options = RunOptions::quiet(ap_data::default_data_dir(), tch::Device::Cpu);
     let total = 266_200i64;
     let kept = (0.05 * total as f64).round() as i64;
     let mut finals = vec![];

@@ -35,15 +35,7 @@ fn a_two_of_four_run_exports_in_the_semi_structured_layout() {
     tch::set_num_threads(1);
     let tmp = tempfile::tempdir().unwrap();
     let runs = tmp.path().join("runs");
-    let options = RunOptions {
-        data_dir: ap_data::default_data_dir(),
-        device: tch::Device::Cpu,
-        progress: false,
-        verbose: false,
-        deterministic: false,
-        log: None,
-        report: None,
-    };
+    let options = RunOptions::quiet(ap_data::default_data_dir(), tch::Device::Cpu);
     let nm = spec(Some("2:4"));
     let records = execute(&nm, &runs, &options).unwrap();
     let recorded = records.last().unwrap().test.accuracy;

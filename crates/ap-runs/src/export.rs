@@ -21,8 +21,7 @@ use ap_tensor::save_safetensors;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind};
 
-use crate::spec::RunSpec;
-use crate::store::{write_atomic, RunDir, RunState};
+use crate::store::{write_atomic, RunDir};
 
 /// Element type of the exported weights: the two `to_sparse_semi_structured` takes for 2:4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,24 +111,7 @@ pub fn export_semi_structured(
     out: &Path,
     dtype: ExportDtype,
 ) -> Result<SemiStructuredExport> {
-    let spec_path = run_dir.join("spec.toml");
-    if !spec_path.is_file() {
-        bail!(
-            "{} is not a run directory (no spec.toml): pass a directory of the run store",
-            run_dir.display()
-        );
-    }
-    let dir = RunDir {
-        path: run_dir.to_path_buf(),
-    };
-    if dir.state() != RunState::Done {
-        bail!(
-            "{} is not finished (no valid DONE): finish it with `ap run {}` and export again",
-            run_dir.display(),
-            spec_path.display()
-        );
-    }
-    let spec = RunSpec::read(&spec_path)?;
+    let (dir, spec) = RunDir::finished(run_dir, "export")?;
     let Some(pattern) = spec.pattern else {
         bail!(
             "{}: the run has no N:M pattern (its spec sets no `pattern`), so its masks are \

@@ -34,6 +34,22 @@ pub struct RunOptions {
     pub report: Option<ProgressFn>,
 }
 
+impl RunOptions {
+    /// Options that print and report nothing, not deterministic: for a library caller or
+    /// a test that reads the records it gets back.
+    pub fn quiet(data_dir: std::path::PathBuf, device: Device) -> RunOptions {
+        RunOptions {
+            data_dir,
+            device,
+            progress: false,
+            verbose: false,
+            deterministic: false,
+            log: None,
+            report: None,
+        }
+    }
+}
+
 impl std::fmt::Debug for RunOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunOptions")

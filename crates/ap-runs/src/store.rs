@@ -98,6 +98,31 @@ pub struct RunDir {
 }
 
 impl RunDir {
+    /// The finished run in `path` and its spec, for a command that reads a run (`ap
+    /// sweep`, `ap export`); the error names the directory and says what to do when it is
+    /// not a run directory or the run is not finished. `verb` is the command's (`sweep`).
+    pub fn finished(path: &Path, verb: &str) -> Result<(RunDir, RunSpec)> {
+        let spec_path = path.join("spec.toml");
+        if !spec_path.is_file() {
+            bail!(
+                "{} is not a run directory (no spec.toml): pass a directory of the run store, \
+                 e.g. runs/<method>-<model>-<dataset>-s<seed>-<key>",
+                path.display()
+            );
+        }
+        let dir = RunDir {
+            path: path.to_path_buf(),
+        };
+        if dir.state() != RunState::Done {
+            bail!(
+                "{} is not finished (no valid DONE): finish it with `ap run {}` and {verb} again",
+                path.display(),
+                spec_path.display()
+            );
+        }
+        Ok((dir, RunSpec::read(&spec_path)?))
+    }
+
     /// The directory of `spec` under `runs`.
     pub fn of(runs: &Path, spec: &RunSpec) -> RunDir {
         RunDir {

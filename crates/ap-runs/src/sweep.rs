@@ -16,8 +16,7 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use crate::runner::RunOptions;
-use crate::spec::RunSpec;
-use crate::store::{write_atomic, RunDir, RunState};
+use crate::store::{write_atomic, RunDir};
 
 /// A knee of the curve: which point, by which rule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,37 +150,12 @@ pub struct SweepOptions {
 /// The sweep of the finished run in `run_dir`. Errors name the directory and the fix
 /// when it is not a run or not finished.
 pub fn sweep_run(run_dir: &Path, opts: &SweepOptions) -> Result<SweepReport> {
-    let spec_path = run_dir.join("spec.toml");
-    if !spec_path.is_file() {
-        bail!(
-            "{} is not a run directory (no spec.toml): pass a directory of the run store, e.g. runs/<method>-<model>-<dataset>-s<seed>-<key>",
-            run_dir.display()
-        );
-    }
-    let dir = RunDir {
-        path: run_dir.to_path_buf(),
-    };
-    if dir.state() != RunState::Done {
-        bail!(
-            "{} is not finished (no valid DONE): finish it with `ap run {}` and sweep again",
-            run_dir.display(),
-            spec_path.display()
-        );
-    }
-    let spec = RunSpec::read(&spec_path)?;
+    let (dir, spec) = RunDir::finished(run_dir, "sweep")?;
     let records = dir.rounds()?;
     let last = records
         .last()
         .with_context(|| format!("{}: no round record", run_dir.display()))?;
-    let run_opts = RunOptions {
-        data_dir: opts.data_dir.clone(),
-        device: opts.device,
-        progress: false,
-        verbose: false,
-        deterministic: false,
-        log: None,
-        report: None,
-    };
+    let run_opts = RunOptions::quiet(opts.data_dir.clone(), opts.device);
     let (data, model) = crate::runner::load(&spec, &run_opts)?;
     let everything = NamedParams::all_of(&model.vs);
     let checkpoint = dir.final_checkpoint()?;
@@ -232,7 +206,7 @@ pub fn sweep_run(run_dir: &Path, opts: &SweepOptions) -> Result<SweepReport> {
     Ok(SweepReport {
         run_dir: run_dir.to_path_buf(),
         key: spec.key(),
-        spec_path,
+        spec_path: run_dir.join("spec.toml"),
         run_accuracy: last.test.accuracy,
         run_kept: mask.kept(),
         tolerance_points: opts.tolerance_points,

@@ -335,15 +335,7 @@ fn tiny_mnist(root: &Path, n: usize) {
 }
 
 fn options(data_dir: PathBuf) -> RunOptions {
-    RunOptions {
-        data_dir,
-        device: tch::Device::Cpu,
-        progress: false,
-        verbose: false,
-        deterministic: false,
-        log: None,
-        report: None,
-    }
+    RunOptions::quiet(data_dir, tch::Device::Cpu)
 }
 
 /// A batch that fits MNIST's official 60 000 but not the data actually loaded is an
