@@ -68,9 +68,11 @@ pub struct SummaryRecord {
     /// from the rewind point). 0 in summaries written before it existed.
     #[serde(default)]
     pub steps: u64,
-    /// Wall-clock seconds of rounds 0..=this one (training and evaluation). 0 in
-    /// summaries written before it existed.
-    #[serde(default)]
+    /// Wall-clock seconds of rounds 0..=this one (training and evaluation), for the
+    /// report's cost column. Not written to `summary.json` or `summary.csv`: wall time
+    /// differs between identical runs, and the summary is the grid's reproducible result
+    /// (a resumed grid writes the same bytes as an uninterrupted one).
+    #[serde(skip)]
     pub seconds: f64,
 }
 
@@ -427,11 +429,11 @@ pub fn write_report(out: &Path, records: &[SummaryRecord], title: &str) -> Resul
         &out.join("summary.json"),
         serde_json::to_string_pretty(records)?.as_bytes(),
     )?;
-    let mut csv = String::from("method,ap,ap_rate,ap_share,prune_rate,dataset,model,ap_variant,ap_removed,ap_shortfall,seed,run_key,round,density,test_accuracy,test_loss,dynamic_dnr,static_dnr,train_dynamic_dnr,train_static_dnr\n");
+    let mut csv = String::from("method,ap,ap_rate,ap_share,prune_rate,dataset,model,ap_variant,ap_removed,ap_shortfall,seed,run_key,round,density,test_accuracy,test_loss,dynamic_dnr,static_dnr,train_dynamic_dnr,train_static_dnr,steps\n");
     for r in records {
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{},{},\"{}\",{},{},{},{},{},{:.6},{:.4},{:.5},{:.5},{:.5},{:.5},{:.5}",
+            "{},{},{},{},{},{},{},\"{}\",{},{},{},{},{},{:.6},{:.4},{:.5},{:.5},{:.5},{:.5},{:.5},{}",
             r.method,
             r.ap,
             r.ap_rate,
@@ -451,7 +453,8 @@ pub fn write_report(out: &Path, records: &[SummaryRecord], title: &str) -> Resul
             r.dynamic_dnr,
             r.static_dnr,
             r.train_dynamic_dnr,
-            r.train_static_dnr
+            r.train_static_dnr,
+            r.steps
         );
     }
     write_atomic(&out.join("summary.csv"), csv.as_bytes())?;
