@@ -5,7 +5,7 @@
 use tch::nn;
 use tch::Tensor;
 
-use crate::{ActivationProbe, Network};
+use crate::{ActivationProbe, Network, Op};
 
 /// A 3×3 convolution with padding 1.
 pub(crate) fn conv3(p: nn::Path, c_in: i64, c_out: i64, stride: i64, bias: bool) -> nn::Conv2D {
@@ -21,6 +21,21 @@ pub(crate) fn conv3(p: nn::Path, c_in: i64, c_out: i64, stride: i64, bias: bool)
             ..Default::default()
         },
     )
+}
+
+/// The ε of every batch norm here (tch's default config, which the models build with).
+pub(crate) fn bn_eps() -> f64 {
+    nn::BatchNormConfig::default().eps
+}
+
+/// The [`Op`] of a [`conv3`] layer named `name`.
+pub(crate) fn conv3_op(name: &str, stride: i64, bias: bool) -> Op {
+    Op::Conv {
+        name: name.into(),
+        stride,
+        padding: 1,
+        bias,
+    }
 }
 
 /// ReLU, reporting its output to `probe` as `site`.
@@ -103,6 +118,25 @@ impl Network for ConvNet {
             .chain(self.fcs.iter().map(|(n, _)| n))
             .map(|n| format!("{n}.weight"))
             .collect()
+    }
+
+    fn graph(&self) -> Option<Vec<Op>> {
+        let mut ops = vec![];
+        for (i, (name, _)) in self.convs.iter().enumerate() {
+            ops.push(conv3_op(name, 1, true));
+            ops.push(Op::Relu);
+            if i % 2 == 1 {
+                ops.push(Op::MaxPool { kernel: 2 });
+            }
+        }
+        ops.push(Op::Flatten);
+        for (i, (name, _)) in self.fcs.iter().enumerate() {
+            ops.push(Op::linear(name));
+            if i + 1 < self.fcs.len() {
+                ops.push(Op::Relu);
+            }
+        }
+        Some(ops)
     }
 
     fn relu_sites(&self) -> Vec<(String, i64)> {

@@ -6,7 +6,7 @@ use tch::nn;
 use tch::Tensor;
 
 use crate::conv::relu;
-use crate::{ActivationProbe, Network};
+use crate::{ActivationProbe, Network, Op};
 
 /// LeNet-5 (Caffe): `conv1` 20@5×5 → ReLU → max-pool 2 → `conv2` 50@5×5 → ReLU → max-pool
 /// 2 → `fc1` 500 → ReLU → `fc2` classes. Convolutions without padding, so an MNIST image
@@ -60,6 +60,28 @@ impl Network for LeNet5 {
         ["conv1", "conv2", "fc1", "fc2"]
             .map(|n| format!("{n}.weight"))
             .to_vec()
+    }
+
+    fn graph(&self) -> Option<Vec<Op>> {
+        let conv = |name: &str| Op::Conv {
+            name: name.into(),
+            stride: 1,
+            padding: 0,
+            bias: true,
+        };
+        let pool = Op::MaxPool { kernel: 2 };
+        Some(vec![
+            conv("conv1"),
+            Op::Relu,
+            pool.clone(),
+            conv("conv2"),
+            Op::Relu,
+            pool,
+            Op::Flatten,
+            Op::linear("fc1"),
+            Op::Relu,
+            Op::linear("fc2"),
+        ])
     }
 
     fn relu_sites(&self) -> Vec<(String, i64)> {

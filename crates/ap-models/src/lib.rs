@@ -12,6 +12,7 @@
 use tch::{nn::VarStore, Device, Tensor};
 
 mod conv;
+mod graph;
 mod init;
 mod kind;
 mod lenet5;
@@ -20,6 +21,7 @@ mod resnet;
 mod vgg;
 
 pub use conv::ConvNet;
+pub use graph::Op;
 pub use init::{initialise, InitScheme};
 pub use kind::{ModelFamily, ModelKind, Shortcut};
 pub use lenet5::LeNet5;
@@ -49,6 +51,12 @@ pub trait Network: std::fmt::Debug + Send {
     fn prunable(&self) -> Vec<String>;
     /// ReLU call sites with the number of units each produces per sample, in call order.
     fn relu_sites(&self) -> Vec<(String, i64)>;
+    /// The forward pass in evaluation mode as data ([`Op`]), for code that rebuilds the
+    /// network elsewhere (compaction, export); `None` (the default) for a network that
+    /// does not describe itself, which those then refuse.
+    fn graph(&self) -> Option<Vec<Op>> {
+        None
+    }
 }
 
 /// A network together with the variable store that owns its parameters.

@@ -2,7 +2,7 @@
 
 use tch::{nn, Tensor};
 
-use crate::{ActivationProbe, Network};
+use crate::{ActivationProbe, Network, Op};
 
 /// A fully connected ReLU network (LeNet-300-100 with hidden sizes 300, 100), as in the
 /// lottery-ticket paper: `fc1 → relu → fc2 → relu → fc3`.
@@ -56,6 +56,17 @@ impl Network for LeNet {
             .iter()
             .map(|(n, _)| format!("{n}.weight"))
             .collect()
+    }
+
+    fn graph(&self) -> Option<Vec<Op>> {
+        let mut ops = vec![Op::Flatten];
+        for (i, (name, _)) in self.layers.iter().enumerate() {
+            ops.push(Op::linear(name));
+            if i + 1 < self.layers.len() {
+                ops.push(Op::Relu);
+            }
+        }
+        Some(ops)
     }
 
     fn relu_sites(&self) -> Vec<(String, i64)> {

@@ -3,8 +3,8 @@
 use tch::nn;
 use tch::Tensor;
 
-use crate::conv::{conv3, relu};
-use crate::{ActivationProbe, Network, Shortcut};
+use crate::conv::{bn_eps, conv3, conv3_op, relu};
+use crate::{ActivationProbe, Network, Op, Shortcut};
 
 #[derive(Debug)]
 struct Block {
@@ -22,6 +22,39 @@ struct Block {
 }
 
 impl Block {
+    /// The block as one [`Op::Residual`] followed by its second ReLU.
+    fn graph(&self) -> [Op; 2] {
+        let bn = |name: &str| Op::BatchNorm {
+            name: format!("{}.{name}", self.name),
+            eps: bn_eps(),
+        };
+        let conv = |name: &str, stride| conv3_op(&format!("{}.{name}", self.name), stride, false);
+        let body = vec![
+            conv("conv1", self.stride),
+            bn("bn1"),
+            Op::Relu,
+            conv("conv2", 1),
+            bn("bn2"),
+        ];
+        let shortcut = match (&self.projection, self.stride) {
+            (Some(_), stride) => vec![
+                Op::Conv {
+                    name: format!("{}.shortcut.conv", self.name),
+                    stride,
+                    padding: 0,
+                    bias: false,
+                },
+                bn("shortcut.bn"),
+            ],
+            (None, 1) => vec![],
+            (None, stride) => vec![Op::SubsamplePad {
+                stride,
+                pad: self.pad,
+            }],
+        };
+        [Op::Residual { body, shortcut }, Op::Relu]
+    }
+
     fn forward(&self, x: &Tensor, train: bool, probe: &mut dyn ActivationProbe) -> Tensor {
         let h = x.apply(&self.conv1).apply_t(&self.bn1, train);
         let h = relu(h, &format!("{}.relu1", self.name), probe);
@@ -144,6 +177,22 @@ impl Network for ResNet {
         }
         names.push("fc.weight".into());
         names
+    }
+
+    fn graph(&self) -> Option<Vec<Op>> {
+        let mut ops = vec![
+            conv3_op("conv", 1, false),
+            Op::BatchNorm {
+                name: "bn".into(),
+                eps: bn_eps(),
+            },
+            Op::Relu,
+        ];
+        for b in &self.blocks {
+            ops.extend(b.graph());
+        }
+        ops.extend([Op::GlobalAvgPool, Op::Flatten, Op::linear("fc")]);
+        Some(ops)
     }
 
     fn relu_sites(&self) -> Vec<(String, i64)> {

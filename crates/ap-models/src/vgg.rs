@@ -3,8 +3,8 @@
 use tch::nn;
 use tch::Tensor;
 
-use crate::conv::{conv3, relu};
-use crate::{ActivationProbe, Network};
+use crate::conv::{bn_eps, conv3, relu};
+use crate::{ActivationProbe, Network, Op};
 
 /// VGG-11/16/19 for CIFAR with batch norm (as in OpenLTH): 3×3 convs (no bias) each
 /// followed by BN and ReLU, 2×2 max-pools between stages, and one linear classifier on
@@ -109,6 +109,30 @@ impl Network for Vgg {
             VggLayer::Pool => None,
         });
         convs.chain(["fc.weight".to_string()]).collect()
+    }
+
+    fn graph(&self) -> Option<Vec<Op>> {
+        let mut ops = vec![];
+        for layer in &self.layers {
+            match layer {
+                VggLayer::Conv { index, .. } => {
+                    ops.push(Op::Conv {
+                        name: format!("conv{index}"),
+                        stride: 1,
+                        padding: 1,
+                        bias: false,
+                    });
+                    ops.push(Op::BatchNorm {
+                        name: format!("bn{index}"),
+                        eps: bn_eps(),
+                    });
+                    ops.push(Op::Relu);
+                }
+                VggLayer::Pool => ops.push(Op::MaxPool { kernel: 2 }),
+            }
+        }
+        ops.extend([Op::Flatten, Op::linear("fc")]);
+        Some(ops)
     }
 
     fn relu_sites(&self) -> Vec<(String, i64)> {
