@@ -12,8 +12,8 @@ fn structured_mask(shape: &[i64], density: f64) -> Tensor {
     let cols = Tensor::rand([shape[1]], (Kind::Float, Device::Cpu)).gt(0.2);
     let mut rshape = vec![shape[0], 1];
     let mut cshape = vec![1, shape[1]];
-    rshape.extend(std::iter::repeat(1).take(shape.len() - 2));
-    cshape.extend(std::iter::repeat(1).take(shape.len() - 2));
+    rshape.extend(std::iter::repeat_n(1, shape.len() - 2));
+    cshape.extend(std::iter::repeat_n(1, shape.len() - 2));
     (m.logical_and(&rows.reshape(rshape.as_slice())))
         .logical_and(&cols.reshape(cshape.as_slice()))
         .to_kind(Kind::Float)
@@ -183,7 +183,7 @@ fn every_family_compacts_to_the_same_outputs() {
         let (before, after) = (masked.cost(), compact.cost());
         assert!(after.params < before.params, "{kind}: {changes:?}");
         assert!(after.macs < before.macs, "{kind}");
-        assert_eq!(after.nonzero_macs <= before.nonzero_macs, true, "{kind}");
+        assert!(after.nonzero_macs <= before.nonzero_macs, "{kind}");
         // Compaction is idempotent.
         let (again, _) = compact.compact();
         assert_eq!(again.cost(), after, "{kind}");
