@@ -1,5 +1,12 @@
-//! `ap export --format semi-structured`: a finished N:M run's pruned weights in the layout
-//! PyTorch's `torch.sparse.to_sparse_semi_structured` takes (docs/export.md).
+//! `ap export`: a finished run's network for use outside this project (docs/export.md).
+//!
+//! `--format masked|compact` ([`export_network`]): the network as plain dense layers that a
+//! few lines of PyTorch run — the masked network (pruned weights zero), or its exact
+//! compaction (`ap-compact`: dead units removed, constants folded, unread inputs dropped).
+//! Batch norm is folded into the convolution before it in both.
+//!
+//! `--format semi-structured` ([`export_semi_structured`]): a finished N:M run's pruned
+//! weights in the layout PyTorch's `torch.sparse.to_sparse_semi_structured` takes.
 //!
 //! That function (torch 2.11, `torch/sparse/semi_structured.py`) accepts a dense, 2-D,
 //! contiguous CUDA tensor of float16 or bfloat16 (CUTLASS and cuSPARSELt backends) whose
@@ -21,6 +28,9 @@ use ap_tensor::save_safetensors;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind};
 
+use ap_compact::InferenceNet;
+
+use crate::runner::{FinishedNetwork, RunOptions};
 use crate::store::{write_atomic, RunDir};
 
 /// Element type of the exported weights: the two `to_sparse_semi_structured` takes for 2:4.
@@ -51,6 +61,117 @@ impl ExportDtype {
             }
         }
     }
+}
+
+/// `ap export`'s dense formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkFormat {
+    /// The masked network: every unit kept, pruned weights zero.
+    Masked,
+    /// The compacted network: the same outputs from fewer units.
+    Compact,
+}
+
+/// How an image becomes the network's input: `pad` black pixels added on each side of the
+/// raw image, then `((pixels / 255) − mean) / std` per channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    /// The network's per-sample input `[C, H, W]` (after padding).
+    pub shape: Vec<i64>,
+    /// Per-channel means of pixels scaled to `[0, 1]`.
+    pub mean: Vec<f64>,
+    /// Per-channel standard deviations.
+    pub std: Vec<f64>,
+    /// Black pixels added on each side before normalising.
+    pub pad: i64,
+}
+
+/// The description written next to a `masked` or `compact` export (`FILE.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkExport {
+    /// Which network.
+    pub format: NetworkFormat,
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// The run's key.
+    pub key: String,
+    /// The model's name.
+    pub model: String,
+    /// The data set's name.
+    pub dataset: String,
+    /// The input the network takes.
+    pub input: InputSpec,
+    /// Number of classes (logits per sample).
+    pub classes: i64,
+    /// The forward pass: ops over the file's tensors (docs/export.md runs them).
+    pub ops: Vec<ap_compact::OpSpec>,
+    /// Parameters and multiply-adds per sample of the written network.
+    pub cost: ap_compact::Cost,
+    /// The masked network's cost, for comparison.
+    pub masked_cost: ap_compact::Cost,
+    /// Each weight layer's units before and after compaction (equal for `masked`).
+    pub layers: Vec<ap_compact::LayerChange>,
+    /// The run's recorded test accuracy (the exported network reproduces it).
+    pub test_accuracy: f64,
+}
+
+/// Writes the finished run in `run_dir` as a `format` network: tensors to `out`
+/// (safetensors), the description to `out` with `.json`. Errors name the directory and the
+/// fix (not a run, not finished) or the model (one that does not describe its graph).
+pub fn export_network(
+    run_dir: &Path,
+    out: &Path,
+    format: NetworkFormat,
+    data_dir: &Path,
+) -> Result<NetworkExport> {
+    let opts = RunOptions::quiet(data_dir.to_path_buf(), Device::Cpu);
+    let run = FinishedNetwork::load(run_dir, "export", &opts)?;
+    let input = run.data.test.images.size()[1..].to_vec();
+    let masked = InferenceNet::from_model(&run.model, &run.named_masks(), &input)
+        .with_context(|| format!("{}: model {}", run_dir.display(), run.spec.model))?;
+    let masked_cost = masked.cost();
+    let (compacted, changes) = masked.compact();
+    let (net, layers) = match format {
+        NetworkFormat::Masked => {
+            let same = changes
+                .layers
+                .iter()
+                .map(|l| ap_compact::LayerChange {
+                    outputs: [l.outputs[0]; 2],
+                    inputs: [l.inputs[0]; 2],
+                    ..l.clone()
+                })
+                .collect();
+            (masked, same)
+        }
+        NetworkFormat::Compact => (compacted, changes.layers),
+    };
+    let (ops, tensors) = net.ops();
+    save_safetensors(out, &tensors).with_context(|| format!("writing {}", out.display()))?;
+    let kind = ap_data::DatasetKind::from_name(&run.spec.dataset)?;
+    let export = NetworkExport {
+        format,
+        run_dir: run_dir.to_path_buf(),
+        key: run.spec.key(),
+        model: run.spec.model.to_string(),
+        dataset: run.spec.dataset.clone(),
+        input: InputSpec {
+            shape: input,
+            mean: kind.channel_mean().to_vec(),
+            std: kind.channel_std().to_vec(),
+            pad: run.spec.pad_pixels()? as i64,
+        },
+        classes: run.data.num_classes() as i64,
+        ops,
+        cost: net.cost(),
+        masked_cost,
+        layers,
+        test_accuracy: run.records.last().map_or(f64::NAN, |r| r.test.accuracy),
+    };
+    let json = serde_json::to_string_pretty(&export)?;
+    write_atomic(&json_path(out), json.as_bytes())?;
+    Ok(export)
 }
 
 /// Rows and columns of an exported weight are padded to multiples of these: CUTLASS's

@@ -190,6 +190,57 @@ pub(crate) fn load(spec: &RunSpec, opts: &RunOptions) -> Result<(Dataset, ap_mod
     Ok((data, model))
 }
 
+/// A finished run's final network, as `ap sweep` and `ap export` read it.
+pub struct FinishedNetwork {
+    /// The run's directory.
+    pub dir: RunDir,
+    /// Its spec.
+    pub spec: RunSpec,
+    /// Its data set (padded as the run saw it).
+    pub data: Dataset,
+    /// The model with the final checkpoint's weights (and batch-norm statistics).
+    pub model: ap_models::Model,
+    /// The final mask.
+    pub mask: ap_mask::Mask,
+    /// The round records.
+    pub records: Vec<ap_prune::RoundRecord>,
+}
+
+impl FinishedNetwork {
+    /// Loads the finished run in `run_dir` onto `opts.device`; errors name the directory
+    /// and the fix (not a run, not finished: `verb` names the command for the message).
+    pub fn load(run_dir: &Path, verb: &str, opts: &RunOptions) -> Result<FinishedNetwork> {
+        let (dir, spec) = RunDir::finished(run_dir, verb)?;
+        let records = dir.rounds()?;
+        let (data, model) = load(&spec, opts)?;
+        let everything = ap_tensor::NamedParams::all_of(&model.vs);
+        dir.final_checkpoint()?
+            .restore("model", &everything)
+            .with_context(|| format!("restoring the final network of {}", run_dir.display()))?;
+        let prunable = ap_tensor::NamedParams::from_var_store(&model.vs, &model.net.prunable())?;
+        let mask = ap_mask::Mask::load(&run_dir.join("mask.safetensors"), &prunable)?;
+        Ok(FinishedNetwork {
+            dir,
+            spec,
+            data,
+            model,
+            mask,
+            records,
+        })
+    }
+
+    /// The final masks by prunable parameter name.
+    pub fn named_masks(&self) -> Vec<(String, tch::Tensor)> {
+        self.model
+            .net
+            .prunable()
+            .into_iter()
+            .zip(self.mask.tensors())
+            .map(|(n, m)| (n, m.shallow_clone()))
+            .collect()
+    }
+}
+
 /// Saves and reports what a running run produces: its rounds (records, mask,
 /// checkpoint) and its epochs.
 struct Recorder<'a> {

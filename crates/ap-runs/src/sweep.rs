@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ap_eval::sweep::{curvature_knee, nm_sweep, one_shot_sweep, tolerance_knee, SweepPoint};
-use ap_mask::{Mask, NmPattern};
+use ap_mask::NmPattern;
 use ap_tensor::NamedParams;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::runner::RunOptions;
-use crate::store::{write_atomic, RunDir};
+use crate::runner::{FinishedNetwork, RunOptions};
+use crate::store::write_atomic;
 
 /// A knee of the curve: which point, by which rule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,20 +150,19 @@ pub struct SweepOptions {
 /// The sweep of the finished run in `run_dir`. Errors name the directory and the fix
 /// when it is not a run or not finished.
 pub fn sweep_run(run_dir: &Path, opts: &SweepOptions) -> Result<SweepReport> {
-    let (dir, spec) = RunDir::finished(run_dir, "sweep")?;
-    let records = dir.rounds()?;
+    let run_opts = RunOptions::quiet(opts.data_dir.clone(), opts.device);
+    let FinishedNetwork {
+        spec,
+        data,
+        model,
+        mask,
+        records,
+        ..
+    } = FinishedNetwork::load(run_dir, "sweep", &run_opts)?;
     let last = records
         .last()
         .with_context(|| format!("{}: no round record", run_dir.display()))?;
-    let run_opts = RunOptions::quiet(opts.data_dir.clone(), opts.device);
-    let (data, model) = crate::runner::load(&spec, &run_opts)?;
-    let everything = NamedParams::all_of(&model.vs);
-    let checkpoint = dir.final_checkpoint()?;
-    checkpoint
-        .restore("model", &everything)
-        .with_context(|| format!("restoring the final network of {}", run_dir.display()))?;
     let prunable = NamedParams::from_var_store(&model.vs, &model.net.prunable())?;
-    let mask = Mask::load(&run_dir.join("mask.safetensors"), &prunable)?;
     let dense_layers = check_patterns(&opts.patterns, &prunable, spec.model)?;
     let masks = mask.tensors();
     let (images, labels) = (&data.test.images, &data.test.labels);

@@ -85,6 +85,9 @@ enum Cmd {
     /// sweep.md and sweep.svg.
     Sweep(SweepArgs),
     /// Writes a finished run's network for use outside this project (docs/export.md).
+    /// `--format masked|compact`: plain dense layers that a few lines of PyTorch run (the
+    /// masked network, or its exact compaction: dead units removed, constants folded,
+    /// unread inputs dropped), and FILE.json describing the ops, input and costs.
     /// `--format semi-structured`: a 2:4 run's weights in the layout PyTorch's
     /// `to_sparse_semi_structured` takes (2-D, float16/bfloat16, padded to 32 × 64), the
     /// other tensors unchanged, and FILE.json describing the shapes.
@@ -94,18 +97,26 @@ enum Cmd {
         /// What to write.
         #[arg(long, value_enum)]
         format: ExportFormat,
-        /// Element type of the 2:4 weights: f16 or bf16.
+        /// Element type of the 2:4 weights: f16 or bf16 (semi-structured only).
         #[arg(long, default_value = "f16")]
         dtype: String,
-        /// Output file (default: RUN_DIR/semi-structured.safetensors).
+        /// Output file (default: RUN_DIR/<format>.safetensors).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Data directory (default: $AP_DATA_DIR, else the cache that `cargo xtask setup`
+        /// fills): the input shape and classes come from the run's data set.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
 /// `ap export`'s formats.
 #[derive(Clone, Copy, ValueEnum)]
 enum ExportFormat {
+    /// The masked network as dense layers (pruned weights zero).
+    Masked,
+    /// The compacted network: the same outputs from fewer units.
+    Compact,
     /// 2:4 weights for `torch.sparse.to_sparse_semi_structured`.
     SemiStructured,
 }
@@ -347,10 +358,28 @@ fn main() {
         }
         Cmd::Export {
             run_dir,
-            format: ExportFormat::SemiStructured,
+            format,
             dtype,
             out,
-        } => export(&run_dir, &dtype, out),
+            data_dir,
+        } => {
+            let data_dir = data_dir.unwrap_or_else(ap_data::default_data_dir);
+            match format {
+                ExportFormat::SemiStructured => export(&run_dir, &dtype, out),
+                ExportFormat::Masked => export_network(
+                    &run_dir,
+                    ap_runs::export::NetworkFormat::Masked,
+                    out,
+                    &data_dir,
+                ),
+                ExportFormat::Compact => export_network(
+                    &run_dir,
+                    ap_runs::export::NetworkFormat::Compact,
+                    out,
+                    &data_dir,
+                ),
+            }
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -510,7 +539,40 @@ fn report(args: &GridArgs, runs_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `ap sweep`: the one-shot pruning curve of a finished run, its knees, and its files.
+/// `ap export --format masked|compact`: prints each layer's units and the costs.
+fn export_network(
+    run_dir: &Path,
+    format: ap_runs::export::NetworkFormat,
+    out: Option<PathBuf>,
+    data_dir: &Path,
+) -> Result<()> {
+    use ap_runs::export::{export_network, json_path, NetworkFormat};
+    let name = match format {
+        NetworkFormat::Masked => "masked",
+        NetworkFormat::Compact => "compact",
+    };
+    let out = out.unwrap_or_else(|| run_dir.join(format!("{name}.safetensors")));
+    let e = export_network(run_dir, &out, format, data_dir)?;
+    for l in &e.layers {
+        println!(
+            "{}: outputs {} → {}, inputs {} → {}",
+            l.name, l.outputs[0], l.outputs[1], l.inputs[0], l.inputs[1]
+        );
+    }
+    let (c, m) = (e.cost, e.masked_cost);
+    println!(
+        "{name}: {} parameters ({} non-zero), {} multiply-adds per sample; masked network: {} parameters ({} non-zero), {} multiply-adds",
+        c.params, c.nonzero_params, c.macs, m.params, m.nonzero_params, m.macs
+    );
+    eprintln!(
+        "export: {} and {}",
+        out.display(),
+        json_path(&out).display()
+    );
+    Ok(())
+}
+
+/// `ap export --format semi-structured`: a 2:4 run's weights for sparse tensor cores.
 fn export(run_dir: &Path, dtype: &str, out: Option<PathBuf>) -> Result<()> {
     use ap_runs::export::{export_semi_structured, json_path, ExportDtype};
     let out = out.unwrap_or_else(|| run_dir.join("semi-structured.safetensors"));
