@@ -158,9 +158,23 @@ class ResNet20(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(h, 1).flatten(1))
 
 
+class LeNet5(nn.Module):
+    """LeNet-5 (Caffe): conv 20@5x5, pool, conv 50@5x5, pool, fc 500, fc 10, ReLU after each hidden layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 20, 5), nn.Conv2d(20, 50, 5)
+        self.fc1, self.fc2 = nn.Linear(800, 500), nn.Linear(500, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2).flatten(1)
+        return self.fc2(F.relu(self.fc1(x)))
+
+
 def build(name):
     torch.manual_seed(0)
-    return {"lenet300-100": LeNet, "conv2": Conv2, "resnet20": ResNet20}[name]()
+    return {"lenet300-100": LeNet, "lenet5": LeNet5, "conv2": Conv2, "resnet20": ResNet20}[name]()
 
 
 def optimizer_for(name, model):
@@ -386,6 +400,22 @@ def imp_memory(a):
     emit("imp", "imp/peak-during-load", "MiB", [peak_load], a.threads, "VmHWM after loading MNIST and building the model")
 
 
+def infer(a):
+    """The dense network's forward pass (eval, no grad): the baseline of the inference table."""
+    model = build(a.model).eval()
+    x = torch.randn(a.batch, 1, 28, 28)
+    samples = []
+    with torch.no_grad():
+        model(x)
+        for _ in range(a.reps):
+            t = time.perf_counter()
+            for _ in range(a.iters):
+                model(x)
+            samples.append((time.perf_counter() - t) / a.iters)
+    key = f"infer/{a.model}/d{a.density:g}/b{a.batch}/dense"
+    emit("infer", key, "s", samples, a.threads, f"{a.iters} iters x {a.reps} reps, nn.Module eval under no_grad")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1)
@@ -418,15 +448,25 @@ def main():
     m.add_argument("--rate", type=float, default=0.2)
     m.add_argument("--data-dir")
 
+    i = sub.add_parser("infer")
+    i.add_argument("--model", required=True, choices=["lenet300-100", "lenet5"])
+    i.add_argument("--density", type=float, required=True)
+    i.add_argument("--batch", type=int, required=True)
+    i.add_argument("--iters", type=int, default=10)
+    i.add_argument("--reps", type=int, required=True)
+    i.add_argument("--tickets")  # the Rust side's run store; the dense baseline needs no mask
+    i.add_argument("--data-dir")
+
     # The xtask puts --threads after the subcommand, as ap-bench (clap, global) accepts.
-    for sp in (t, s, r, m):
+    for sp in (t, s, r, m, i):
         sp.add_argument("--threads", type=int, default=argparse.SUPPRESS)
 
     a = p.parse_args()
     if a.threads < 1:
         sys.exit("baselines.py: --threads must be at least 1")
     torch.set_num_threads(a.threads)
-    {"train": train, "select": select, "resnet-step": resnet_step, "imp-memory": imp_memory}[a.case](a)
+    cases = {"train": train, "select": select, "resnet-step": resnet_step, "imp-memory": imp_memory, "infer": infer}
+    cases[a.case](a)
 
 
 if __name__ == "__main__":

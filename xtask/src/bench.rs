@@ -124,6 +124,28 @@ fn cases(quick: bool) -> Vec<Case> {
         ),
         true,
     ));
+    // Inference on IMP tickets (± AP) from the run store `runs/` (grids/compact.toml), or
+    // synthetic masks where it has none: passes per sample and samples per model and batch.
+    for model in ["lenet300-100", "lenet5"] {
+        for density in ["0.1", "0.02", "0.01"] {
+            for batch in [1, 1000] {
+                if quick && (density != "0.02" || batch != 1) {
+                    continue;
+                }
+                let sizes = match (quick, model, batch) {
+                    (true, ..) => "--iters 1 --reps 1",
+                    (false, "lenet300-100", 1) => "--iters 200 --reps 5",
+                    (false, "lenet300-100", _) => "--iters 10 --reps 5",
+                    (false, _, 1) => "--iters 50 --reps 5",
+                    (false, ..) => "--iters 2 --reps 3",
+                };
+                v.push(case(
+                    &format!("infer --model {model} --density {density} --batch {batch} {sizes}"),
+                    true,
+                ));
+            }
+        }
+    }
     v
 }
 
@@ -210,6 +232,12 @@ fn comparisons() -> Vec<Comparison> {
         ("resnet20/step", "rust"),
         ("resnet20/step", "pytorch"),
         Some(1.0),
+    ));
+    v.push(cmp(
+        "LeNet-300-100 inference at ≈ 2% density (IMP ticket), batch 1,000: fastest exact variant / PyTorch dense",
+        ("infer/lenet300-100/d0.02/b1000/fastest-exact", "rust"),
+        ("infer/lenet300-100/d0.02/b1000/dense", "pytorch"),
+        Some(1.0 / 3.0),
     ));
     v.push(cmp(
         "peak RSS of an IMP round (LeNet-300-100): Rust / PyTorch",
@@ -423,6 +451,82 @@ fn fmt_value(v: f64) -> String {
     }
 }
 
+/// The inference table: per model, ticket density and batch, PyTorch's dense forward pass
+/// and each variant's speed-up over it (its time ÷ the variant's), with the multiply-adds
+/// per sample of the dense, compacted and sparse (non-zero) networks. Empty without
+/// inference series.
+fn render_inference(series: &BTreeMap<(String, String), Series>) -> String {
+    let get = |key: &str, imp: &str| {
+        series
+            .get(&(key.to_string(), imp.to_string()))
+            .map(|s| median(&s.samples))
+    };
+    // (model, density, batch) of every PyTorch dense inference series, in key order.
+    let mut groups: Vec<(String, String, String)> = series
+        .keys()
+        .filter(|(k, imp)| imp == "pytorch" && k.starts_with("infer/") && k.ends_with("/dense"))
+        .filter_map(|(k, _)| {
+            let parts: Vec<&str> = k.split('/').collect();
+            (parts.len() == 5).then(|| (parts[1].into(), parts[2].into(), parts[3].into()))
+        })
+        .collect();
+    groups.sort_by(|a, b| {
+        let num = |s: &str| s[1..].parse::<f64>().unwrap_or(f64::NAN);
+        (a.0.clone(), -num(&a.1), num(&a.2))
+            .partial_cmp(&(b.0.clone(), -num(&b.1), num(&b.2)))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    if groups.is_empty() {
+        return String::new();
+    }
+    let mut r = String::from(
+        "\nInference (forward pass, evaluation): PyTorch's dense network, and each variant's speed-up \
+         over it (× = PyTorch dense time ÷ variant time; > 1 is faster). Rust variants: dense (unpruned), \
+         masked (zeros multiplied), compact (ap-compact's exact smaller network), CSR (linear layers as \
+         sparse CSR), compact+CSR. MACs: multiply-adds per sample, dense → compact (non-zero: what a \
+         sparse kernel multiplies).\n\n\
+         | model | ticket | density | batch | PyTorch dense | Rust dense | masked | compact | CSR | compact+CSR | MACs dense → compact (non-zero) |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    for (model, density, batch) in groups {
+        let base = format!("infer/{model}/{density}/{batch}");
+        let Some(torch) = get(&format!("{base}/dense"), "pytorch") else {
+            continue;
+        };
+        let speedup = |key: String| {
+            get(&key, "rust").map_or("—".to_string(), |t| format!("{:.2}×", torch / t))
+        };
+        for (prefix, ticket) in [(base.clone(), "IMP"), (format!("{base}/ap"), "IMP+AP")] {
+            let Some(d) = series.get(&(format!("{prefix}/density"), "rust".to_string())) else {
+                continue;
+            };
+            let ticket = if d.note.starts_with("synthetic") {
+                "synthetic"
+            } else {
+                ticket
+            };
+            let d = median(&d.samples);
+            let count =
+                |what: &str| get(&format!("{prefix}/macs/{what}"), "rust").map_or(0.0, |v| v);
+            r.push_str(&format!(
+                "| {model} | {ticket} | {:.2}% | {} | {} ms | {} | {} | {} | {} | {} | {:.0} → {:.0} ({:.0}) |\n",
+                100.0 * d,
+                &batch[1..],
+                fmt_value(torch * 1e3),
+                speedup(format!("{base}/dense")),
+                speedup(format!("{prefix}/masked")),
+                speedup(format!("{prefix}/compact")),
+                speedup(format!("{prefix}/csr")),
+                speedup(format!("{prefix}/compact-csr")),
+                count("dense"),
+                count("compact"),
+                count("nonzero"),
+            ));
+        }
+    }
+    r
+}
+
 /// What the report says about the run.
 #[derive(Debug, Clone)]
 struct Meta {
@@ -498,6 +602,7 @@ fn render(
             )),
         }
     }
+    r.push_str(&render_inference(series));
     r.push_str(
         "\nEvery series (median of all samples; parts are timed inside the same steps):\n\n",
     );
@@ -897,6 +1002,44 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn renders_the_inference_table() {
+        let mut m = BTreeMap::new();
+        let mut put = |key: &str, imp: &str, v: f64, note: &str| {
+            m.insert(
+                (key.to_string(), imp.to_string()),
+                Series {
+                    case: "infer".into(),
+                    key: key.into(),
+                    imp: imp.into(),
+                    unit: "s".into(),
+                    samples: vec![v],
+                    threads: 1,
+                    note: note.into(),
+                },
+            );
+        };
+        let b = "infer/lenet300-100/d0.02/b1000";
+        put(&format!("{b}/dense"), "pytorch", 0.004, "");
+        put(&format!("{b}/dense"), "rust", 0.004, "");
+        put(&format!("{b}/density"), "rust", 0.0225, "IMP ticket x");
+        put(&format!("{b}/masked"), "rust", 0.004, "");
+        put(&format!("{b}/compact"), "rust", 0.002, "");
+        put(&format!("{b}/csr"), "rust", 0.001, "");
+        put(&format!("{b}/compact-csr"), "rust", 0.0008, "");
+        put(&format!("{b}/macs/dense"), "rust", 266200.0, "");
+        put(&format!("{b}/macs/compact"), "rust", 120000.0, "");
+        put(&format!("{b}/macs/nonzero"), "rust", 5900.0, "");
+        put(&format!("{b}/ap/density"), "rust", 0.0225, "synthetic: …");
+        let r = render_inference(&m);
+        assert!(
+            r.contains("| lenet300-100 | IMP | 2.25% | 1000 | 4.000 ms | 1.00× | 1.00× | 2.00× | 4.00× | 5.00× | 266200 → 120000 (5900) |"),
+            "{r}"
+        );
+        assert!(r.contains("| lenet300-100 | synthetic | 2.25% | 1000 | 4.000 ms | 1.00× | — | — | — | — | 0 → 0 (0) |"), "{r}");
+        assert!(render_inference(&BTreeMap::new()).is_empty());
     }
 
     #[test]

@@ -59,6 +59,34 @@ enum Case {
     ResnetStep(ResnetArgs),
     /// Peak resident memory of one IMP round (a short training phase, then pruning).
     ImpMemory(ImpArgs),
+    /// Inference of a pruned network: dense, masked, compacted (`ap-compact`) and sparse
+    /// CSR linear layers, on an IMP ticket (± AP) from a run store or a synthetic mask.
+    Infer(InferArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct InferArgs {
+    /// `lenet300-100` or `lenet5`.
+    #[arg(long)]
+    model: ModelKind,
+    /// The density wanted: the store's IMP ticket nearest to it (within 1.5×), else a
+    /// synthetic one (global magnitude pruning of the random initialisation).
+    #[arg(long)]
+    density: f64,
+    /// Samples per forward pass.
+    #[arg(long)]
+    batch: i64,
+    /// Forward passes per sample (the time is per pass).
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// Samples.
+    #[arg(long)]
+    reps: usize,
+    /// Run store with the tickets (grids/compact.toml's runs).
+    #[arg(long, default_value = "runs")]
+    tickets: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -232,6 +260,7 @@ fn run_case(out: &Out, case: Case) -> Result<()> {
         Case::Select(a) => select(out, &a),
         Case::ResnetStep(a) => resnet_step(out, &a),
         Case::ImpMemory(a) => imp_memory(out, &a),
+        Case::Infer(a) => infer(out, &a),
     }
 }
 
@@ -287,6 +316,20 @@ fn quick(out: &Out) -> Result<()> {
             warmup: 1,
         }),
     )?;
+    for model in [ModelKind::LeNet300_100, ModelKind::LeNet5] {
+        run_case(
+            out,
+            Case::Infer(InferArgs {
+                model,
+                density: 0.02,
+                batch: 4,
+                iters: 1,
+                reps: 1,
+                tickets: PathBuf::from("runs"),
+                data: data.clone(),
+            }),
+        )?;
+    }
     run_case(
         out,
         Case::ImpMemory(ImpArgs {
@@ -961,4 +1004,242 @@ mod tests {
             .sum();
         assert_eq!(total, 20_024_000);
     }
+}
+
+/// A pruned network to time: where its mask came from, the model (with the ticket's
+/// weights) and its masks by name.
+struct Ticket {
+    label: String,
+    density: f64,
+    model: Model,
+    masks: Vec<(String, Tensor)>,
+}
+
+/// The finished IMP runs of `model` on MNIST in `store` with AP `ap`, by final density.
+fn store_tickets(store: &std::path::Path, model: ModelKind, ap: bool) -> Vec<(f64, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(store) else {
+        return vec![];
+    };
+    let mut found = vec![];
+    for e in entries.flatten() {
+        let path = e.path();
+        let Ok((dir, spec)) = ap_runs::RunDir::finished(&path, "bench") else {
+            continue;
+        };
+        if spec.model != model
+            || spec.dataset != "mnist"
+            || spec.method_name() != "imp"
+            || spec.ap.enabled != ap
+        {
+            continue;
+        }
+        if let Some(last) = dir.rounds().ok().and_then(|r| r.last().cloned()) {
+            found.push((last.density.density(), path));
+        }
+    }
+    found
+}
+
+/// The tickets to time at `density`: the store's IMP ticket without and with AP nearest to
+/// it (within 1.5×), or one synthetic mask when the store has none.
+fn tickets(a: &InferArgs) -> Result<Vec<Ticket>> {
+    let mut out = vec![];
+    for ap in [false, true] {
+        let nearest = store_tickets(&a.tickets, a.model, ap)
+            .into_iter()
+            .filter(|(d, _)| d / a.density < 1.5 && a.density / d < 1.5)
+            .min_by(|x, y| {
+                (x.0 / a.density)
+                    .ln()
+                    .abs()
+                    .total_cmp(&(y.0 / a.density).ln().abs())
+            });
+        if let Some((density, path)) = nearest {
+            let opts = ap_runs::RunOptions::quiet(
+                a.data
+                    .data_dir
+                    .clone()
+                    .unwrap_or_else(ap_data::default_data_dir),
+                Device::Cpu,
+            );
+            let run = ap_runs::runner::FinishedNetwork::load(&path, "benchmark", &opts)?;
+            let masks = run.named_masks();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            out.push(Ticket {
+                label: format!("{} ticket {name}", if ap { "IMP+AP" } else { "IMP" }),
+                density,
+                model: run.model,
+                masks,
+            });
+        }
+    }
+    if out.is_empty() {
+        let model = build_model(a.model, &[1, 28, 28])?;
+        let params = prunable(&model)?;
+        let mask = magnitude_mask(&params, a.density)?;
+        let masks = model
+            .net
+            .prunable()
+            .into_iter()
+            .zip(mask.tensors())
+            .map(|(n, m)| (n, m.shallow_clone()))
+            .collect();
+        out.push(Ticket {
+            label: format!(
+                "synthetic: global magnitude on the random initialisation (no IMP run of {} in {})",
+                a.model,
+                a.tickets.display()
+            ),
+            density: a.density,
+            model,
+            masks,
+        });
+    }
+    Ok(out)
+}
+
+/// Seconds per forward pass of `f`, `reps` samples of `iters` passes after one warm-up pass.
+fn per_pass(iters: usize, reps: usize, f: &dyn Fn() -> Tensor) -> Vec<f64> {
+    let _ = std::hint::black_box(f());
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                let _ = std::hint::black_box(f());
+            }
+            t.elapsed().as_secs_f64() / iters as f64
+        })
+        .collect()
+}
+
+fn infer(out: &Out, a: &InferArgs) -> Result<()> {
+    if a.batch < 1 || a.reps == 0 || a.iters == 0 || !(a.density > 0.0 && a.density <= 1.0) {
+        bail!("--batch, --iters and --reps must be at least 1 and --density in (0, 1]");
+    }
+    if !matches!(a.model, ModelKind::LeNet300_100 | ModelKind::LeNet5) {
+        bail!(
+            "--model {}: the inference case runs lenet300-100 or lenet5",
+            a.model
+        );
+    }
+    let input = [1, 28, 28];
+    let x = Tensor::randn([a.batch, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let base = format!("infer/{}/d{}/b{}", a.model, a.density, a.batch);
+    for (i, t) in tickets(a)?.into_iter().enumerate() {
+        let masked = ap_compact::InferenceNet::from_model(&t.model, &t.masks, &input)?;
+        let (compact, changes) = masked.compact();
+        let csr = masked.with_csr_linears();
+        let compact_csr = compact.with_csr_linears();
+        // The variants compute the same logits (CSR and compaction up to rounding).
+        let reference = masked.forward(&x);
+        for (what, y) in [
+            ("compact", compact.forward(&x)),
+            ("csr", csr.forward(&x)),
+            ("compact-csr", compact_csr.forward(&x)),
+        ] {
+            let diff = (&y - &reference).abs().max().double_value(&[]);
+            if diff > 1e-3 {
+                bail!(
+                    "{what} differs from the masked network by {diff} on {}",
+                    t.label
+                );
+            }
+        }
+        let prefix = if t.label.starts_with("IMP+AP") {
+            format!("{base}/ap")
+        } else {
+            base.clone()
+        };
+        let units: Vec<String> = changes
+            .layers
+            .iter()
+            .map(|l| format!("{} {}→{}", l.name, l.outputs[0], l.outputs[1]))
+            .collect();
+        let note = format!(
+            "{} (density {:.4}); compaction: {}",
+            t.label,
+            t.density,
+            units.join(", ")
+        );
+        if i == 0 {
+            let dense = ap_compact::InferenceNet::from_model(&t.model, &[], &input)?;
+            out.emit(
+                "infer",
+                format!("{base}/dense"),
+                "s",
+                per_pass(a.iters, a.reps, &|| dense.forward(&x)),
+                format!("{} iters × {} reps, unpruned weights", a.iters, a.reps),
+            );
+        }
+        let masked_t = per_pass(a.iters, a.reps, &|| masked.forward(&x));
+        let compact_t = per_pass(a.iters, a.reps, &|| compact.forward(&x));
+        let csr_t = per_pass(a.iters, a.reps, &|| csr.forward(&x));
+        let compact_csr_t = per_pass(a.iters, a.reps, &|| compact_csr.forward(&x));
+        let best: Vec<f64> = (0..a.reps)
+            .map(|i| compact_t[i].min(csr_t[i]).min(compact_csr_t[i]))
+            .collect();
+        out.emit(
+            "infer",
+            format!("{prefix}/masked"),
+            "s",
+            masked_t,
+            note.clone(),
+        );
+        out.emit(
+            "infer",
+            format!("{prefix}/compact"),
+            "s",
+            compact_t,
+            note.clone(),
+        );
+        out.emit(
+            "infer",
+            format!("{prefix}/csr"),
+            "s",
+            csr_t,
+            "linear layers as sparse CSR (to_sparse_csr, matmul), convolutions dense".into(),
+        );
+        out.emit(
+            "infer",
+            format!("{prefix}/compact-csr"),
+            "s",
+            compact_csr_t,
+            "the compacted network with CSR linear layers".into(),
+        );
+        out.emit(
+            "infer",
+            format!("{prefix}/fastest-exact"),
+            "s",
+            best,
+            "per sample, the fastest of compact, csr and compact-csr".into(),
+        );
+        let (mc, cc) = (masked.cost(), compact.cost());
+        out.emit(
+            "infer",
+            format!("{prefix}/density"),
+            "fraction",
+            vec![t.density],
+            t.label.clone(),
+        );
+        for (what, v) in [
+            ("macs/dense", mc.macs),
+            ("macs/compact", cc.macs),
+            ("macs/nonzero", mc.nonzero_macs),
+            ("params/dense", mc.params),
+            ("params/compact", cc.params),
+            ("params/nonzero", mc.nonzero_params),
+        ] {
+            out.emit(
+                "infer",
+                format!("{prefix}/{what}"),
+                "count",
+                vec![v as f64],
+                "per sample; nonzero: what a sparse kernel multiplies".into(),
+            );
+        }
+    }
+    Ok(())
 }

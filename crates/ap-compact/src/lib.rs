@@ -246,7 +246,7 @@ pub struct SparseNet {
 
 #[derive(Debug)]
 enum SparseLayer {
-    /// `(W · xᵀ + b)ᵀ` with W in CSR.
+    /// `W · hᵀ + b` with W in CSR and the activations transposed.
     CsrLinear {
         weight: Tensor,
         bias: Tensor,
@@ -255,17 +255,34 @@ enum SparseLayer {
 }
 
 impl SparseNet {
-    /// Logits for a batch.
+    /// Logits for a batch. Between CSR layers the activations stay transposed
+    /// (`[features, batch]`, contiguous), the layout the sparse product reads fastest, and
+    /// ReLUs apply in place of it; they turn back before any other layer and at the end.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         tch::no_grad(|| {
             let mut h = x.shallow_clone();
+            let mut transposed = false;
             for l in &self.layers {
                 h = match l {
                     SparseLayer::CsrLinear { weight, bias } => {
-                        (weight.matmul(&h.tr()) + bias).tr().contiguous()
+                        if !transposed {
+                            h = h.tr().contiguous();
+                            transposed = true;
+                        }
+                        bias.addmm(weight, &h)
                     }
-                    SparseLayer::Dense(layer) => run(std::slice::from_ref(layer), &h, &mut None),
+                    SparseLayer::Dense(Layer::Relu) => h.relu(),
+                    SparseLayer::Dense(layer) => {
+                        if transposed {
+                            h = h.tr().contiguous();
+                            transposed = false;
+                        }
+                        run(std::slice::from_ref(layer), &h, &mut None)
+                    }
                 };
+            }
+            if transposed {
+                h = h.tr().contiguous();
             }
             h
         })
