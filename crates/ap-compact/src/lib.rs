@@ -99,6 +99,18 @@ pub enum Layer {
     },
 }
 
+/// Parameters (weights and biases, batch norm folded) of `model` under `masks` after
+/// compaction: the "compact size" of reports. `None` for a network that does not describe
+/// its forward pass. `input` is the per-sample shape.
+pub fn compact_params(
+    model: &ap_models::Model,
+    masks: &[(String, Tensor)],
+    input: &[i64],
+) -> Option<i64> {
+    let masked = InferenceNet::from_model(model, masks, input).ok()?;
+    Some(masked.compact().0.cost().params)
+}
+
 /// An op of an exported network's description; tensors are referred to by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]

@@ -203,7 +203,16 @@ impl<'a> RunContext<'a> {
             &data.test.labels,
             self.setup.eval_batch,
         );
+        let masks: Vec<(String, tch::Tensor)> = model
+            .net
+            .prunable()
+            .into_iter()
+            .zip(self.mask.tensors())
+            .map(|(n, m)| (n, m.shallow_clone()))
+            .collect();
+        let input = data.test.images.size()[1..].to_vec();
         let record = RoundRecord {
+            compact_params: ap_compact::compact_params(model, &masks, &input),
             round,
             density: self.mask.report(),
             events,

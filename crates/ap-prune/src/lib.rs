@@ -286,6 +286,11 @@ pub struct RoundRecord {
     pub epochs: Vec<EpochStats>,
     /// Wall-clock seconds for the round.
     pub seconds: f64,
+    /// Parameters of the round's network after exact compaction (`ap_compact`: units
+    /// without kept inputs or outputs removed); `None` in records written before it was
+    /// measured, or for a network that does not describe its forward pass.
+    #[serde(default)]
+    pub compact_params: Option<i64>,
 }
 
 /// Seeds a run uses.

@@ -68,6 +68,10 @@ pub struct SummaryRecord {
     /// from the rewind point). 0 in summaries written before it existed.
     #[serde(default)]
     pub steps: u64,
+    /// Parameters of the round's network after exact compaction (`ap-compact`); `None`
+    /// where the run did not measure it (runs from before it existed).
+    #[serde(default)]
+    pub compact_params: Option<i64>,
     /// Wall-clock seconds of rounds 0..=this one (training and evaluation), for the
     /// report's cost column. Not written to `summary.json` or `summary.csv`: wall time
     /// differs between identical runs, and the summary is the grid's reproducible result
@@ -295,8 +299,8 @@ fn table_heading(s: &mut String, of: &TableOf, rs: &[&SummaryRecord]) {
         seeds.len(),
         if seeds.len() == 1 { "" } else { "s" }
     );
-    s.push_str("| round | density | test acc | test acc +AP | AP gain (pt, paired) | paper reference | dynamic DNR | dynamic DNR +AP | static DNR | static DNR +AP | cost: steps, s |\n");
-    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str("| round | density | test acc | test acc +AP | AP gain (pt, paired) | paper reference | dynamic DNR | dynamic DNR +AP | static DNR | static DNR +AP | compact size | compact size +AP | cost: steps, s |\n");
+    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
 }
 
 /// One round's row: accuracy (mean ± std) without and with AP, AP's paired gain, the
@@ -333,9 +337,22 @@ fn table_row(
         (Some((steps, _)), Some((secs, _))) if steps > 0.0 => format!("{steps:.0}, {secs:.0}"),
         _ => "—".into(),
     };
+    // Parameters of the compacted network (mean over seeds), where the runs measured it.
+    let size = |v: &[&SummaryRecord]| {
+        let p: Vec<f64> = v
+            .iter()
+            .filter_map(|r| r.compact_params)
+            .map(|p| p as f64)
+            .collect();
+        if p.is_empty() || p.len() < v.len() {
+            "—".to_string()
+        } else {
+            fmt_count(p.iter().sum::<f64>() / p.len() as f64)
+        }
+    };
     let _ = writeln!(
         s,
-        "| {round} | {:.2}% | {} | {} | {gain} | {} | {} | {} | {} | {} | {cost} |",
+        "| {round} | {:.2}% | {} | {} | {gain} | {} | {} | {} | {} | {} | {} | {} | {cost} |",
         100.0 * density,
         fmt_acc(acc(off)),
         fmt_acc(acc(on)),
@@ -344,7 +361,20 @@ fn table_row(
         fmt(stat(on, |r| r.dynamic_dnr)),
         fmt(stat(off, |r| r.static_dnr)),
         fmt(stat(on, |r| r.static_dnr)),
+        size(off),
+        size(on),
     );
+}
+
+/// A parameter count in K or M with 3–4 significant digits (`266.6K`, `1.25M`).
+fn fmt_count(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1}K", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
 }
 
 /// The rounds where AP's budget found too few candidates, if any.
@@ -429,11 +459,11 @@ pub fn write_report(out: &Path, records: &[SummaryRecord], title: &str) -> Resul
         &out.join("summary.json"),
         serde_json::to_string_pretty(records)?.as_bytes(),
     )?;
-    let mut csv = String::from("method,ap,ap_rate,ap_share,prune_rate,dataset,model,ap_variant,ap_removed,ap_shortfall,seed,run_key,round,density,test_accuracy,test_loss,dynamic_dnr,static_dnr,train_dynamic_dnr,train_static_dnr,steps\n");
+    let mut csv = String::from("method,ap,ap_rate,ap_share,prune_rate,dataset,model,ap_variant,ap_removed,ap_shortfall,seed,run_key,round,density,test_accuracy,test_loss,dynamic_dnr,static_dnr,train_dynamic_dnr,train_static_dnr,steps,compact_params\n");
     for r in records {
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{},{},\"{}\",{},{},{},{},{},{:.6},{:.4},{:.5},{:.5},{:.5},{:.5},{:.5},{}",
+            "{},{},{},{},{},{},{},\"{}\",{},{},{},{},{},{:.6},{:.4},{:.5},{:.5},{:.5},{:.5},{:.5},{},{}",
             r.method,
             r.ap,
             r.ap_rate,
@@ -454,7 +484,8 @@ pub fn write_report(out: &Path, records: &[SummaryRecord], title: &str) -> Resul
             r.static_dnr,
             r.train_dynamic_dnr,
             r.train_static_dnr,
-            r.steps
+            r.steps,
+            r.compact_params.map_or(String::new(), |p| p.to_string())
         );
     }
     write_atomic(&out.join("summary.csv"), csv.as_bytes())?;
@@ -497,6 +528,7 @@ pub(crate) fn test_record(method: &str, ap: bool, seed: u64, round: usize) -> Su
         train_dynamic_dnr: 0.0,
         train_static_dnr: 0.0,
         steps: 0,
+        compact_params: None,
         seconds: 0.0,
     }
 }
@@ -536,6 +568,26 @@ mod tests {
         let md = markdown(&old, "t");
         let row = md.lines().find(|l| l.starts_with("| 1 | ")).unwrap();
         assert!(row.ends_with("| — |"), "{row}");
+    }
+
+    /// The compact-size columns: the mean over seeds without and with AP, "—" where a
+    /// record lacks it.
+    #[test]
+    fn compact_size_columns() {
+        let sized = |ap, seed, p| SummaryRecord {
+            compact_params: p,
+            ..rec(ap, seed, 1, 0.9, 0.5)
+        };
+        let rs = vec![
+            sized(false, 0, Some(200_000)),
+            sized(false, 1, Some(201_400)),
+            sized(true, 0, Some(180_000)),
+            sized(true, 1, None),
+        ];
+        let md = markdown(&rs, "t");
+        let row = md.lines().find(|l| l.starts_with("| 1 | ")).unwrap();
+        assert!(row.contains("| 200.7K | — |"), "{row}");
+        assert!(fmt_count(1_250_000.0) == "1.25M" && fmt_count(950.0) == "950");
     }
 
     #[test]

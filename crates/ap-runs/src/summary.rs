@@ -53,6 +53,7 @@ pub fn summarise(runs: &[(RunSpec, Vec<RoundRecord>)]) -> Vec<SummaryRecord> {
                 train_dynamic_dnr: r.train_dnr.dynamic,
                 train_static_dnr: r.train_dnr.static_,
                 steps: all - method.iterations_from(r.round + 1, spec.train.iterations),
+                compact_params: r.compact_params,
                 seconds,
             });
         }
