@@ -115,7 +115,8 @@ fn compacted_networks_match_and_exports_run_in_pytorch() {
             (NetworkFormat::Compact, "compact"),
         ] {
             let out = tmp.path().join(format!("{model}-{name}.safetensors"));
-            let e = export_network(&run_dir, &out, format, &ap_data::default_data_dir()).unwrap();
+            let e = export_network(&run_dir, &out, format, &ap_data::default_data_dir(), false)
+                .unwrap();
             assert_eq!(e.test_accuracy, recorded);
             assert_eq!(e.cost, if name == "masked" { before } else { after });
             let script = format!(
@@ -143,6 +144,45 @@ fn compacted_networks_match_and_exports_run_in_pytorch() {
         }
     }
 
+    // --drop-inactive: exact on the training set only, so it records the test accuracy
+    // of what it wrote; only with the compact format.
+    let spec = imp_spec("lenet300-100");
+    let run_dir = RunDir::of(&runs, &spec).path;
+    let out = tmp.path().join("inactive.safetensors");
+    let lean = export_network(
+        &run_dir,
+        &out,
+        NetworkFormat::Compact,
+        &ap_data::default_data_dir(),
+        true,
+    )
+    .unwrap();
+    let i = lean.inactive.clone().expect("recorded");
+    assert!((i.test_accuracy - lean.test_accuracy).abs() < 0.01, "{i:?}");
+    assert!(
+        lean.cost.params
+            <= export_network(
+                &run_dir,
+                &out,
+                NetworkFormat::Compact,
+                &ap_data::default_data_dir(),
+                false
+            )
+            .unwrap()
+            .cost
+            .params
+    );
+    let err = export_network(
+        &run_dir,
+        &out,
+        NetworkFormat::Masked,
+        &ap_data::default_data_dir(),
+        true,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--format compact"), "{err}");
+
     // Not a run, and not finished: errors that say so.
     let out = tmp.path().join("x.safetensors");
     let err = export_network(
@@ -150,6 +190,7 @@ fn compacted_networks_match_and_exports_run_in_pytorch() {
         &out,
         NetworkFormat::Compact,
         &ap_data::default_data_dir(),
+        false,
     )
     .unwrap_err()
     .to_string();
@@ -168,7 +209,8 @@ fn compacted_networks_match_and_exports_run_in_pytorch() {
             &unfinished,
             &out,
             NetworkFormat::Masked,
-            &ap_data::default_data_dir()
+            &ap_data::default_data_dir(),
+            false,
         )
         .unwrap_err()
     );

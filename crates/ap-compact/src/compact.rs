@@ -34,24 +34,101 @@ impl InferenceNet {
             .map(|l| copy_layer(l, &|t| t.copy()))
             .collect();
         tch::no_grad(|| compact_list(&mut layers, true));
-        let before = weight_shapes(&self.layers);
-        let after = weight_shapes(&layers);
-        let changes = before
-            .into_iter()
-            .zip(after)
-            .map(|((name, b), (_, a))| LayerChange {
-                name,
-                outputs: [b[0], a[0]],
-                inputs: [b[1], a[1]],
-            })
-            .collect();
+        let changes = compare(&self.layers, &layers);
         (
             InferenceNet {
                 input: self.input.clone(),
                 layers,
             },
-            Compaction { layers: changes },
+            changes,
         )
+    }
+}
+
+impl InferenceNet {
+    /// Also removes the units that no sample of `images` activates (ReLU output 0 for
+    /// every sample and position): their output is 0 on those samples, so their outgoing
+    /// weights are cut and compaction removes them. Exact on `images` (the training set,
+    /// say), approximate on other inputs: an opt-in, not part of [`InferenceNet::compact`].
+    /// Sequential networks only (an error names a residual block). Returns the compacted
+    /// network, what it removed, and how many units were inactive.
+    pub fn compact_without_inactive(
+        &self,
+        images: &Tensor,
+        batch: i64,
+    ) -> Result<(InferenceNet, Compaction, i64), crate::CompactError> {
+        if self
+            .layers
+            .iter()
+            .any(|l| matches!(l, Layer::Residual { .. }))
+        {
+            return Err(crate::CompactError::Unsupported(
+                "removing inactive units handles sequential networks only, not residual blocks"
+                    .into(),
+            ));
+        }
+        // Per ReLU that follows a weight layer: whether each channel was ever positive.
+        let mut active: Vec<Option<Tensor>> = (0..self.layers.len()).map(|_| None).collect();
+        let n = images.size()[0];
+        tch::no_grad(|| {
+            for start in (0..n).step_by(batch.max(1) as usize) {
+                let mut h = images.narrow(0, start, batch.min(n - start));
+                for (i, layer) in self.layers.iter().enumerate() {
+                    h = crate::run(std::slice::from_ref(layer), &h, &mut None);
+                    if matches!(layer, Layer::Relu) && i > 0 && is_weight(&self.layers[i - 1]) {
+                        let dims: Vec<i64> = (0..h.dim() as i64).filter(|&d| d != 1).collect();
+                        let on = h
+                            .gt(0.0)
+                            .sum_dim_intlist(dims.as_slice(), false, Kind::Int64)
+                            .gt(0);
+                        active[i] = Some(match active[i].take() {
+                            Some(a) => a.logical_or(&on),
+                            None => on,
+                        });
+                    }
+                }
+            }
+        });
+        let mut layers: Vec<Layer> = self
+            .layers
+            .iter()
+            .map(|l| copy_layer(l, &|t| t.copy()))
+            .collect();
+        let mut inactive = 0;
+        for (i, on) in active.iter().enumerate() {
+            let Some(on) = on else { continue };
+            let Some(next) = (i + 1..layers.len()).find(|&j| is_weight(&layers[j])) else {
+                continue;
+            };
+            let off = on.logical_not();
+            inactive += off.sum(Kind::Int64).int64_value(&[]);
+            let (nw, _) = weight_and_bias(&mut layers[next]);
+            let units = on.size()[0];
+            let keep = on.to_kind(nw.kind()).reshape([1, units, 1]);
+            *nw = (grouped(nw, units) * keep).reshape(nw.size().as_slice());
+        }
+        let cut = InferenceNet {
+            input: self.input.clone(),
+            layers,
+        };
+        let (compacted, _) = cut.compact();
+        let changes = compare(&self.layers, &compacted.layers);
+        Ok((compacted, changes, inactive))
+    }
+}
+
+/// The shape changes of every weight layer from `before` to `after`.
+fn compare(before: &[Layer], after: &[Layer]) -> Compaction {
+    Compaction {
+        layers: weight_shapes(before)
+            .into_iter()
+            .zip(weight_shapes(after))
+            .map(|((name, b), (_, a))| LayerChange {
+                name,
+                outputs: [b[0], a[0]],
+                inputs: [b[1], a[1]],
+            })
+            .collect(),
     }
 }
 
@@ -177,7 +254,9 @@ fn remove_units(layers: &mut [Layer], weights: &[usize]) -> bool {
             // Keep one unit: a layer of width zero does not run everywhere.
             let _ = remove.get(0).fill_(0);
         }
-        let folded = (&constant * foldable.to_kind(Kind::Float)).reshape([1, units, 1]);
+        // Only removed units fold (the one kept above still emits its constant itself).
+        let folded =
+            (&constant * foldable.logical_and(&remove).to_kind(Kind::Float)).reshape([1, units, 1]);
         *nb = &*nb + (&ng * folded).sum_dim_intlist([1, 2].as_slice(), false, Kind::Float);
         let keep = remove.logical_not().nonzero().squeeze_dim(1);
         *w = w.index_select(0, &keep);

@@ -320,3 +320,35 @@ proptest! {
         assert_nothing_removable(&c.layers, true, "mlp");
     }
 }
+
+/// Removing the units no sample activates is exact on those samples, removes every such
+/// unit, and only there differs from plain compaction; residual networks are refused.
+#[test]
+fn inactive_units_go_exactly_on_their_data() {
+    let _g = ap_testkit::torch_lock();
+    let (model, masks) = pruned_model(ModelKind::LeNet5, &[1, 28, 28], 0.3, 11);
+    let mut masked = InferenceNet::from_model(&model, &masks, &[1, 28, 28]).unwrap();
+    // Negative-biased fc1 units never fire on these inputs.
+    if let Layer::Linear { bias, .. } = &mut masked.layers[7] {
+        let _ = bias.narrow(0, 0, 100).fill_(-1e3);
+    }
+    let x = Tensor::randn([64, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let (lean, changes, inactive) = masked.compact_without_inactive(&x, 16).unwrap();
+    assert!(inactive >= 100, "{inactive}");
+    let plain = masked.compact().0;
+    assert!(lean.cost().params < plain.cost().params, "{changes:?}");
+    let y = masked.forward(&x);
+    assert!(max_diff(&lean.forward(&x), &y) <= 1e-4 * y.abs().max().double_value(&[]).max(1.0));
+    // Nothing inactive is left on x.
+    let (_, _, again) = lean.compact_without_inactive(&x, 64).unwrap();
+    assert_eq!(again, 0);
+    let (resnet, masks) = pruned_model(ModelKind::ResNet20, &[3, 32, 32], 0.3, 12);
+    let r = InferenceNet::from_model(&resnet, &masks, &[3, 32, 32]).unwrap();
+    let err = r
+        .compact_without_inactive(
+            &Tensor::zeros([2, 3, 32, 32], (Kind::Float, Device::Cpu)),
+            2,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("residual"), "{err}");
+}

@@ -112,26 +112,72 @@ pub struct NetworkExport {
     pub masked_cost: ap_compact::Cost,
     /// Each weight layer's units before and after compaction (equal for `masked`).
     pub layers: Vec<ap_compact::LayerChange>,
-    /// The run's recorded test accuracy (the exported network reproduces it).
+    /// The run's recorded test accuracy (the exported network reproduces it, unless
+    /// `inactive` says units were dropped).
+    pub test_accuracy: f64,
+    /// Set when `--drop-inactive` also removed the units no training image activates:
+    /// the network is then exact on the training set only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inactive: Option<InactiveDropped>,
+}
+
+/// What `--drop-inactive` removed and what it cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InactiveDropped {
+    /// Hidden units inactive on every training image (removed).
+    pub units: i64,
+    /// Test accuracy of the written network (compare with `test_accuracy`).
     pub test_accuracy: f64,
 }
 
 /// Writes the finished run in `run_dir` as a `format` network: tensors to `out`
 /// (safetensors), the description to `out` with `.json`. Errors name the directory and the
 /// fix (not a run, not finished) or the model (one that does not describe its graph).
+///
+/// With `drop_inactive` (compact only), units that no training image activates are removed
+/// too ([`InferenceNet::compact_without_inactive`]): exact on the training set, not
+/// elsewhere, so the description records the test accuracy of the written network.
 pub fn export_network(
     run_dir: &Path,
     out: &Path,
     format: NetworkFormat,
     data_dir: &Path,
+    drop_inactive: bool,
 ) -> Result<NetworkExport> {
+    if drop_inactive && format != NetworkFormat::Compact {
+        bail!(
+            "--drop-inactive removes units from the compact network: use it with --format compact"
+        );
+    }
     let opts = RunOptions::quiet(data_dir.to_path_buf(), Device::Cpu);
     let run = FinishedNetwork::load(run_dir, "export", &opts)?;
     let input = run.data.test.images.size()[1..].to_vec();
     let masked = InferenceNet::from_model(&run.model, &run.named_masks(), &input)
         .with_context(|| format!("{}: model {}", run_dir.display(), run.spec.model))?;
     let masked_cost = masked.cost();
-    let (compacted, changes) = masked.compact();
+    let (compacted, changes, inactive) = if drop_inactive {
+        let (net, changes, units) = masked
+            .compact_without_inactive(&run.data.train.images, run.spec.eval_batch_size as i64)
+            .with_context(|| format!("{}: model {}", run_dir.display(), run.spec.model))?;
+        let logits = net.forward(&run.data.test.images);
+        let correct = logits
+            .argmax(1, false)
+            .eq_tensor(&run.data.test.labels)
+            .sum(Kind::Int64)
+            .int64_value(&[]);
+        let test_accuracy = correct as f64 / run.data.test.labels.size()[0] as f64;
+        (
+            net,
+            changes,
+            Some(InactiveDropped {
+                units,
+                test_accuracy,
+            }),
+        )
+    } else {
+        let (net, changes) = masked.compact();
+        (net, changes, None)
+    };
     let (net, layers) = match format {
         NetworkFormat::Masked => {
             let same = changes
@@ -168,6 +214,7 @@ pub fn export_network(
         masked_cost,
         layers,
         test_accuracy: run.records.last().map_or(f64::NAN, |r| r.test.accuracy),
+        inactive,
     };
     let json = serde_json::to_string_pretty(&export)?;
     write_atomic(&json_path(out), json.as_bytes())?;
