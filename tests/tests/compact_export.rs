@@ -119,24 +119,7 @@ fn compacted_networks_match_and_exports_run_in_pytorch() {
                 .unwrap();
             assert_eq!(e.test_accuracy, recorded);
             assert_eq!(e.cost, if name == "masked" { before } else { after });
-            let script = format!(
-                "{}\nimgs = load_safetensors({test:?})\nmeta, net = load_network({out:?})\nwith torch.no_grad():\n    pred = net(imgs['images']).argmax(1)\nprint(json.dumps({{'accuracy': (pred == imgs['labels']).double().mean().item()}}))\n",
-                doc_loader(),
-                test = test_set.to_str().unwrap(),
-                out = out.to_str().unwrap(),
-            );
-            let o = Command::new(ap_e2e::reference_python())
-                .arg("-c")
-                .arg(&script)
-                .output()
-                .unwrap();
-            assert!(
-                o.status.success(),
-                "{model} {name}: the documented loader failed:\n{}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-            let accuracy = v["accuracy"].as_f64().unwrap();
+            let accuracy = pytorch_accuracy(&test_set, &out);
             assert!(
                 (accuracy - recorded).abs() <= 1e-4,
                 "{model} {name}: PyTorch {accuracy} vs the run's {recorded}"
@@ -144,11 +127,42 @@ fn compacted_networks_match_and_exports_run_in_pytorch() {
         }
     }
 
+    drop_inactive_and_errors(tmp.path(), &runs);
+}
+
+/// Accuracy on the saved test split of the exported network at `out`, run by the
+/// documented PyTorch block.
+fn pytorch_accuracy(test_set: &Path, out: &Path) -> f64 {
+    let script = format!(
+        "{}\nimgs = load_safetensors({test:?})\nmeta, net = load_network({out:?})\nwith torch.no_grad():\n    pred = net(imgs['images']).argmax(1)\nprint(json.dumps({{'accuracy': (pred == imgs['labels']).double().mean().item()}}))\n",
+        doc_loader(),
+        test = test_set.to_str().unwrap(),
+        out = out.to_str().unwrap(),
+    );
+    let o = Command::new(ap_e2e::reference_python())
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}: the documented loader failed:\n{}",
+        out.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["accuracy"].as_f64().unwrap()
+}
+
+/// `--drop-inactive` records the test accuracy of what it wrote (exact on the training set
+/// only) and needs the compact format; a directory that is not a run or not finished is an
+/// error that says so.
+fn drop_inactive_and_errors(tmp: &Path, runs: &Path) {
     // --drop-inactive: exact on the training set only, so it records the test accuracy
     // of what it wrote; only with the compact format.
     let spec = imp_spec("lenet300-100");
-    let run_dir = RunDir::of(&runs, &spec).path;
-    let out = tmp.path().join("inactive.safetensors");
+    let run_dir = RunDir::of(runs, &spec).path;
+    let out = tmp.join("inactive.safetensors");
     let lean = export_network(
         &run_dir,
         &out,
@@ -184,9 +198,9 @@ fn compacted_networks_match_and_exports_run_in_pytorch() {
     assert!(err.contains("--format compact"), "{err}");
 
     // Not a run, and not finished: errors that say so.
-    let out = tmp.path().join("x.safetensors");
+    let out = tmp.join("x.safetensors");
     let err = export_network(
-        tmp.path(),
+        tmp,
         &out,
         NetworkFormat::Compact,
         &ap_data::default_data_dir(),
@@ -196,10 +210,10 @@ fn compacted_networks_match_and_exports_run_in_pytorch() {
     .to_string();
     assert!(err.contains("not a run directory"), "{err}");
     let spec = imp_spec("lenet300-100");
-    let unfinished = tmp.path().join("unfinished");
+    let unfinished = tmp.join("unfinished");
     std::fs::create_dir_all(&unfinished).unwrap();
     std::fs::copy(
-        RunDir::of(&runs, &spec).path.join("spec.toml"),
+        RunDir::of(runs, &spec).path.join("spec.toml"),
         unfinished.join("spec.toml"),
     )
     .unwrap();

@@ -157,7 +157,7 @@ pub fn export_network(
     let masked_cost = masked.cost();
     let (compacted, changes, inactive) = if drop_inactive {
         let (net, changes, units) = masked
-            .compact_without_inactive(&run.data.train.images, run.spec.eval_batch_size as i64)
+            .compact_without_inactive(&run.data.train.images, run.spec.eval_batch_size)
             .with_context(|| format!("{}: model {}", run_dir.display(), run.spec.model))?;
         let logits = net.forward(&run.data.test.images);
         let correct = logits

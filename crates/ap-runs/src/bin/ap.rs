@@ -100,7 +100,7 @@ enum Cmd {
         /// Element type of the 2:4 weights: f16 or bf16 (semi-structured only).
         #[arg(long, default_value = "f16")]
         dtype: String,
-        /// Output file (default: RUN_DIR/<format>.safetensors).
+        /// Output file (default: RUN_DIR/FORMAT.safetensors).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Data directory (default: $AP_DATA_DIR, else the cache that `cargo xtask setup`
