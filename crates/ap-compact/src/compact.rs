@@ -43,9 +43,7 @@ impl InferenceNet {
             changes,
         )
     }
-}
 
-impl InferenceNet {
     /// Also removes the units that no sample of `images` activates (ReLU output 0 for
     /// every sample and position): their output is 0 on those samples, so their outgoing
     /// weights are cut and compaction removes them. Exact on `images` (the training set,
