@@ -454,7 +454,8 @@ def main():
     i.add_argument("--batch", type=int, required=True)
     i.add_argument("--iters", type=int, default=10)
     i.add_argument("--reps", type=int, required=True)
-    i.add_argument("--tickets")  # the Rust side's run store; the dense baseline needs no mask
+    i.add_argument("--tickets")  # the Rust side's run store and grid; the dense baseline needs no mask
+    i.add_argument("--grid")
     i.add_argument("--data-dir")
 
     # The xtask puts --threads after the subcommand, as ap-bench (clap, global) accepts.

@@ -69,8 +69,9 @@ struct InferArgs {
     /// `lenet300-100` or `lenet5`.
     #[arg(long)]
     model: ModelKind,
-    /// The density wanted: the store's IMP ticket nearest to it (within 1.5×), else a
-    /// synthetic one (global magnitude pruning of the random initialisation).
+    /// The density wanted: the IMP ticket of `--grid` nearest to it (within 1.5×) that is
+    /// finished in `--tickets`, else a synthetic one (global magnitude pruning of the
+    /// random initialisation).
     #[arg(long)]
     density: f64,
     /// Samples per forward pass.
@@ -82,9 +83,12 @@ struct InferArgs {
     /// Samples.
     #[arg(long)]
     reps: usize,
-    /// Run store with the tickets (grids/compact.toml's runs).
+    /// Run store with the tickets.
     #[arg(long, default_value = "runs")]
     tickets: PathBuf,
+    /// The grid whose IMP runs are the tickets.
+    #[arg(long, default_value = "grids/compact.toml")]
+    grid: PathBuf,
     #[command(flatten)]
     data: DataArgs,
 }
@@ -326,6 +330,7 @@ fn quick(out: &Out) -> Result<()> {
                 iters: 1,
                 reps: 1,
                 tickets: PathBuf::from("runs"),
+                grid: PathBuf::from("grids/compact.toml"),
                 data: data.clone(),
             }),
         )?;
@@ -1015,29 +1020,32 @@ struct Ticket {
     masks: Vec<(String, Tensor)>,
 }
 
-/// The finished IMP runs of `model` on MNIST in `store` with AP `ap`, by final density.
-fn store_tickets(store: &std::path::Path, model: ModelKind, ap: bool) -> Vec<(f64, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(store) else {
-        return vec![];
-    };
+/// The finished IMP runs of `grid` of `model` with AP `ap` in `store`, by final density,
+/// in the grid's order (none when the grid file is missing, as in a test's directory).
+fn store_tickets(
+    store: &std::path::Path,
+    grid: &std::path::Path,
+    model: ModelKind,
+    ap: bool,
+) -> Result<Vec<(f64, PathBuf)>> {
+    if !grid.is_file() {
+        return Ok(vec![]);
+    }
+    let spec: ap_runs::GridSpec = ap_runs::spec::read_toml(grid)?;
     let mut found = vec![];
-    for e in entries.flatten() {
-        let path = e.path();
-        let Ok((dir, spec)) = ap_runs::RunDir::finished(&path, "bench") else {
-            continue;
-        };
-        if spec.model != model
-            || spec.dataset != "mnist"
-            || spec.method_name() != "imp"
-            || spec.ap.enabled != ap
-        {
+    for run in spec.expand(&grid.display().to_string())? {
+        if run.model != model || run.method_name() != "imp" || run.ap.enabled != ap {
             continue;
         }
-        if let Some(last) = dir.rounds().ok().and_then(|r| r.last().cloned()) {
-            found.push((last.density.density(), path));
+        let dir = ap_runs::RunDir::of(store, &run);
+        if dir.state() != ap_runs::RunState::Done {
+            continue;
+        }
+        if let Some(last) = dir.rounds()?.last() {
+            found.push((last.density.density(), dir.path.clone()));
         }
     }
-    found
+    Ok(found)
 }
 
 /// The tickets to time at `density`: the store's IMP ticket without and with AP nearest to
@@ -1045,7 +1053,7 @@ fn store_tickets(store: &std::path::Path, model: ModelKind, ap: bool) -> Vec<(f6
 fn tickets(a: &InferArgs) -> Result<Vec<Ticket>> {
     let mut out = vec![];
     for ap in [false, true] {
-        let nearest = store_tickets(&a.tickets, a.model, ap)
+        let nearest = store_tickets(&a.tickets, &a.grid, a.model, ap)?
             .into_iter()
             .filter(|(d, _)| d / a.density < 1.5 && a.density / d < 1.5)
             .min_by(|x, y| {
@@ -1089,8 +1097,9 @@ fn tickets(a: &InferArgs) -> Result<Vec<Ticket>> {
             .collect();
         out.push(Ticket {
             label: format!(
-                "synthetic: global magnitude on the random initialisation (no IMP run of {} in {})",
+                "synthetic: global magnitude on the random initialisation (no finished IMP run of {} from {} in {})",
                 a.model,
+                a.grid.display(),
                 a.tickets.display()
             ),
             density: a.density,
