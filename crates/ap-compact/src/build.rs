@@ -117,6 +117,9 @@ impl Ctx<'_> {
                     *bias = (&*bias - mean) * &scale + beta;
                     continue;
                 }
+                Op::Gather { name } => Layer::Gather {
+                    index: self.get(&format!("{name}.index"))?,
+                },
                 Op::Relu => Layer::Relu,
                 Op::MaxPool { kernel } => Layer::MaxPool { kernel: *kernel },
                 Op::Flatten => Layer::Flatten,

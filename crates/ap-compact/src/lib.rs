@@ -16,9 +16,11 @@
 //!
 //! [`InferenceNet::from_model`] turns a model and its masks into the masked network (batch
 //! norm folded, pruned weights zero); [`InferenceNet::compact`] compacts it. Both run in Rust
-//! ([`InferenceNet::forward`]) and describe themselves as named tensors plus a list of ops
-//! ([`InferenceNet::ops`]) that a few lines of PyTorch run (`docs/export.md`).
+//! ([`InferenceNet::forward`]) and describe themselves as named tensors plus the list of
+//! [`Op`]s that reads them ([`InferenceNet::ops`]), which a few lines of PyTorch run
+//! (`docs/export.md`).
 
+use ap_models::Op;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -111,60 +113,6 @@ pub fn compact_params(
     Some(masked.compact().0.cost().params)
 }
 
-/// An op of an exported network's description; tensors are referred to by name.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum OpSpec {
-    /// `x.index_select(1, tensors[index])`.
-    Gather {
-        /// Tensor name.
-        index: String,
-    },
-    /// `F.linear(x, tensors[weight], tensors[bias])`.
-    Linear {
-        /// Tensor name.
-        weight: String,
-        /// Tensor name.
-        bias: String,
-    },
-    /// `F.conv2d(x, tensors[weight], tensors[bias], stride, padding)`.
-    Conv {
-        /// Tensor name.
-        weight: String,
-        /// Tensor name.
-        bias: String,
-        /// Stride.
-        stride: i64,
-        /// Padding.
-        padding: i64,
-    },
-    /// `F.relu`.
-    Relu,
-    /// `F.max_pool2d(x, kernel)`.
-    MaxPool {
-        /// Kernel side and stride.
-        kernel: i64,
-    },
-    /// `x.flatten(1)`.
-    Flatten,
-    /// `F.adaptive_avg_pool2d(x, 1)`.
-    GlobalAvgPool,
-    /// `run(body, x) + run(shortcut, x)`.
-    Residual {
-        /// Main path.
-        body: Vec<OpSpec>,
-        /// Shortcut path.
-        shortcut: Vec<OpSpec>,
-    },
-    /// `F.pad(x[:, :, ::stride, ::stride], (0, 0, 0, 0, pad, pad))`.
-    SubsamplePad {
-        /// Spatial step.
-        stride: i64,
-        /// Channels added on each side.
-        pad: i64,
-    },
-}
-
 /// What a network costs per sample.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cost {
@@ -216,8 +164,9 @@ impl InferenceNet {
         first(&self.layers).unwrap_or(tch::Device::Cpu)
     }
 
-    /// The network as named tensors and the ops that use them (the export format).
-    pub fn ops(&self) -> (Vec<OpSpec>, Vec<(String, Tensor)>) {
+    /// The network as the ops of its forward pass and the named tensors they read (the
+    /// export format: batch norm is already folded, and every weight layer has a bias).
+    pub fn ops(&self) -> (Vec<Op>, Vec<(String, Tensor)>) {
         let mut tensors = vec![];
         let ops = describe(&self.layers, &mut tensors);
         (ops, tensors)
@@ -403,44 +352,49 @@ fn run(layers: &[Layer], x: &Tensor, cost: &mut Option<&mut Cost>) -> Tensor {
     h
 }
 
-fn describe(layers: &[Layer], tensors: &mut Vec<(String, Tensor)>) -> Vec<OpSpec> {
-    fn add(tensors: &mut Vec<(String, Tensor)>, name: String, t: &Tensor) -> String {
-        tensors.push((name.clone(), t.contiguous()));
-        name
+fn describe(layers: &[Layer], tensors: &mut Vec<(String, Tensor)>) -> Vec<Op> {
+    fn add(tensors: &mut Vec<(String, Tensor)>, name: &str, part: &str, t: &Tensor) {
+        tensors.push((format!("{name}.{part}"), t.contiguous()));
     }
     let mut ops = vec![];
     for layer in layers {
         ops.push(match layer {
-            Layer::Gather { index } => OpSpec::Gather {
-                index: add(tensors, "input.index".into(), index),
-            },
-            Layer::Linear { name, weight, bias } => OpSpec::Linear {
-                weight: add(tensors, format!("{name}.weight"), weight),
-                bias: add(tensors, format!("{name}.bias"), bias),
-            },
+            Layer::Gather { index } => {
+                add(tensors, "input", "index", index);
+                Op::Gather {
+                    name: "input".into(),
+                }
+            }
+            Layer::Linear { name, weight, bias } => {
+                add(tensors, name, "weight", weight);
+                add(tensors, name, "bias", bias);
+                Op::Linear { name: name.clone() }
+            }
             Layer::Conv {
                 name,
                 weight,
                 bias,
                 stride,
                 padding,
-            } => OpSpec::Conv {
-                weight: add(tensors, format!("{name}.weight"), weight),
-                bias: add(tensors, format!("{name}.bias"), bias),
-                stride: *stride,
-                padding: *padding,
-            },
-            Layer::Relu => OpSpec::Relu,
-            Layer::MaxPool { kernel } => OpSpec::MaxPool { kernel: *kernel },
-            Layer::Flatten => OpSpec::Flatten,
-            Layer::GlobalAvgPool => OpSpec::GlobalAvgPool,
-            Layer::Residual { body, shortcut } => {
-                let body = describe(body, tensors);
-                let shortcut = describe(shortcut, tensors);
-                ops.push(OpSpec::Residual { body, shortcut });
-                continue;
+            } => {
+                add(tensors, name, "weight", weight);
+                add(tensors, name, "bias", bias);
+                Op::Conv {
+                    name: name.clone(),
+                    stride: *stride,
+                    padding: *padding,
+                    bias: true,
+                }
             }
-            Layer::SubsamplePad { stride, pad } => OpSpec::SubsamplePad {
+            Layer::Relu => Op::Relu,
+            Layer::MaxPool { kernel } => Op::MaxPool { kernel: *kernel },
+            Layer::Flatten => Op::Flatten,
+            Layer::GlobalAvgPool => Op::GlobalAvgPool,
+            Layer::Residual { body, shortcut } => Op::Residual {
+                body: describe(body, tensors),
+                shortcut: describe(shortcut, tensors),
+            },
+            Layer::SubsamplePad { stride, pad } => Op::SubsamplePad {
                 stride: *stride,
                 pad: *pad,
             },

@@ -1,11 +1,22 @@
-//! A model's forward pass as data: the operations in order, naming the parameters each
-//! reads. Inference code that rebuilds a network outside its Rust type — compaction,
-//! export to plain PyTorch — walks this instead of knowing every family. The models'
-//! tests check that it computes what [`crate::Network::forward`] does.
+//! A model's forward pass as data: the operations in order, naming the tensors each reads.
+//! Inference code that rebuilds a network outside its Rust type — compaction, export to
+//! plain PyTorch (the `ops` of an export's JSON are these, docs/export.md) — walks this
+//! instead of knowing every family. `ap-compact`'s tests check that it computes what
+//! [`crate::Network::forward`] does.
 
-/// One operation of a forward pass in evaluation mode, batch first.
-#[derive(Debug, Clone, PartialEq)]
+use serde::{Deserialize, Serialize};
+
+/// One operation of a forward pass in evaluation mode, batch first. Serialised with its
+/// kind under `op` in snake case: `{"op": "conv", "name": "conv1", "stride": 1, ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
+    /// Keeps the features (dimension 1) at the int64 positions `{name}.index`: the inputs
+    /// a compacted network reads (models themselves have none).
+    Gather {
+        /// Tensor prefix.
+        name: String,
+    },
     /// `x · Wᵀ + b` with `{name}.weight` `[out, in]` and `{name}.bias`.
     Linear {
         /// Parameter prefix.

@@ -105,7 +105,7 @@ pub struct NetworkExport {
     /// Number of classes (logits per sample).
     pub classes: i64,
     /// The forward pass: ops over the file's tensors (docs/export.md runs them).
-    pub ops: Vec<ap_compact::OpSpec>,
+    pub ops: Vec<ap_models::Op>,
     /// Parameters and multiply-adds per sample of the written network.
     pub cost: ap_compact::Cost,
     /// The masked network's cost, for comparison.
