@@ -997,20 +997,6 @@ fn imp_memory(out: &Out, a: &ImpArgs) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn vgg19_has_20m_weights() {
-        let total: i64 = vgg19_shapes(1)
-            .iter()
-            .map(|s| s.iter().product::<i64>())
-            .sum();
-        assert_eq!(total, 20_024_000);
-    }
-}
-
 /// A pruned network to time: where its mask came from, the model (with the ticket's
 /// weights) and its masks by name.
 struct Ticket {
@@ -1225,30 +1211,55 @@ fn infer(out: &Out, a: &InferArgs) -> Result<()> {
             best,
             "per sample, the fastest of compact, csr and compact-csr".into(),
         );
-        let (mc, cc) = (masked.cost(), compact.cost());
-        out.emit(
-            "infer",
-            format!("{prefix}/density"),
-            "fraction",
-            vec![t.density],
-            t.label.clone(),
-        );
-        for (what, v) in [
-            ("macs/dense", mc.macs),
-            ("macs/compact", cc.macs),
-            ("macs/nonzero", mc.nonzero_macs),
-            ("params/dense", mc.params),
-            ("params/compact", cc.params),
-            ("params/nonzero", mc.nonzero_params),
-        ] {
-            out.emit(
-                "infer",
-                format!("{prefix}/{what}"),
-                "count",
-                vec![v as f64],
-                "per sample; nonzero: what a sparse kernel multiplies".into(),
-            );
-        }
+        emit_costs(out, &prefix, &t, &masked, &compact);
     }
     Ok(())
+}
+
+/// The ticket's density and the dense, compacted and non-zero MACs and parameters.
+fn emit_costs(
+    out: &Out,
+    prefix: &str,
+    t: &Ticket,
+    masked: &ap_compact::InferenceNet,
+    compact: &ap_compact::InferenceNet,
+) {
+    let (mc, cc) = (masked.cost(), compact.cost());
+    out.emit(
+        "infer",
+        format!("{prefix}/density"),
+        "fraction",
+        vec![t.density],
+        t.label.clone(),
+    );
+    for (what, v) in [
+        ("macs/dense", mc.macs),
+        ("macs/compact", cc.macs),
+        ("macs/nonzero", mc.nonzero_macs),
+        ("params/dense", mc.params),
+        ("params/compact", cc.params),
+        ("params/nonzero", mc.nonzero_params),
+    ] {
+        out.emit(
+            "infer",
+            format!("{prefix}/{what}"),
+            "count",
+            vec![v as f64],
+            "per sample; nonzero: what a sparse kernel multiplies".into(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vgg19_has_20m_weights() {
+        let total: i64 = vgg19_shapes(1)
+            .iter()
+            .map(|s| s.iter().product::<i64>())
+            .sum();
+        assert_eq!(total, 20_024_000);
+    }
 }
