@@ -1074,12 +1074,9 @@ fn tickets(a: &InferArgs) -> Result<Vec<Ticket>> {
         let model = build_model(a.model, &[1, 28, 28])?;
         let params = prunable(&model)?;
         let mask = magnitude_mask(&params, a.density)?;
-        let masks = model
-            .net
-            .prunable()
-            .into_iter()
-            .zip(mask.tensors())
-            .map(|(n, m)| (n, m.shallow_clone()))
+        let masks = mask
+            .iter()
+            .map(|(n, m)| (n.to_string(), m.shallow_clone()))
             .collect();
         out.push(Ticket {
             label: format!(

@@ -115,6 +115,14 @@ impl InferenceNet {
     }
 }
 
+impl Compaction {
+    /// Each weight layer's units in `before` and in `after` (a compaction of it, or the
+    /// network itself for "nothing removed").
+    pub fn between(before: &InferenceNet, after: &InferenceNet) -> Compaction {
+        compare(&before.layers, &after.layers)
+    }
+}
+
 /// The shape changes of every weight layer from `before` to `after`.
 fn compare(before: &[Layer], after: &[Layer]) -> Compaction {
     Compaction {

@@ -203,12 +203,10 @@ impl<'a> RunContext<'a> {
             &data.test.labels,
             self.setup.eval_batch,
         );
-        let masks: Vec<(String, tch::Tensor)> = model
-            .net
-            .prunable()
-            .into_iter()
-            .zip(self.mask.tensors())
-            .map(|(n, m)| (n, m.shallow_clone()))
+        let masks: Vec<(String, tch::Tensor)> = self
+            .mask
+            .iter()
+            .map(|(n, m)| (n.to_string(), m.shallow_clone()))
             .collect();
         let input = data.test.images.size()[1..].to_vec();
         let record = RoundRecord {

@@ -28,7 +28,7 @@ use ap_tensor::save_safetensors;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind};
 
-use ap_compact::InferenceNet;
+use ap_compact::{Compaction, InferenceNet};
 
 use crate::runner::{FinishedNetwork, RunOptions};
 use crate::store::{write_atomic, RunDir};
@@ -155,44 +155,34 @@ pub fn export_network(
     let masked = InferenceNet::from_model(&run.model, &run.named_masks(), &input)
         .with_context(|| format!("{}: model {}", run_dir.display(), run.spec.model))?;
     let masked_cost = masked.cost();
-    let (compacted, changes, inactive) = if drop_inactive {
-        let (net, changes, units) = masked
-            .compact_without_inactive(&run.data.train.images, run.spec.eval_batch_size)
-            .with_context(|| format!("{}: model {}", run_dir.display(), run.spec.model))?;
-        let logits = net.forward(&run.data.test.images);
-        let correct = logits
-            .argmax(1, false)
-            .eq_tensor(&run.data.test.labels)
-            .sum(Kind::Int64)
-            .int64_value(&[]);
-        let test_accuracy = correct as f64 / run.data.test.labels.size()[0] as f64;
-        (
-            net,
-            changes,
-            Some(InactiveDropped {
+    let (net, changes, inactive) = match format {
+        NetworkFormat::Masked => {
+            let unchanged = Compaction::between(&masked, &masked);
+            (masked, unchanged, None)
+        }
+        NetworkFormat::Compact if drop_inactive => {
+            let (net, changes, units) = masked
+                .compact_without_inactive(&run.data.train.images, run.spec.eval_batch_size)
+                .with_context(|| format!("{}: model {}", run_dir.display(), run.spec.model))?;
+            let correct = net
+                .forward(&run.data.test.images)
+                .argmax(1, false)
+                .eq_tensor(&run.data.test.labels)
+                .sum(Kind::Int64)
+                .int64_value(&[]);
+            let test_accuracy = correct as f64 / run.data.test.labels.size()[0] as f64;
+            let dropped = InactiveDropped {
                 units,
                 test_accuracy,
-            }),
-        )
-    } else {
-        let (net, changes) = masked.compact();
-        (net, changes, None)
-    };
-    let (net, layers) = match format {
-        NetworkFormat::Masked => {
-            let same = changes
-                .layers
-                .iter()
-                .map(|l| ap_compact::LayerChange {
-                    outputs: [l.outputs[0]; 2],
-                    inputs: [l.inputs[0]; 2],
-                    ..l.clone()
-                })
-                .collect();
-            (masked, same)
+            };
+            (net, changes, Some(dropped))
         }
-        NetworkFormat::Compact => (compacted, changes.layers),
+        NetworkFormat::Compact => {
+            let (net, changes) = masked.compact();
+            (net, changes, None)
+        }
     };
+    let layers = changes.layers;
     let (ops, tensors) = net.ops();
     save_safetensors(out, &tensors).with_context(|| format!("writing {}", out.display()))?;
     let kind = ap_data::DatasetKind::from_name(&run.spec.dataset)?;

@@ -231,12 +231,9 @@ impl FinishedNetwork {
 
     /// The final masks by prunable parameter name.
     pub fn named_masks(&self) -> Vec<(String, tch::Tensor)> {
-        self.model
-            .net
-            .prunable()
-            .into_iter()
-            .zip(self.mask.tensors())
-            .map(|(n, m)| (n, m.shallow_clone()))
+        self.mask
+            .iter()
+            .map(|(n, m)| (n.to_string(), m.shallow_clone()))
             .collect()
     }
 }

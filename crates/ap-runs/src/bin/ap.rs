@@ -370,22 +370,14 @@ fn main() {
             drop_inactive,
         } => {
             let data_dir = data_dir.unwrap_or_else(ap_data::default_data_dir);
-            match format {
-                ExportFormat::SemiStructured => export(&run_dir, &dtype, out),
-                ExportFormat::Masked => export_network(
-                    &run_dir,
-                    ap_runs::export::NetworkFormat::Masked,
-                    out,
-                    &data_dir,
-                    drop_inactive,
-                ),
-                ExportFormat::Compact => export_network(
-                    &run_dir,
-                    ap_runs::export::NetworkFormat::Compact,
-                    out,
-                    &data_dir,
-                    drop_inactive,
-                ),
+            let network = match format {
+                ExportFormat::SemiStructured => None,
+                ExportFormat::Masked => Some(ap_runs::export::NetworkFormat::Masked),
+                ExportFormat::Compact => Some(ap_runs::export::NetworkFormat::Compact),
+            };
+            match network {
+                None => export(&run_dir, &dtype, out),
+                Some(f) => export_network(&run_dir, f, out, &data_dir, drop_inactive),
             }
         }
     };
