@@ -22,7 +22,9 @@ use anyhow::{bail, Context, Result};
 use ap_data::{Dataset, DatasetKind, ShuffledBatches, Split};
 use ap_mask::Mask;
 use ap_models::{ActivationProbe, Model, ModelKind, NoProbe, Vgg};
-use ap_tensor::{first_n_with_ties, flat_cat, select_smallest, split_like, NamedParams};
+use ap_tensor::{
+    flat_cat, kth_smallest, select_smallest, smallest_n_at, split_like, NamedParams, SAMPLE,
+};
 use ap_train::{Optimizer, OptimizerSpec};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
@@ -768,28 +770,24 @@ fn select_parts(
     n: i64,
 ) -> (Vec<(&'static str, f64)>, Vec<Tensor>) {
     let mut parts = vec![];
-    let (s, flat_scores) = timed(|| flat_cat(scores, None));
-    parts.push(("cat scores", s));
-    let (s, (flat_elig, idx)) = timed(|| {
+    let (s, flat_elig) = timed(|| {
         let flat_elig = flat_cat(eligible, Some(Kind::Bool));
-        let idx = flat_elig.nonzero().squeeze_dim(1);
-        let _ = idx.size()[0];
-        (flat_elig, idx)
+        let _ = flat_elig.count_nonzero(None).int64_value(&[]);
+        flat_elig
     });
-    parts.push(("eligibility: cat, to bool, nonzero", s));
-    let (s, sel) = timed(|| flat_scores.index_select(0, &idx));
-    parts.push(("index_select eligible", s));
-    let (s, kth) = timed(|| sel.kthvalue(n, 0, false).0);
-    parts.push(("kthvalue", s));
-    let (s, take) = timed(|| first_n_with_ties(&sel, &kth, n));
-    parts.push(("lt, eq, sum, cumsum, le, and, or", s));
-    let (s, out) = timed(|| {
-        split_like(
-            &Tensor::zeros_like(&flat_elig).index_copy(0, &idx, &take),
-            scores,
-        )
+    parts.push(("eligibility: cat to bool, count", s));
+    let (s, flat) = timed(|| {
+        let mut flat = flat_cat(scores, None);
+        if flat_elig.count_nonzero(None).int64_value(&[]) < flat.numel() as i64 {
+            let _ = flat.masked_fill_(&flat_elig.logical_not(), f64::INFINITY);
+        }
+        flat
     });
-    parts.push(("zeros, index_copy, split", s));
+    parts.push(("cat scores, +inf where ineligible", s));
+    let (s, (kth, rank)) = timed(|| kth_smallest(&flat, n, SAMPLE));
+    parts.push(("kth_smallest (sampled bounds, kthvalue between)", s));
+    let (s, out) = timed(|| split_like(&smallest_n_at(&flat, kth, n, rank), scores));
+    parts.push(("compare, split", s));
     (parts, out)
 }
 

@@ -80,9 +80,11 @@ impl ActivationProbe for DnrProbe {
             self.first_site.get_or_insert_with(|| site.to_string());
             self.samples += batch;
         }
-        // count_nonzero and amax are several times faster than summing a bool tensor
-        // into int64 and any() over a bool tensor (measured by ap-bench).
-        let dead = flat.le(0.0).count_nonzero(None);
+        // A ReLU output is ≥ 0 (or NaN, which counts as alive either way), so its dead
+        // entries (≤ 0) are its zeros: numel − count_nonzero reads the activations once
+        // and writes nothing, where `le(0)` first wrote a bool copy (measured by
+        // ap-bench: the Conv-2 probe's cost). amax is faster than any() over a bool.
+        let dead = -flat.count_nonzero(None) + batch * units;
         let fired = flat.amax([0], false).gt(0.0);
         match self.sites.iter_mut().find(|s| s.name == site) {
             Some(s) => {

@@ -31,7 +31,7 @@ use ap_data::{ShuffledBatches, Split};
 use ap_mask::{Mask, NmPattern};
 use ap_models::Model;
 use ap_tensor::{
-    derive_seed, first_n_with_ties, flat_cat, split_like, FieldError, NamedParams, SelectError,
+    derive_seed, first_n_with_ties, flat_cat, kth_smallest, smallest_n_at, split_like, FieldError, NamedParams, SelectError, SAMPLE,
 };
 use ap_train::{NoHook, Optimizer, OptimizerSpec, StepHook, TrainConfig, TrainError};
 use serde::{Deserialize, Serialize};
@@ -194,11 +194,8 @@ pub fn top_k_mask_near(
     let (removed, kth) = match banded {
         Some(found) => found,
         None => {
-            let (kth, _) = flat.kthvalue(remove, 0, false);
-            (
-                first_n_with_ties(&flat, &kth, remove),
-                kth.double_value(&[]),
-            )
+            let (kth, rank) = kth_smallest(&flat, remove, SAMPLE);
+            (smallest_n_at(&flat, kth, remove, rank), kth)
         }
     };
     let mask = split_like(&removed.logical_not().to_kind(kind), &refs);

@@ -15,8 +15,8 @@ mod select;
 pub use field::FieldError;
 pub use safetensors_io::parse_safetensors;
 pub use select::{
-    first_n_with_ties, flat_cat, select_smallest, select_smallest_per_tensor, split_like,
-    SelectError,
+    first_n_with_ties, flat_cat, kth_smallest, select_smallest, select_smallest_per_tensor,
+    smallest_n_at, split_like, Rank, SelectError, SAMPLE,
 };
 
 /// Errors of this crate.

@@ -3,8 +3,9 @@
 //! Pruning by a threshold (`score <= t`) removes more than asked for when scores tie
 //! (zeros, rewound weights, quantised values). Here exactly `n` positions are chosen:
 //! everything strictly below the n-th smallest value, then the tied positions in order
-//! of their position, which is what a stable sort would pick. Cost: one `kthvalue`
-//! (selection, not a full sort), two comparisons and one cumulative sum on the device.
+//! of their position, which is what a stable sort would pick. Cost on large inputs: a
+//! few streaming passes (concatenation, two bound comparisons, the final comparison) and
+//! a `kthvalue` over the few values between two sampled bounds ([`kth_smallest`]).
 
 use tch::{Kind, Tensor};
 
@@ -59,25 +60,132 @@ pub fn select_smallest(
             })
         };
     }
-    let flat_scores = flat_cat(scores, None);
     let flat_elig = flat_cat(eligible, Some(Kind::Bool));
-    // Positions that may be selected, in concatenation order (one host sync for the count).
-    let idx = flat_elig.nonzero().squeeze_dim(1);
-    let count = idx.size()[0];
+    let count = flat_elig.count_nonzero(None).int64_value(&[]);
     if n > count || n < 0 {
         return Err(SelectError::TooFew {
             requested: n,
             eligible: count,
         });
     }
-    let selected = Tensor::zeros_like(&flat_elig);
-    if n > 0 {
-        let s = flat_scores.index_select(0, &idx);
+    if n == 0 {
+        return Ok(split_like(&flat_elig.zeros_like(), scores));
+    }
+    // Ineligible positions score +∞, so the n smallest (n ≤ eligible) are all eligible.
+    let mut flat = flat_cat(scores, None);
+    if count < flat_elig.numel() as i64 {
+        let _ = flat.masked_fill_(&flat_elig.logical_not(), f64::INFINITY);
+    }
+    let (kth, counts) = kth_smallest(&flat, n, SAMPLE);
+    if kth.is_infinite() && kth > 0.0 {
+        // Eligible scores of +∞ would tie with the ineligible ones: rank the eligible
+        // positions alone.
+        let idx = flat_elig.nonzero().squeeze_dim(1);
+        let s = flat.index_select(0, &idx);
         let (kth, _) = s.kthvalue(n, 0, false);
         let take = first_n_with_ties(&s, &kth, n);
-        return Ok(split_like(&selected.index_copy(0, &idx, &take), scores));
+        return Ok(split_like(
+            &flat_elig.zeros_like().index_copy(0, &idx, &take),
+            scores,
+        ));
     }
-    Ok(split_like(&selected, scores))
+    Ok(split_like(&smallest_n_at(&flat, kth, n, counts), scores))
+}
+
+/// Sample size of [`kth_smallest`]'s bounds: large enough that the bounds almost always
+/// hold, small enough that sorting it costs nothing next to a pass over the scores.
+pub const SAMPLE: i64 = 1 << 14;
+
+/// How many of the scores lie strictly below the n-th smallest value, and how many
+/// equal it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rank {
+    /// Scores `< kth`.
+    pub below: i64,
+    /// Scores `== kth`.
+    pub tied: i64,
+}
+
+/// The `n`-th smallest value (1-based) of the flat, NaN-free `s`, exactly, with the
+/// counts below and at it. Cheaper than `kthvalue` on large inputs: a strided sample of
+/// `sample` values gives two bounds that bracket the n-th value with near certainty; two
+/// comparison passes count what lies below and between them, and `kthvalue` runs on the
+/// few values between. When the bounds miss (an adversarial order), it falls back to
+/// `kthvalue` over all of `s`, so the answer is always exact. Requires 1 ≤ n ≤ numel.
+pub fn kth_smallest(s: &Tensor, n: i64, sample: i64) -> (f64, Rank) {
+    let total = s.numel() as i64;
+    assert!(
+        (1..=total).contains(&n),
+        "kth_smallest: n = {n} outside 1..={total}"
+    );
+    // count_nonzero of a comparison is several times faster than summing it as int64.
+    let count = |b: Tensor| b.count_nonzero(None);
+    let ranked = |values: &Tensor, k: i64| -> (f64, Rank) {
+        let kth = values.kthvalue(k, 0, false).0.double_value(&[]);
+        let c = host_counts(&[count(values.lt(kth)), count(values.eq(kth))]);
+        (
+            kth,
+            Rank {
+                below: c[0],
+                tied: c[1],
+            },
+        )
+    };
+    if total <= 4 * sample.max(1) {
+        return ranked(s, n);
+    }
+    // Bounds: the sample's values at the target rank ± 4 standard deviations of a
+    // sample quantile (plus slack), so the true n-th value lies between them.
+    let stride = total / sample;
+    let sorted = s.slice(0, 0, total, stride).sort(0, false).0;
+    let m = sorted.size()[0];
+    let rank = (n as f64 / total as f64) * m as f64;
+    let spread = 4.0 * (m as f64 * 0.25).sqrt() + 8.0;
+    let at = |r: f64| r.clamp(0.0, (m - 1) as f64) as i64;
+    let bounds = host_values(&sorted.index_select(
+        0,
+        &Tensor::from_slice(&[at(rank - spread), at(rank + spread)]).to_device(s.device()),
+    ));
+    let (lo, hi) = (bounds[0], bounds[1]);
+    let below_lo = s.lt(lo);
+    let up_to_hi = s.le(hi);
+    let c = host_counts(&[count(below_lo.shallow_clone()), count(up_to_hi.shallow_clone())]);
+    let (below, up_to) = (c[0], c[1]);
+    if !(below < n && n <= up_to) {
+        return ranked(s, n);
+    }
+    // nonzero + index_select: faster than masked_select on the CPU.
+    let idx = up_to_hi.logical_xor(&below_lo).nonzero().squeeze_dim(1);
+    let (kth, rank) = ranked(&s.index_select(0, &idx), n - below);
+    (
+        kth,
+        Rank {
+            below: below + rank.below,
+            tied: rank.tied,
+        },
+    )
+}
+
+/// Integer scalars on the device, read in one copy.
+fn host_counts(counts: &[Tensor]) -> Vec<i64> {
+    Vec::<i64>::try_from(&Tensor::stack(counts, 0).to_kind(Kind::Int64)).expect("counts")
+}
+
+/// A small tensor's values as f64, read in one copy.
+fn host_values(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(&t.to_kind(Kind::Double)).expect("values")
+}
+
+/// True at the `n` positions of flat `s` a stable ascending sort puts first, given its
+/// n-th smallest value `kth` and the counts below and at it ([`kth_smallest`]): one
+/// comparison pass, plus a scan of the tied positions when only some of them are taken.
+pub fn smallest_n_at(s: &Tensor, kth: f64, n: i64, rank: Rank) -> Tensor {
+    let need = n - rank.below;
+    if need == rank.tied {
+        return s.le(kth);
+    }
+    let tied = s.eq(kth).nonzero().squeeze_dim(1).slice(0, 0, need, 1);
+    s.lt(kth).index_fill(0, &tied, 1)
 }
 
 /// Selects exactly `counts[i]` positions within each tensor independently (layer-wise
@@ -221,6 +329,56 @@ mod tests {
             for (i, g) in got.iter().enumerate() {
                 prop_assert_eq!(to_bools(g), reference(&scores[i..=i], &elig[i..=i], counts[i] as usize).remove(0));
             }
+        }
+    }
+
+    proptest! {
+        /// The sampled bounds with tiny samples (so they often miss and fall back), on
+        /// orders that defeat a strided sample (sorted, reversed, blocks) and on many ties:
+        /// the value and counts equal a host sort's, and the selection a stable sort's.
+        #[test]
+        fn kth_smallest_is_exact(
+            values in prop::collection::vec(-20i32..20, 1..300),
+            order in 0u8..3,
+            sample in 1i64..9,
+            frac in 0.0f64..=1.0,
+        ) {
+            let mut v: Vec<f32> = values.iter().map(|&x| x as f32 / 4.0).collect();
+            match order {
+                1 => v.sort_by(|a, b| a.partial_cmp(b).unwrap()),
+                2 => v.sort_by(|a, b| b.partial_cmp(a).unwrap()),
+                _ => {}
+            }
+            let n = ((frac * v.len() as f64).ceil() as i64).max(1);
+            let (kth, rank) = kth_smallest(&Tensor::from_slice(&v), n, sample);
+            let mut sorted = v.clone();
+            sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            let want = sorted[n as usize - 1];
+            prop_assert_eq!(kth, f64::from(want));
+            prop_assert_eq!(rank.below, v.iter().filter(|&&x| x < want).count() as i64);
+            prop_assert_eq!(rank.tied, v.iter().filter(|&&x| x == want).count() as i64);
+            let got = to_bools(&smallest_n_at(&Tensor::from_slice(&v), kth, n, rank));
+            let all = vec![true; v.len()];
+            prop_assert_eq!(got, reference(&[v], &[all], n as usize).remove(0));
+        }
+    }
+
+    /// Large enough for the sampled path of `select_smallest` (more than 4 × SAMPLE
+    /// values), with ties at the boundary and a third ineligible: the stable sort's picks.
+    #[test]
+    fn large_selection_takes_the_sampled_path() {
+        let len = 5 * SAMPLE as usize + 17;
+        let scores: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1000) as f32).collect();
+        let elig: Vec<bool> = (0..len).map(|i| i % 3 != 0).collect();
+        let (a, b) = scores.split_at(len / 2);
+        let (ea, eb) = elig.split_at(len / 2);
+        let st = [Tensor::from_slice(a), Tensor::from_slice(b)];
+        let et = [Tensor::from_slice(ea), Tensor::from_slice(eb)];
+        for n in [1, 1000, len as i64 / 3, 2 * len as i64 / 3 - 1] {
+            let got = select_smallest(&[&st[0], &st[1]], &[&et[0], &et[1]], n).unwrap();
+            let got: Vec<Vec<bool>> = got.iter().map(to_bools).collect();
+            let want = reference(&[a.to_vec(), b.to_vec()], &[ea.to_vec(), eb.to_vec()], n as usize);
+            assert_eq!(got, want, "n = {n}");
         }
     }
 

@@ -9,7 +9,7 @@
 use ap_mask::Mask;
 use ap_tensor::FieldError;
 use serde::{Deserialize, Serialize};
-use tch::{nn::VarStore, Tensor};
+use tch::{nn::VarStore, Kind, Tensor};
 
 /// Optimizer and its hyperparameters. Weight decay is L2 added to the gradient, as in
 /// PyTorch's `SGD` and `Adam` (not decoupled `AdamW`).
@@ -119,10 +119,43 @@ impl OptimizerSpec {
     }
 }
 
+/// One trainable parameter: where it lives in its group's flat buffers.
 struct Slot {
     name: String,
     param: Tensor,
+    /// The mask's tensor for this parameter (relocated into the group's flat mask).
     mask: Option<Tensor>,
+    /// Index of the group holding it, and its first element there.
+    group: usize,
+    offset: i64,
+    size: Vec<i64>,
+    stride: Vec<i64>,
+    /// Version counters (`_version`) of the mask tensor and the parameter when the
+    /// weights were last multiplied by the mask: an in-place change of either (a pruning
+    /// event, a rewind) makes the next step mask the weights again.
+    masked_at: Option<(i64, i64)>,
+}
+
+impl Slot {
+    /// This parameter's elements of one of its group's flat buffers, shaped and strided
+    /// like the parameter.
+    fn view_of(&self, flat: &Tensor) -> Tensor {
+        flat.as_strided(&self.size, &self.stride, Some(self.offset))
+    }
+}
+
+/// Parameters of one kind and device, their gradients, mask and optimizer state, each
+/// in one flat buffer: the parameters' own tensors are views into `params`, their
+/// gradients into `grads`, so a step is a handful of kernels over the whole group
+/// instead of several per parameter (the layout of PyTorch's foreach/fused
+/// optimizers, and of apex's flat buffers).
+struct Group {
+    params: Tensor,
+    grads: Tensor,
+    /// The masked parameters come first, in the mask's order: `mask` covers
+    /// `params[..masked]`. None when no parameter of the group is masked.
+    mask: Option<Tensor>,
+    masked: i64,
     /// SGD: momentum buffer. Adam: first moment.
     m: Option<Tensor>,
     /// Adam: second moment.
@@ -133,6 +166,7 @@ struct Slot {
 pub struct Optimizer {
     spec: OptimizerSpec,
     slots: Vec<Slot>,
+    groups: Vec<Group>,
     steps: i64,
     last_lr: Option<f64>,
 }
@@ -146,10 +180,46 @@ impl std::fmt::Debug for Optimizer {
     }
 }
 
+/// Strides under which a tensor of `size` covers exactly `numel` consecutive elements
+/// (any order of dimensions, like channels-last), so it can live in a flat buffer as it
+/// is; otherwise the contiguous strides.
+fn dense_stride(size: &[i64], stride: &[i64]) -> Vec<i64> {
+    let mut dims: Vec<usize> = (0..size.len()).filter(|&d| size[d] != 1).collect();
+    dims.sort_by_key(|&d| stride[d]);
+    let mut expected = 1;
+    let dense = dims.iter().all(|&d| {
+        let ok = stride[d] == expected;
+        expected *= size[d];
+        ok
+    });
+    if dense {
+        return stride.to_vec();
+    }
+    let mut contiguous = vec![1; size.len()];
+    for d in (0..size.len().saturating_sub(1)).rev() {
+        contiguous[d] = contiguous[d + 1] * size[d + 1].max(1);
+    }
+    contiguous
+}
+
+/// Points `t` at `view` after copying its values there (`set_data`: every handle to
+/// `t`, such as a layer's or a `VarStore`'s, sees the new storage).
+fn relocate(t: &Tensor, view: &Tensor) {
+    tch::no_grad(|| {
+        let _ = view.shallow_clone().copy_(t);
+    });
+    let mut handle = t.shallow_clone();
+    handle.set_data(view);
+}
+
 impl Optimizer {
-    /// A fresh optimizer (zero state) over all variables of `vs`, in name order. Variables
-    /// named in `mask` are masked; the mask's tensors are shared, so later in-place
-    /// changes to the mask take effect.
+    /// A fresh optimizer (zero state) over all variables of `vs`. Variables named in
+    /// `mask` are masked; the mask's tensors are shared, so later in-place changes to
+    /// the mask take effect.
+    ///
+    /// The parameters, their gradients and the mask's tensors are moved into flat
+    /// buffers (values unchanged; every handle sees the move). Each parameter gets a
+    /// gradient (zeros) if it has none.
     pub fn new(spec: OptimizerSpec, vs: &VarStore, mask: Option<&Mask>) -> Optimizer {
         let mut vars: Vec<(String, Tensor)> = vs
             .variables()
@@ -157,42 +227,124 @@ impl Optimizer {
             .filter(|(_, t)| t.requires_grad())
             .collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let slots = vars
-            .into_iter()
-            .map(|(name, param)| {
-                let mask = mask.and_then(|m| m.get(&name)).map(Tensor::shallow_clone);
-                Slot {
-                    name,
-                    param,
-                    mask,
-                    m: None,
-                    v: None,
-                }
+        // Masked parameters first, in the mask's order, then the rest by name.
+        let position = |name: &str| {
+            mask.and_then(|m| m.iter().position(|(n, _)| n == name))
+                .unwrap_or(usize::MAX)
+        };
+        vars.sort_by_key(|(name, _)| position(name));
+        ensure_grads(vars.iter().map(|(_, t)| t));
+        let mut keys: Vec<(Kind, tch::Device)> = vec![];
+        let mut slots = Vec::with_capacity(vars.len());
+        let mut lengths: Vec<i64> = vec![];
+        for (name, param) in vars {
+            let key = (param.kind(), param.device());
+            let group = keys.iter().position(|k| *k == key).unwrap_or_else(|| {
+                keys.push(key);
+                lengths.push(0);
+                keys.len() - 1
+            });
+            let size = param.size();
+            let stride = dense_stride(&size, &param.stride());
+            let mask = mask.and_then(|m| m.get(&name)).map(|m| {
+                assert!(
+                    m.kind() == key.0 && m.size() == size,
+                    "the mask of `{name}` is {:?} {:?}, the parameter {:?} {size:?}",
+                    m.kind(),
+                    m.size(),
+                    key.0
+                );
+                m.shallow_clone()
+            });
+            slots.push(Slot {
+                name,
+                param,
+                mask,
+                group,
+                offset: lengths[group],
+                size,
+                stride,
+                masked_at: None,
+            });
+            lengths[group] += slots.last().expect("pushed").param.numel() as i64;
+        }
+        let mut groups: Vec<Group> = keys
+            .iter()
+            .zip(&lengths)
+            .map(|(&(kind, device), &len)| Group {
+                params: Tensor::zeros([len], (kind, device)),
+                grads: Tensor::zeros([len], (kind, device)),
+                mask: None,
+                masked: 0,
+                m: None,
+                v: None,
             })
             .collect();
-        Optimizer {
+        for g in 0..groups.len() {
+            // The masked prefix: masked slots are first within their group, in order.
+            let in_group = slots.iter().filter(|s| s.group == g);
+            let masked: Vec<&Slot> = in_group.take_while(|s| s.mask.is_some()).collect();
+            if let Some(last) = masked.last() {
+                let len = last.offset + last.param.numel() as i64;
+                let group = &mut groups[g];
+                group.mask = Some(Tensor::zeros([len], (keys[g].0, keys[g].1)));
+                group.masked = len;
+            }
+        }
+        let mut opt = Optimizer {
             spec,
             slots,
+            groups,
             steps: 0,
             last_lr: None,
+        };
+        opt.relink(true);
+        opt
+    }
+
+    /// Makes every parameter, gradient and mask tensor a view into its group's flat
+    /// buffers again where it is not (always when `all`): cheap pointer checks, no
+    /// device work unless something replaced a tensor.
+    fn relink(&mut self, all: bool) {
+        for s in &mut self.slots {
+            let group = &self.groups[s.group];
+            let elem = group.params.kind().elt_size_in_bytes() as i64;
+            let at = |flat: &Tensor| (flat.data_ptr() as i64) + s.offset * elem;
+            if all || s.param.data_ptr() as i64 != at(&group.params) {
+                relocate(&s.param, &s.view_of(&group.params));
+            }
+            let grad = s.param.grad();
+            if !grad.defined() {
+                ensure_grads(std::iter::once(&s.param));
+                relocate(&s.param.grad(), &s.view_of(&group.grads));
+            } else if all || grad.data_ptr() as i64 != at(&group.grads) {
+                relocate(&grad, &s.view_of(&group.grads));
+            }
+            if let (Some(mask), Some(flat)) = (&s.mask, &group.mask) {
+                if s.offset < group.masked && (all || mask.data_ptr() as i64 != at(flat)) {
+                    relocate(mask, &s.view_of(flat));
+                }
+            }
         }
     }
 
-    /// Clears the gradients of all parameters.
+    /// Clears the gradients of all parameters (in place: one kernel per group).
     pub fn zero_grad(&mut self) {
-        for s in &mut self.slots {
-            s.param.zero_grad();
+        self.relink(false);
+        for g in &mut self.groups {
+            let _ = g.grads.zero_();
         }
     }
 
     /// Zeroes the optimizer state at positions the mask has pruned (call after a pruning
     /// event when the optimizer is kept).
     pub fn mask_state(&mut self) {
+        self.relink(false);
         tch::no_grad(|| {
-            for s in &mut self.slots {
-                if let Some(mask) = &s.mask {
-                    for buf in [&mut s.m, &mut s.v].into_iter().flatten() {
-                        let _ = buf.g_mul_(mask);
+            for g in &mut self.groups {
+                if let Some(mask) = &g.mask {
+                    for buf in [&mut g.m, &mut g.v].into_iter().flatten() {
+                        let _ = buf.narrow(0, 0, g.masked).g_mul_(mask);
                     }
                 }
             }
@@ -215,19 +367,27 @@ impl Optimizer {
     /// read-only probe for tests).
     pub fn state_of(&self, name: &str) -> Option<(Option<Tensor>, Option<Tensor>)> {
         self.slots.iter().find(|s| s.name == name).map(|s| {
-            (
-                s.m.as_ref().map(Tensor::copy),
-                s.v.as_ref().map(Tensor::copy),
-            )
+            let g = &self.groups[s.group];
+            let copy = |b: &Option<Tensor>| b.as_ref().map(|b| s.view_of(b).copy());
+            (copy(&g.m), copy(&g.v))
         })
     }
 
     /// One update with learning rate `lr` from the current gradients.
     ///
-    /// Written with in-place ops only (the gradient is used as scratch space), so a step
-    /// allocates one temporary per parameter at most: tch exposes no `alpha`/`value`
-    /// arguments, so scaled adds go through `addcmul_` with a 0-dim scalar tensor.
+    /// Written with in-place ops over each group's flat buffers (the gradient is used as
+    /// scratch space): tch exposes no `alpha`/`value` arguments, so scaled adds go
+    /// through `addcmul_` with a 0-dim scalar tensor. Pruned weights stay exactly 0
+    /// without a mask multiply of the weights: their gradient is masked and their
+    /// state is 0, so every term of their update is 0 (the weights are zeroed where the
+    /// mask changes, by whoever changes it: [`Mask::apply`]). As a safety net the
+    /// weights are multiplied by the mask before the update whenever the mask or the
+    /// weights were changed in place since the last such multiply (their version
+    /// counters, read on the host): pruned weights are 0 after every step, as with a
+    /// multiply every step, at no cost in steady state.
     pub fn step(&mut self, lr: f64) {
+        self.relink(false);
+        self.mask_changed_weights();
         self.steps += 1;
         self.last_lr = Some(lr);
         let t = self.steps;
@@ -235,29 +395,27 @@ impl Optimizer {
         let weight_decay = spec.weight_decay();
         let scalar = |v: f64| Tensor::from(v);
         tch::no_grad(|| {
-            for s in &mut self.slots {
-                let mut g = s.param.grad();
-                if !g.defined() {
-                    continue;
-                }
-                if let Some(mask) = &s.mask {
-                    let _ = g.g_mul_(mask);
+            for grp in &mut self.groups {
+                let mut g = grp.grads.shallow_clone();
+                let mut p = grp.params.shallow_clone();
+                if let Some(mask) = &grp.mask {
+                    let _ = g.narrow(0, 0, grp.masked).g_mul_(mask);
                 }
                 if weight_decay != 0.0 {
-                    let _ = g.addcmul_(&s.param, &scalar(weight_decay));
+                    let _ = g.addcmul_(&p, &scalar(weight_decay));
                 }
                 match spec {
                     OptimizerSpec::Sgd {
                         momentum, nesterov, ..
                     } => {
                         let d = if momentum != 0.0 {
-                            match &mut s.m {
+                            match &mut grp.m {
                                 Some(buf) => {
                                     let _ = buf.g_mul_scalar_(momentum).g_add_(&g);
                                 }
-                                None => s.m = Some(g.copy()),
+                                None => grp.m = Some(g.copy()),
                             }
-                            let buf = s.m.as_ref().expect("set above");
+                            let buf = grp.m.as_ref().expect("set above");
                             if nesterov {
                                 let _ = g.addcmul_(buf, &scalar(momentum));
                                 g.shallow_clone()
@@ -267,15 +425,15 @@ impl Optimizer {
                         } else {
                             g.shallow_clone()
                         };
-                        let _ = s.param.addcmul_(&d, &scalar(-lr));
+                        let _ = p.addcmul_(&d, &scalar(-lr));
                     }
                     OptimizerSpec::Adam {
                         beta1, beta2, eps, ..
                     } => {
-                        let m = s.m.get_or_insert_with(|| g.zeros_like());
+                        let m = grp.m.get_or_insert_with(|| g.zeros_like());
                         let _ = m.lerp_(&g, 1.0 - beta1);
                         // v ← β2·v + (1−β2)·g², in place.
-                        let v = s.v.get_or_insert_with(|| g.zeros_like());
+                        let v = grp.v.get_or_insert_with(|| g.zeros_like());
                         let _ = v
                             .g_mul_scalar_(beta2 / (1.0 - beta2))
                             .addcmul_(&g, &g)
@@ -292,14 +450,34 @@ impl Optimizer {
                             .g_mul_scalar_(1.0 / bc2.sqrt())
                             .g_add_scalar_(eps)
                             .g_mul_scalar_(-bc1 / lr);
-                        let _ = s.param.addcdiv_(m, &denom);
+                        let _ = p.addcdiv_(m, &denom);
                     }
-                }
-                if let Some(mask) = &s.mask {
-                    let _ = s.param.g_mul_(mask);
                 }
             }
         });
+    }
+
+    /// Multiplies each group's masked weights by the mask when a mask tensor or a
+    /// masked parameter changed in place since the last multiply (see [`Optimizer::step`]).
+    fn mask_changed_weights(&mut self) {
+        let version = |s: &Slot| {
+            s.mask
+                .as_ref()
+                .map(|m| (m.internal_version(), s.param.internal_version()))
+        };
+        for (gi, group) in self.groups.iter().enumerate() {
+            let Some(mask) = &group.mask else { continue };
+            let mut in_group = self.slots.iter_mut().filter(|s| s.group == gi);
+            if in_group.all(|s| s.mask.is_none() || s.masked_at == version(s)) {
+                continue;
+            }
+            tch::no_grad(|| {
+                let _ = group.params.narrow(0, 0, group.masked).g_mul_(mask);
+            });
+            for s in self.slots.iter_mut().filter(|s| s.group == gi) {
+                s.masked_at = version(s);
+            }
+        }
     }
 
     /// Sum over masked parameters of |state| at pruned positions (0 when masking holds).
@@ -319,8 +497,10 @@ impl Optimizer {
         for s in &self.slots {
             if let Some(mask) = &s.mask {
                 let at = select(s, mask);
-                for buf in [&s.m, &s.v].into_iter().flatten() {
-                    total += buf
+                let g = &self.groups[s.group];
+                for buf in [&g.m, &g.v].into_iter().flatten() {
+                    total += s
+                        .view_of(buf)
                         .abs()
                         .masked_select(&at)
                         .sum(tch::Kind::Double)
@@ -330,6 +510,17 @@ impl Optimizer {
         }
         total
     }
+}
+
+/// Gives every tensor in `params` that has no gradient a zero one (a backward through
+/// `0·p`, which is 0 even where p is NaN or ∞), so it can be moved into a flat buffer.
+fn ensure_grads<'a>(params: impl Iterator<Item = &'a Tensor>) {
+    let missing: Vec<&Tensor> = params.filter(|p| !p.grad().defined()).collect();
+    tch::with_grad(|| {
+        for p in missing {
+            (p * 0.0).sum(p.kind()).backward();
+        }
+    });
 }
 
 /// Learning-rate schedule over iterations.
