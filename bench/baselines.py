@@ -429,6 +429,8 @@ def main():
     t.add_argument("--reps", type=int, required=True)
     t.add_argument("--warmup", type=int, default=5)
     t.add_argument("--data-dir")
+    # The Rust side's layout setting; the baseline is PyTorch's default (NCHW) either way.
+    t.add_argument("--channels-last", action="store_true")
 
     s = sub.add_parser("select")
     s.add_argument("--shrink", type=int, default=1)
@@ -440,6 +442,7 @@ def main():
     r.add_argument("--steps", type=int, required=True)
     r.add_argument("--reps", type=int, required=True)
     r.add_argument("--warmup", type=int, default=2)
+    r.add_argument("--channels-last", action="store_true")  # as for train: NCHW here
 
     m = sub.add_parser("imp-memory")
     m.add_argument("--model", default="lenet300-100", choices=["lenet300-100", "conv2"])

@@ -124,6 +124,9 @@ struct TrainArgs {
     warmup: usize,
     #[command(flatten)]
     data: DataArgs,
+    /// Run the convolutions channels-last (`train.channels_last`).
+    #[arg(long)]
+    channels_last: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -171,6 +174,9 @@ struct ResnetArgs {
     /// Untimed steps first.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
+    /// Run the convolutions channels-last (`train.channels_last`).
+    #[arg(long)]
+    channels_last: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -286,6 +292,7 @@ fn quick(out: &Out) -> Result<()> {
             steps: 2,
             reps: 1,
             warmup: 1,
+            channels_last: model == ModelKind::Conv2,
             data: data.clone(),
         };
         run_case(out, Case::Train(a.clone()))?;
@@ -320,6 +327,7 @@ fn quick(out: &Out) -> Result<()> {
             steps: 1,
             reps: 1,
             warmup: 1,
+            channels_last: true,
         }),
     )?;
     for model in [ModelKind::LeNet300_100, ModelKind::LeNet5] {
@@ -525,7 +533,10 @@ fn trainer(a: &TrainArgs, data: &Dataset) -> Result<Trainer> {
     if a.steps == 0 || a.reps == 0 {
         bail!("--steps and --reps must be at least 1");
     }
-    let model = build_model(a.model, &[1, 28, 28])?;
+    let mut model = build_model(a.model, &[1, 28, 28])?;
+    if a.channels_last {
+        model.to_channels_last();
+    }
     let mask = if a.density < 1.0 {
         Some(magnitude_mask(&prunable(&model)?, a.density)?)
     } else {
@@ -875,7 +886,10 @@ fn resnet_step(out: &Out, a: &ResnetArgs) -> Result<()> {
     if a.batch < 1 || a.steps == 0 || a.reps == 0 {
         bail!("--batch, --steps and --reps must be at least 1");
     }
-    let model = build_model(ModelKind::ResNet20, &[3, 32, 32])?;
+    let mut model = build_model(ModelKind::ResNet20, &[3, 32, 32])?;
+    if a.channels_last {
+        model.to_channels_last();
+    }
     let spec = optimizer_for(ModelKind::ResNet20)?;
     let lr = spec.lr();
     let mut opt = Optimizer::new(spec, &model.vs, None);
@@ -955,6 +969,7 @@ fn imp_memory(out: &Out, a: &ImpArgs) -> Result<()> {
         iterations: a.steps,
         warmup_iterations: 0,
         augment: Default::default(),
+        channels_last: false,
     };
     ap_train::train_phase(
         &model,

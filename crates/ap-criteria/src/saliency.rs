@@ -327,6 +327,7 @@ mod tests {
             vs,
             net: Box::new(Mlp { layers }),
             kind: None,
+            channels_last: false,
         }
     }
 

@@ -46,6 +46,8 @@ struct SiteCounter {
     dead: Tensor,
     /// Per unit: fired (> 0) on at least one sample (bool on the device).
     fired: Tensor,
+    /// Units counted in N, H, W, C order (the site's activations were channels-last).
+    nhwc: bool,
 }
 
 /// Accumulates static and dynamic DNR over any number of forward passes.
@@ -73,7 +75,16 @@ impl ActivationProbe for DnrProbe {
     fn observe(&mut self, site: &str, a: &Tensor) {
         let a = a.detach();
         let batch = a.size()[0];
-        let flat = a.view([batch, -1]);
+        // Units in memory order, so a channels-last activation is read without a copy;
+        // a site keeps the order it was first seen in (its `fired` flags are per unit).
+        let nhwc = match self.sites.iter().find(|s| s.name == site) {
+            Some(s) => s.nhwc,
+            None => ap_models::is_channels_last(&a),
+        };
+        let flat = match nhwc {
+            true => a.permute([0, 2, 3, 1]).reshape([batch, -1]),
+            false => a.reshape([batch, -1]),
+        };
         let units = flat.size()[1];
         // Count samples once per forward pass: at the first site.
         if self.first_site.as_deref().is_none_or(|s| s == site) {
@@ -96,6 +107,7 @@ impl ActivationProbe for DnrProbe {
                 units,
                 dead,
                 fired,
+                nhwc,
             }),
         }
     }
@@ -261,6 +273,35 @@ mod tests {
         }
     }
 
+    /// A channels-last activation is counted like its NCHW copy (the same rates), also
+    /// when later batches of a site come in the other layout.
+    #[test]
+    fn channels_last_activations_count_the_same() {
+        let _g = ap_testkit::torch_lock();
+        tch::manual_seed(3);
+        let batches: Vec<Tensor> = (0..3)
+            .map(|_| {
+                let b = Tensor::randn([4, 3, 5, 2], (Kind::Float, Device::Cpu)).relu();
+                // channel 1 never fires, nor position (0, 0) of channel 2
+                let _ = b.narrow(1, 1, 1).zero_();
+                let _ = b.narrow(1, 2, 1).narrow(2, 0, 1).narrow(3, 0, 1).zero_();
+                b
+            })
+            .collect();
+        let (mut nchw, mut nhwc, mut mixed) = (DnrProbe::new(), DnrProbe::new(), DnrProbe::new());
+        for (i, b) in batches.iter().enumerate() {
+            let cl = ap_models::channels_last(b);
+            assert!(ap_models::is_channels_last(&cl));
+            nchw.observe("s", b);
+            nhwc.observe("s", &cl);
+            mixed.observe("s", if i == 1 { b } else { &cl });
+        }
+        let want = nchw.finish();
+        assert!(want.static_ > 0.0 && want.dynamic > want.static_, "{want:?}");
+        assert_eq!(nhwc.finish(), want);
+        assert_eq!(mixed.finish(), want);
+    }
+
     #[test]
     fn whole_network_rate_is_unit_weighted() {
         let mut probe = DnrProbe::new();
@@ -320,6 +361,7 @@ mod tests {
             vs,
             net: Box::new(net),
             kind: None,
+            channels_last: false,
         };
         tch::no_grad(|| {
             let b = model.vs.variables()["fc1.bias"].shallow_clone();

@@ -69,12 +69,36 @@ pub struct Model {
     /// Which registered model it is ([`build`] sets it); `None` for a network assembled by
     /// hand around a `VarStore` (tests, small fixtures).
     pub kind: Option<ModelKind>,
+    /// Convolutions run channels-last (NHWC strides): set by
+    /// [`Model::to_channels_last`], which also changes the weights' layout; the forward
+    /// passes give a 4-D input the same layout.
+    pub channels_last: bool,
+}
+
+/// `t`'s values with channels-last strides (N, C, H, W dimensions kept, memory in N, H,
+/// W, C order), as PyTorch's `to(memory_format=torch.channels_last)` sets them, also
+/// for one channel, where a permuted `contiguous()` would keep the NCHW strides (and
+/// oneDNN would then not pick its NHWC kernels): tch 0.24 has no memory-format argument.
+pub fn channels_last(t: &Tensor) -> Tensor {
+    let out = Tensor::empty_strided(&t.size(), &channels_last_strides(&t.size()), (t.kind(), t.device()));
+    tch::no_grad(|| out.shallow_clone().copy_(t));
+    out
+}
+
+/// Whether a 4-D tensor has exactly the strides [`channels_last`] gives.
+pub fn is_channels_last(t: &Tensor) -> bool {
+    t.dim() == 4 && t.stride() == channels_last_strides(&t.size())
+}
+
+fn channels_last_strides(size: &[i64]) -> Vec<i64> {
+    let (c, h, w) = (size[1].max(1), size[2].max(1), size[3].max(1));
+    vec![h * w * c, 1, w * c, c]
 }
 
 impl Model {
     /// Logits without recording activations.
     pub fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.net.forward(xs, train, &mut NoProbe)
+        self.forward_probed(xs, train, &mut NoProbe)
     }
 
     /// Logits, reporting every ReLU output to `probe`.
@@ -84,7 +108,26 @@ impl Model {
         train: bool,
         probe: &mut dyn ActivationProbe,
     ) -> Tensor {
+        if self.channels_last && xs.dim() == 4 && !is_channels_last(xs) {
+            return self.net.forward(&channels_last(xs), train, probe);
+        }
         self.net.forward(xs, train, probe)
+    }
+
+    /// Moves every 4-D parameter (the convolution weights) to channels-last strides, in
+    /// place (values unchanged; every handle sees the new layout), and makes the forward
+    /// passes give 4-D inputs the same layout. oneDNN and cuDNN then run the
+    /// convolutions in NHWC, faster for these small networks on the CPUs measured
+    /// (docs/performance.md), with different floating-point rounding: a setting
+    /// (`train.channels_last`), not a default.
+    pub fn to_channels_last(&mut self) {
+        for (_, t) in self.vs.variables() {
+            if t.dim() == 4 && !is_channels_last(&t) {
+                let mut handle = t.shallow_clone();
+                tch::no_grad(|| handle.set_data(&channels_last(&t)));
+            }
+        }
+        self.channels_last = true;
     }
 
     /// Number of parameters (all, prunable or not).
@@ -162,6 +205,7 @@ pub fn build(
         vs,
         net,
         kind: Some(kind),
+        channels_last: false,
     })
 }
 

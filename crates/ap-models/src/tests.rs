@@ -350,3 +350,40 @@ fn init_schemes_set_statistics() {
     assert!((w.std(true).double_value(&[]) - (1.0f64 / 500.0).sqrt()).abs() < 0.002);
     assert_eq!(vars["fc1.bias"].abs().max().double_value(&[]), 0.0);
 }
+
+/// `to_channels_last` changes the layout, not the values: every 4-D weight (also with
+/// one input channel) gets channels-last strides and keeps its values, 2-D weights are
+/// untouched, and the logits equal the NCHW model's up to float rounding, in training
+/// and evaluation mode, for every family with convolutions.
+#[test]
+fn channels_last_keeps_values_and_logits() {
+    let _g = ap_testkit::torch_lock();
+    for (kind, input) in [
+        (ModelKind::Conv2, [1, 28, 28]),
+        (ModelKind::LeNet5, [1, 28, 28]),
+        (ModelKind::ResNet20, [3, 32, 32]),
+        (ModelKind::ResNet20B, [3, 32, 32]),
+        (ModelKind::Vgg11, [3, 32, 32]),
+    ] {
+        tch::manual_seed(5);
+        let nchw = build(kind, &input, 10, Device::Cpu).unwrap();
+        tch::manual_seed(5);
+        let mut cl = build(kind, &input, 10, Device::Cpu).unwrap();
+        cl.to_channels_last();
+        assert!(cl.channels_last);
+        let (a, b) = (nchw.vs.variables(), cl.vs.variables());
+        for (name, t) in &b {
+            assert!(t.equal(&a[name]), "{kind}: `{name}` changed");
+            assert_eq!(is_channels_last(t), t.dim() == 4, "{kind}: `{name}` {:?}", t.stride());
+        }
+        let x = Tensor::randn([6, input[0], input[1], input[2]], (Kind::Float, Device::Cpu));
+        for train in [true, false] {
+            let (p, q) = (nchw.forward(&x, train), cl.forward(&x, train));
+            let scale = p.abs().max().double_value(&[]).max(1.0);
+            let diff = (&p - &q).abs().max().double_value(&[]);
+            assert!(diff <= 1e-4 * scale, "{kind} train {train}: logits differ by {diff}");
+        }
+    }
+    let one = channels_last(&Tensor::ones([4, 1, 3, 3], (Kind::Float, Device::Cpu)));
+    assert_eq!(one.stride(), vec![9, 1, 3, 1]);
+}

@@ -596,6 +596,22 @@ mod tests {
         }
     }
 
+    /// `train.channels_last` off (absent or false) leaves the key as it was, so every
+    /// existing run keeps its key and records; on, it is a different run.
+    #[test]
+    fn channels_last_is_keyed_only_when_set() {
+        let base: RunSpec = parse_toml(&spec().to_toml(), "x").unwrap();
+        assert!(!base.train.channels_last);
+        let off = parse_with("train.channels_last", false).unwrap();
+        assert_eq!(off.key(), base.key());
+        assert!(!off.canonical_json().contains("channels_last"));
+        let on = parse_with("train.channels_last", true).unwrap();
+        assert_ne!(on.key(), base.key());
+        assert!(on.canonical_json().contains(r#""channels_last":true"#));
+        let back: RunSpec = parse_toml(&toml::to_string(&on).unwrap(), "x").unwrap();
+        assert_eq!(back.key(), on.key());
+    }
+
     /// `[ap]` shares ApConfig's fields: an unknown one is still an error naming it.
     #[test]
     fn ap_table_rejects_unknown_fields() {
