@@ -32,6 +32,10 @@ pub struct RunOptions {
     pub log: Option<LogFn>,
     /// Called after every epoch and round (e.g. to feed a progress display).
     pub report: Option<ProgressFn>,
+    /// How many runs share the device with this one (`ap reproduce --jobs`): recorded
+    /// in provenance.json, so time estimates know what the round times were measured
+    /// under.
+    pub packed_runs: usize,
 }
 
 impl RunOptions {
@@ -46,6 +50,7 @@ impl RunOptions {
             deterministic: false,
             log: None,
             report: None,
+            packed_runs: 1,
         }
     }
 }
@@ -132,7 +137,7 @@ pub fn execute(spec: &RunSpec, runs_dir: &Path, opts: &RunOptions) -> Result<Vec
     let resume = dir.resume_point()?;
     write_atomic(
         &dir.path.join("provenance.json"),
-        provenance(opts.device, opts.deterministic)
+        provenance(opts.device, opts.deterministic, opts.packed_runs)
             .to_string()
             .as_bytes(),
     )?;
@@ -351,7 +356,7 @@ impl Recorder<'_> {
     }
 }
 
-fn provenance(device: Device, deterministic: bool) -> serde_json::Value {
+fn provenance(device: Device, deterministic: bool, packed_runs: usize) -> serde_json::Value {
     let git = std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
         .output()
@@ -365,6 +370,7 @@ fn provenance(device: Device, deterministic: bool) -> serde_json::Value {
         "git_revision": git,
         "device": format!("{device:?}"),
         "deterministic": deterministic,
+        "packed_runs": packed_runs,
         "torch_threads": tch::get_num_threads(),
         "cpu": cpu(),
         "gpu": gpu(device),

@@ -88,13 +88,14 @@ fn cuda(i: usize, s: &str) -> Result<Device, TensorError> {
 /// own kernels, whose results do not depend on an algorithm chosen at run time. tch 0.24
 /// has no switch for cuDNN's deterministic-algorithms flag, hence all of cuDNN, which
 /// costs a lot (a ResNet-20 epoch took 200 s instead of 4.7 s on an H200), so it is opt-in
-/// (`ap --deterministic-cuda`). Off, cuDNN runs with benchmarking off (heuristic algorithm
-/// choice). cuBLAS is made repeatable by `CUBLAS_WORKSPACE_CONFIG`, which must be set
-/// before CUDA starts: the `ap` program sets it at start-up. No effect on CPU, which is
-/// deterministic for a fixed thread count.
+/// (`ap --deterministic-cuda`). Off, cuDNN autotunes (`cudnn.benchmark`: the fastest
+/// algorithm per convolution shape, timed on first use; our runs have fixed shapes, so
+/// the timing is paid once per shape). cuBLAS is made repeatable by
+/// `CUBLAS_WORKSPACE_CONFIG`, which must be set before CUDA starts: the `ap` program sets
+/// it at start-up. No effect on CPU, which is deterministic for a fixed thread count.
 pub fn set_deterministic(on: bool) {
     if tch::Cuda::is_available() {
-        tch::Cuda::cudnn_set_benchmark(false);
+        tch::Cuda::cudnn_set_benchmark(!on);
         tch::Cuda::set_user_enabled_cudnn(!on);
     }
 }

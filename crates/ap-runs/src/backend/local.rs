@@ -53,7 +53,7 @@ pub fn run(
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(&(s, w)) = todo.get(i) else { break };
                 board.lock().unwrap().start(slot, &s.dir_name());
-                let end = run_child(s, settings, threads, |p| {
+                let end = run_child(s, settings, (threads, jobs), |p| {
                     board.lock().unwrap().update(slot, p)
                 });
                 let mut board = board.lock().unwrap();
@@ -103,7 +103,7 @@ pub fn run(
 }
 
 /// A run another process held: waits until it lets go; if it did not finish the run (it
-/// was killed), runs it here.
+/// was killed), runs it here (alone: the other runs have ended).
 fn finish_held_run(spec: &RunSpec, settings: &RunSettings, threads: i32) -> Result<()> {
     let dir = RunDir::of(&settings.runs_dir, spec);
     loop {
@@ -117,7 +117,7 @@ fn finish_held_run(spec: &RunSpec, settings: &RunSettings, threads: i32) -> Resu
         }
     }
     if dir.state() != RunState::Done {
-        run_child(spec, settings, threads, |_| {})?;
+        run_child(spec, settings, (threads, 1), |_| {})?;
     }
     Ok(())
 }
@@ -135,7 +135,7 @@ enum ChildEnd {
 fn run_child(
     spec: &RunSpec,
     settings: &RunSettings,
-    threads: i32,
+    (threads, packed): (i32, usize),
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<ChildEnd> {
     let dir = RunDir::of(&settings.runs_dir, spec);
@@ -151,7 +151,9 @@ fn run_child(
     cmd.arg("--device")
         .arg(&settings.device)
         .arg("--threads")
-        .arg(threads.to_string());
+        .arg(threads.to_string())
+        .arg("--packed-runs")
+        .arg(packed.to_string());
     if settings.verbose {
         cmd.arg("--verbose");
     }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::estimate::{human, Estimator};
+use crate::estimate::{human, Estimator, Target};
 use crate::spec::RunSpec;
 use crate::store::{RunDir, RunState};
 
@@ -100,9 +100,10 @@ pub struct Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
-    /// States and estimates of `specs` in `runs_dir` (estimates from finished runs in the
-    /// store where there are any, else from docs/performance.md's CPU figures).
-    pub fn new(specs: &'a [RunSpec], runs_dir: &Path) -> Plan<'a> {
+    /// States and estimates of `specs` in `runs_dir`, to be run on `on` (estimates from
+    /// finished runs in the store where there are any, else from docs/performance.md's
+    /// CPU figures).
+    pub fn new(specs: &'a [RunSpec], runs_dir: &Path, on: &Target) -> Plan<'a> {
         let states: Vec<RunState> = specs
             .iter()
             .map(|s| RunDir::of(runs_dir, s).state())
@@ -114,7 +115,7 @@ impl<'a> Plan<'a> {
             .filter(|(_, &st)| st == RunState::Pending || st == RunState::Partial)
             .map(|(s, _)| {
                 let finished = RunDir::of(runs_dir, s).resume_point_rounds().unwrap_or(0);
-                (s, estimator.seconds_left(s, finished))
+                (s, estimator.seconds_left(s, finished, on))
             })
             .collect();
         Plan {
@@ -177,7 +178,7 @@ impl<'a> Plan<'a> {
             ),
         };
         out.push_str(&format!(
-            "estimated time left: {} {how} (from finished runs in the store where there are any, else from docs/performance.md's CPU figures)\n",
+            "estimated time left: {} {how} (from finished runs on the same kind of device in the store where there are any, scaled from the --jobs they ran with, else from docs/performance.md's CPU figures)\n",
             human(left)
         ));
         out
@@ -199,7 +200,11 @@ pub fn reproduce(
     if !opts.dry_run {
         tidy(specs, runs_dir);
     }
-    let plan = Plan::new(specs, runs_dir);
+    let packed = match opts.backend {
+        Backend::Local { jobs } => jobs,
+        Backend::Slurm(_) => 1,
+    };
+    let plan = Plan::new(specs, runs_dir, &Target::new(&opts.run.device, packed));
     writeln!(log, "{}", plan.summary(grid, runs_dir))?;
     if opts.dry_run {
         return Ok(Outcome::DryRun(plan.table(&opts.backend)));
@@ -283,7 +288,7 @@ mod tests {
     fn plan_counts_states_and_estimates_only_the_runs_to_do() {
         let tmp = tempfile::tempdir().unwrap();
         let specs = store(tmp.path());
-        let plan = Plan::new(&specs, tmp.path());
+        let plan = Plan::new(&specs, tmp.path(), &Target::new("cpu", 2));
         assert_eq!(
             plan.states,
             [RunState::Done, RunState::Failed, RunState::Pending]

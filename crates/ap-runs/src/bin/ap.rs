@@ -42,6 +42,10 @@ enum Cmd {
         /// Print progress as JSON lines on stdout (used by `ap reproduce`).
         #[arg(long)]
         progress_json: bool,
+        /// How many runs share the device with this one (recorded in provenance.json
+        /// for the time estimates; `ap reproduce` passes its --jobs).
+        #[arg(long, default_value_t = 1, hide = true)]
+        packed_runs: usize,
         #[command(flatten)]
         common: Common,
     },
@@ -338,8 +342,9 @@ fn main() {
         Cmd::Run {
             spec,
             progress_json,
+            packed_runs,
             common,
-        } => run_one(&spec, progress_json, &common),
+        } => run_one(&spec, progress_json, packed_runs, &common),
         Cmd::Reproduce {
             grid,
             jobs,
@@ -430,7 +435,12 @@ fn init_tracing(log: Option<&Path>) {
         .init();
 }
 
-fn run_one(spec_path: &Path, progress_json: bool, common: &Common) -> Result<()> {
+fn run_one(
+    spec_path: &Path,
+    progress_json: bool,
+    packed_runs: usize,
+    common: &Common,
+) -> Result<()> {
     if let Some(t) = common.threads {
         tch::set_num_threads(t);
     }
@@ -456,6 +466,7 @@ fn run_one(spec_path: &Path, progress_json: bool, common: &Common) -> Result<()>
         verbose: common.verbose,
         log: Some(Arc::new(|line: &str| eprintln!("{line}")) as LogFn),
         report,
+        packed_runs: packed_runs.max(1),
     };
     let records = execute(&s, &common.runs_dir, &opts)?;
     if !progress_json {
