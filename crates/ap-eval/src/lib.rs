@@ -297,7 +297,10 @@ mod tests {
             mixed.observe("s", if i == 1 { b } else { &cl });
         }
         let want = nchw.finish();
-        assert!(want.static_ > 0.0 && want.dynamic > want.static_, "{want:?}");
+        assert!(
+            want.static_ > 0.0 && want.dynamic > want.static_,
+            "{want:?}"
+        );
         assert_eq!(nhwc.finish(), want);
         assert_eq!(mixed.finish(), want);
     }

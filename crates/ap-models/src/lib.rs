@@ -80,7 +80,9 @@ pub struct Model {
 /// for one channel, where a permuted `contiguous()` would keep the NCHW strides (and
 /// oneDNN would then not pick its NHWC kernels): tch 0.24 has no memory-format argument.
 pub fn channels_last(t: &Tensor) -> Tensor {
-    let out = Tensor::empty_strided(&t.size(), &channels_last_strides(&t.size()), (t.kind(), t.device()));
+    let size = t.size();
+    let strides = channels_last_strides(&size);
+    let out = Tensor::empty_strided(size, strides, (t.kind(), t.device()));
     tch::no_grad(|| out.shallow_clone().copy_(t));
     out
 }

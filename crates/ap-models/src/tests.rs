@@ -374,14 +374,25 @@ fn channels_last_keeps_values_and_logits() {
         let (a, b) = (nchw.vs.variables(), cl.vs.variables());
         for (name, t) in &b {
             assert!(t.equal(&a[name]), "{kind}: `{name}` changed");
-            assert_eq!(is_channels_last(t), t.dim() == 4, "{kind}: `{name}` {:?}", t.stride());
+            assert_eq!(
+                is_channels_last(t),
+                t.dim() == 4,
+                "{kind}: `{name}` {:?}",
+                t.stride()
+            );
         }
-        let x = Tensor::randn([6, input[0], input[1], input[2]], (Kind::Float, Device::Cpu));
+        let x = Tensor::randn(
+            [6, input[0], input[1], input[2]],
+            (Kind::Float, Device::Cpu),
+        );
         for train in [true, false] {
             let (p, q) = (nchw.forward(&x, train), cl.forward(&x, train));
             let scale = p.abs().max().double_value(&[]).max(1.0);
             let diff = (&p - &q).abs().max().double_value(&[]);
-            assert!(diff <= 1e-4 * scale, "{kind} train {train}: logits differ by {diff}");
+            assert!(
+                diff <= 1e-4 * scale,
+                "{kind} train {train}: logits differ by {diff}"
+            );
         }
     }
     let one = channels_last(&Tensor::ones([4, 1, 3, 3], (Kind::Float, Device::Cpu)));

@@ -39,7 +39,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fc1 = nn::linear(vs.root() / "fc1", 20, 64, Default::default());
     let fc2 = nn::linear(vs.root() / "fc2", 64, 2, Default::default());
     let (net, kind) = (Box::new(TwoLayer(fc1, fc2)), None);
-    let model = Model { vs, net, kind };
+    let model = Model {
+        vs,
+        net,
+        kind,
+        channels_last: false,
+    };
     // Toy data: the class is the sign of the sum of the features.
     let x = Tensor::randn([512, 20], (Kind::Float, Device::Cpu));
     let y = x.sum_dim_intlist(1, false, Kind::Float).gt(0.0);

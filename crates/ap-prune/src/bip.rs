@@ -31,7 +31,8 @@ use ap_data::{ShuffledBatches, Split};
 use ap_mask::{Mask, NmPattern};
 use ap_models::Model;
 use ap_tensor::{
-    derive_seed, first_n_with_ties, flat_cat, kth_smallest, smallest_n_at, split_like, FieldError, NamedParams, SelectError, SAMPLE,
+    derive_seed, first_n_with_ties, flat_cat, kth_smallest, smallest_n_at, split_like, FieldError,
+    NamedParams, SelectError, SAMPLE,
 };
 use ap_train::{NoHook, Optimizer, OptimizerSpec, StepHook, TrainConfig, TrainError};
 use serde::{Deserialize, Serialize};

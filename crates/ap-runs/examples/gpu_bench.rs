@@ -30,8 +30,8 @@ struct Args {
 
 fn args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
-    let device = ap_tensor::parse_device(&it.next().ok_or("missing DEVICE")?)
-        .map_err(|e| e.to_string())?;
+    let device =
+        ap_tensor::parse_device(&it.next().ok_or("missing DEVICE")?).map_err(|e| e.to_string())?;
     let steps: usize = it
         .next()
         .ok_or("missing STEPS")?

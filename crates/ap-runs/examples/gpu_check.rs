@@ -99,6 +99,7 @@ fn main() {
         iterations: 391,
         warmup_iterations: 0,
         augment: Default::default(),
+        channels_last: false,
     };
     for (label, m) in [("dense", None), ("10% density, masked", Some(&mask))] {
         println!(

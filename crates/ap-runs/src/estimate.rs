@@ -115,7 +115,11 @@ impl Estimator {
             .entry((key(spec), device.to_string(), packed))
             .or_default();
         entry.0 += seconds;
-        entry.1 += work(spec, total_iterations(spec), spec.prune.round_count() as u64);
+        entry.1 += work(
+            spec,
+            total_iterations(spec),
+            spec.prune.round_count() as u64,
+        );
     }
 
     /// Estimated wall seconds per training iteration of one run of `spec` on `on`, with

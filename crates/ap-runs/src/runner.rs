@@ -190,8 +190,7 @@ pub(crate) fn load(spec: &RunSpec, opts: &RunOptions) -> Result<(Dataset, ap_mod
     spec.check_batch_size(data.train.len())?;
     seed_torch(spec.seed, "init");
     let input: Vec<i64> = data.train.images.size()[1..].to_vec();
-    let mut model =
-        ap_models::build(spec.model, &input, data.num_classes() as i64, opts.device)?;
+    let mut model = ap_models::build(spec.model, &input, data.num_classes() as i64, opts.device)?;
     ap_models::initialise(&model, spec.init);
     if spec.train.channels_last {
         model.to_channels_last();

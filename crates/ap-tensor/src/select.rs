@@ -149,7 +149,10 @@ pub fn kth_smallest(s: &Tensor, n: i64, sample: i64) -> (f64, Rank) {
     let (lo, hi) = (bounds[0], bounds[1]);
     let below_lo = s.lt(lo);
     let up_to_hi = s.le(hi);
-    let c = host_counts(&[count(below_lo.shallow_clone()), count(up_to_hi.shallow_clone())]);
+    let c = host_counts(&[
+        count(below_lo.shallow_clone()),
+        count(up_to_hi.shallow_clone()),
+    ]);
     let (below, up_to) = (c[0], c[1]);
     if !(below < n && n <= up_to) {
         return ranked(s, n);
@@ -377,7 +380,11 @@ mod tests {
         for n in [1, 1000, len as i64 / 3, 2 * len as i64 / 3 - 1] {
             let got = select_smallest(&[&st[0], &st[1]], &[&et[0], &et[1]], n).unwrap();
             let got: Vec<Vec<bool>> = got.iter().map(to_bools).collect();
-            let want = reference(&[a.to_vec(), b.to_vec()], &[ea.to_vec(), eb.to_vec()], n as usize);
+            let want = reference(
+                &[a.to_vec(), b.to_vec()],
+                &[ea.to_vec(), eb.to_vec()],
+                n as usize,
+            );
             assert_eq!(got, want, "n = {n}");
         }
     }

@@ -337,10 +337,12 @@ mod tests {
     /// The optimizer before its flat buffers, kept as the reference: per parameter, the
     /// gradient multiplied by the mask, the update, then the weight multiplied by the
     /// mask, every step.
+    /// (parameter, mask, momentum or first moment, second moment)
+    type ReferenceSlot = (Tensor, Option<Tensor>, Option<Tensor>, Option<Tensor>);
+
     struct PerParameter {
         spec: OptimizerSpec,
-        /// (parameter, mask, momentum or first moment, second moment)
-        slots: Vec<(Tensor, Option<Tensor>, Option<Tensor>, Option<Tensor>)>,
+        slots: Vec<ReferenceSlot>,
         t: i32,
     }
 
@@ -387,7 +389,9 @@ mod tests {
                         let _ = g.addcmul_(p, &c(wd));
                     }
                     match self.spec {
-                        OptimizerSpec::Sgd { momentum, nesterov, .. } => {
+                        OptimizerSpec::Sgd {
+                            momentum, nesterov, ..
+                        } => {
                             let d = if momentum != 0.0 {
                                 match m {
                                     Some(b) => {
@@ -407,7 +411,9 @@ mod tests {
                             };
                             let _ = p.addcmul_(&d, &c(-lr));
                         }
-                        OptimizerSpec::Adam { beta1, beta2, eps, .. } => {
+                        OptimizerSpec::Adam {
+                            beta1, beta2, eps, ..
+                        } => {
                             let m = m.get_or_insert_with(|| g.zeros_like());
                             let _ = m.lerp_(&g, 1.0 - beta1);
                             let v = v.get_or_insert_with(|| g.zeros_like());
@@ -490,13 +496,15 @@ mod tests {
                             let tensors = p.tensors().into_iter().zip(&start).zip(m.iter());
                             for ((w, s), (_, k)) in tensors {
                                 let s = if applied { s * k } else { s.shallow_clone() };
-                                let _ = w.shallow_clone().copy_(&s);
+                                w.shallow_clone().copy_(&s);
                             }
                         }
                     });
                 }
                 for (model, opt) in [(&a, Some(&mut flat)), (&b, None)] {
-                    let loss = model.forward(&images, true).cross_entropy_for_logits(&labels);
+                    let loss = model
+                        .forward(&images, true)
+                        .cross_entropy_for_logits(&labels);
                     match opt {
                         Some(o) => {
                             o.zero_grad();
@@ -517,12 +525,19 @@ mod tests {
                 };
                 // Bits; without `applied`, -0 and +0 are made one (adding +0).
                 let bits = |t: &Tensor| {
-                    let t = if applied { t.detach() } else { t.detach() + 0.0 };
+                    let t = if applied {
+                        t.detach()
+                    } else {
+                        t.detach() + 0.0
+                    };
                     t.view_dtype(Kind::Int)
                 };
                 for ((name, x), (_, y)) in sorted(&a.vs).iter().zip(&sorted(&b.vs)) {
                     let same = bits(x).equal(&bits(y));
-                    assert!(same, "{spec:?} applied {applied}, step {step}: `{name}` differs");
+                    assert!(
+                        same,
+                        "{spec:?} applied {applied}, step {step}: `{name}` differs"
+                    );
                 }
                 assert_eq!(pruned_back(&pa, &ma), 0);
             }

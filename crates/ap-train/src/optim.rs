@@ -206,7 +206,7 @@ fn dense_stride(size: &[i64], stride: &[i64]) -> Vec<i64> {
 /// `t`, such as a layer's or a `VarStore`'s, sees the new storage).
 fn relocate(t: &Tensor, view: &Tensor) {
     tch::no_grad(|| {
-        let _ = view.shallow_clone().copy_(t);
+        view.shallow_clone().copy_(t);
     });
     let mut handle = t.shallow_clone();
     handle.set_data(view);
