@@ -51,7 +51,7 @@ struct Cli {
 enum Case {
     /// Training steps on MNIST, timed by part and scaled to one epoch.
     Train(TrainArgs),
-    /// A masked training step (mask on gradient and weight) vs an unmasked one.
+    /// A masked training step (the mask on the flat gradient buffer) vs an unmasked one.
     MaskOverhead(TrainArgs),
     /// `ap_eval::evaluate` (with the DNR probe) vs the same loop without the probe.
     DnrEval(EvalArgs),
