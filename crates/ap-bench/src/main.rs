@@ -23,7 +23,8 @@ use ap_data::{Dataset, DatasetKind, ShuffledBatches, Split};
 use ap_mask::Mask;
 use ap_models::{ActivationProbe, Model, ModelKind, NoProbe, Vgg};
 use ap_tensor::{
-    flat_cat, kth_smallest, select_smallest, smallest_n_at, split_like, NamedParams, SAMPLE,
+    flat_cat, kth_smallest, nonzero_counts, select_smallest, smallest_n_at, split_like,
+    NamedParams, SAMPLE,
 };
 use ap_train::{Optimizer, OptimizerSpec};
 use clap::{Args, Parser, Subcommand};
@@ -781,15 +782,15 @@ fn select_parts(
     n: i64,
 ) -> (Vec<(&'static str, f64)>, Vec<Tensor>) {
     let mut parts = vec![];
-    let (s, flat_elig) = timed(|| {
+    let (s, (flat_elig, count)) = timed(|| {
         let flat_elig = flat_cat(eligible, Some(Kind::Bool));
-        let _ = flat_elig.count_nonzero(None).int64_value(&[]);
-        flat_elig
+        let count = nonzero_counts(&[&flat_elig])[0];
+        (flat_elig, count)
     });
     parts.push(("eligibility: cat to bool, count", s));
     let (s, flat) = timed(|| {
         let mut flat = flat_cat(scores, None);
-        if flat_elig.count_nonzero(None).int64_value(&[]) < flat.numel() as i64 {
+        if count < flat.numel() as i64 {
             let _ = flat.masked_fill_(&flat_elig.logical_not(), f64::INFINITY);
         }
         flat

@@ -77,8 +77,9 @@ impl ActivationProbe for DnrProbe {
         let batch = a.size()[0];
         // Units in memory order, so a channels-last activation is read without a copy;
         // a site keeps the order it was first seen in (its `fired` flags are per unit).
-        let nhwc = match self.sites.iter().find(|s| s.name == site) {
-            Some(s) => s.nhwc,
+        let known = self.sites.iter().position(|s| s.name == site);
+        let nhwc = match known {
+            Some(i) => self.sites[i].nhwc,
             None => ap_models::is_channels_last(&a),
         };
         let flat = match nhwc {
@@ -100,7 +101,7 @@ impl ActivationProbe for DnrProbe {
         let live = flat.to_kind(Kind::Bool);
         let alive = live.count_nonzero(None);
         let fired = live.view_dtype(Kind::Uint8).amax([0], false);
-        match self.sites.iter_mut().find(|s| s.name == site) {
+        match known.map(|i| &mut self.sites[i]) {
             Some(s) => {
                 let _ = s.alive.g_add_(&alive);
                 let _ = s.fired.clamp_min_tensor_(&fired);

@@ -11,12 +11,13 @@
 //! [--label TEXT]`. Built with `cargo build --release -p ap-runs --example gpu_bench`.
 use std::time::Instant;
 
-use ap_data::Split;
-use ap_mask::Mask;
 use ap_models::ModelKind;
 use ap_tensor::NamedParams;
-use ap_train::{Optimizer, OptimizerSpec};
-use tch::{Device, Kind, Tensor};
+use ap_train::Optimizer;
+use common::{cifar_shaped, random_mask, resnet_sgd, sync};
+use tch::{Device, Tensor};
+
+mod common;
 
 struct Args {
     device: Device,
@@ -63,12 +64,6 @@ fn args() -> Result<Args, String> {
     Ok(a)
 }
 
-fn sync(device: Device) {
-    if let Device::Cuda(i) = device {
-        tch::Cuda::synchronize(i as i64);
-    }
-}
-
 fn main() {
     let a = args().unwrap_or_else(|e| {
         eprintln!("error: {e}");
@@ -83,28 +78,9 @@ fn main() {
         model.to_channels_last();
     }
     let params = NamedParams::from_var_store(&model.vs, &model.net.prunable()).unwrap();
-    let train = Split {
-        images: Tensor::randn([50_000, 3, 32, 32], (Kind::Float, device)),
-        labels: Tensor::randint(10, [50_000], (Kind::Int64, device)),
-    };
-    let mask = (a.density < 1.0).then(|| {
-        let mut mask = Mask::dense(&params);
-        let drop: Vec<Tensor> = params
-            .tensors()
-            .iter()
-            .map(|t| Tensor::rand_like(t).ge(a.density))
-            .collect();
-        mask.remove(&drop).unwrap();
-        mask.apply(&params).unwrap();
-        mask
-    });
-    let spec = OptimizerSpec::Sgd {
-        lr: 0.1,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        nesterov: false,
-    };
-    let mut opt = Optimizer::new(spec, &model.vs, mask.as_ref());
+    let train = cifar_shaped(device);
+    let mask = (a.density < 1.0).then(|| random_mask(&params, a.density));
+    let mut opt = Optimizer::new(resnet_sgd(), &model.vs, mask.as_ref());
     let batch = 128;
     let batches: Vec<Tensor> = train.shuffled_batches(batch, 1, 0).unwrap().collect();
     let mut parts = [0.0f64; 4];

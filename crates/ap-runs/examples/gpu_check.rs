@@ -14,14 +14,10 @@ use ap_eval::evaluate;
 use ap_mask::Mask;
 use ap_models::{Model, ModelKind};
 use ap_tensor::NamedParams;
-use ap_train::{train_phase, LrSchedule, NoHook, OptimizerSpec, PhaseStart, TrainConfig};
-use tch::{Device, Kind, Tensor};
+use ap_train::{train_phase, LrSchedule, NoHook, PhaseStart, TrainConfig};
+use common::{cifar_shaped, random_mask, resnet_sgd, sync};
 
-fn sync(device: Device) {
-    if let Device::Cuda(i) = device {
-        tch::Cuda::synchronize(i as i64);
-    }
-}
+mod common;
 
 /// Seconds `iterations` steps of `cfg` take (after 5 warm-up steps), synchronised.
 fn time_steps(model: &Model, train: &Split, mask: Option<&Mask>, cfg: &TrainConfig) -> f64 {
@@ -75,25 +71,10 @@ fn main() {
     tch::manual_seed(0);
     let model = ap_models::build(ModelKind::ResNet20, &[3, 32, 32], 10, device).unwrap();
     let params = NamedParams::from_var_store(&model.vs, &model.net.prunable()).unwrap();
-    let train = Split {
-        images: Tensor::randn([50_000, 3, 32, 32], (Kind::Float, device)),
-        labels: Tensor::randint(10, [50_000], (Kind::Int64, device)),
-    };
-    let mut mask = Mask::dense(&params);
-    let drop: Vec<Tensor> = params
-        .tensors()
-        .iter()
-        .map(|t| Tensor::rand_like(t).lt(0.9))
-        .collect();
-    mask.remove(&drop).unwrap();
-    mask.apply(&params).unwrap();
+    let train = cifar_shaped(device);
+    let mask = random_mask(&params, 0.1);
     let epoch = TrainConfig {
-        optimizer: OptimizerSpec::Sgd {
-            lr: 0.1,
-            momentum: 0.9,
-            weight_decay: 5e-4,
-            nesterov: false,
-        },
+        optimizer: resnet_sgd(),
         schedule: LrSchedule::Constant,
         batch_size: 128,
         iterations: 391,

@@ -322,14 +322,18 @@ pub fn to_f64_vec(t: &Tensor) -> Vec<f64> {
 
 /// The number of nonzero elements of each tensor (a mask's kept weights, a selection's
 /// picks), read to the host in one copy; empty for no tensors (libtorch cannot stack
-/// nothing).
+/// nothing). Counted by `count_nonzero` of a bool tensor, several times faster on the CPU
+/// than summing it as int64 (and than `count_nonzero` of a float tensor).
 pub fn nonzero_counts(tensors: &[&Tensor]) -> Vec<i64> {
     if tensors.is_empty() {
         return vec![];
     }
     let sums: Vec<Tensor> = tensors
         .iter()
-        .map(|&t| t.ne(0.0).sum(Kind::Int64))
+        .map(|&t| match t.kind() {
+            Kind::Bool => t.count_nonzero(None),
+            _ => t.ne(0.0).count_nonzero(None),
+        })
         .collect();
     to_f64_vec(&Tensor::stack(&sums, 0))
         .into_iter()

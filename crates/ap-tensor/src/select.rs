@@ -9,6 +9,8 @@
 
 use tch::{Kind, Tensor};
 
+use crate::{nonzero_counts, to_f64_vec};
+
 /// Why a selection could not be made.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SelectError {
@@ -61,7 +63,7 @@ pub fn select_smallest(
         };
     }
     let flat_elig = flat_cat(eligible, Some(Kind::Bool));
-    let count = flat_elig.count_nonzero(None).int64_value(&[]);
+    let count = nonzero_counts(&[&flat_elig])[0];
     if n > count || n < 0 {
         return Err(SelectError::TooFew {
             requested: n,
@@ -118,11 +120,9 @@ pub fn kth_smallest(s: &Tensor, n: i64, sample: i64) -> (f64, Rank) {
         (1..=total).contains(&n),
         "kth_smallest: n = {n} outside 1..={total}"
     );
-    // count_nonzero of a comparison is several times faster than summing it as int64.
-    let count = |b: Tensor| b.count_nonzero(None);
     let ranked = |values: &Tensor, k: i64| -> (f64, Rank) {
         let kth = values.kthvalue(k, 0, false).0.double_value(&[]);
-        let c = host_counts(&[count(values.lt(kth)), count(values.eq(kth))]);
+        let c = nonzero_counts(&[&values.lt(kth), &values.eq(kth)]);
         (
             kth,
             Rank {
@@ -142,17 +142,14 @@ pub fn kth_smallest(s: &Tensor, n: i64, sample: i64) -> (f64, Rank) {
     let rank = (n as f64 / total as f64) * m as f64;
     let spread = 4.0 * (m as f64 * 0.25).sqrt() + 8.0;
     let at = |r: f64| r.clamp(0.0, (m - 1) as f64) as i64;
-    let bounds = host_values(&sorted.index_select(
+    let bounds = to_f64_vec(&sorted.index_select(
         0,
         &Tensor::from_slice(&[at(rank - spread), at(rank + spread)]).to_device(s.device()),
     ));
     let (lo, hi) = (bounds[0], bounds[1]);
     let below_lo = s.lt(lo);
     let up_to_hi = s.le(hi);
-    let c = host_counts(&[
-        count(below_lo.shallow_clone()),
-        count(up_to_hi.shallow_clone()),
-    ]);
+    let c = nonzero_counts(&[&below_lo, &up_to_hi]);
     let (below, up_to) = (c[0], c[1]);
     if !(below < n && n <= up_to) {
         return ranked(s, n);
@@ -167,16 +164,6 @@ pub fn kth_smallest(s: &Tensor, n: i64, sample: i64) -> (f64, Rank) {
             tied: rank.tied,
         },
     )
-}
-
-/// Integer scalars on the device, read in one copy.
-fn host_counts(counts: &[Tensor]) -> Vec<i64> {
-    Vec::<i64>::try_from(&Tensor::stack(counts, 0).to_kind(Kind::Int64)).expect("counts")
-}
-
-/// A small tensor's values as f64, read in one copy.
-fn host_values(t: &Tensor) -> Vec<f64> {
-    Vec::<f64>::try_from(&t.to_kind(Kind::Double)).expect("values")
 }
 
 /// True at the `n` positions of flat `s` a stable ascending sort puts first, given its

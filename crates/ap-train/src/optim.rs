@@ -280,13 +280,11 @@ impl Optimizer {
                 v: None,
             })
             .collect();
-        for g in 0..groups.len() {
+        for (g, group) in groups.iter_mut().enumerate() {
             // The masked prefix: masked slots are first within their group, in order.
             let in_group = slots.iter().filter(|s| s.group == g);
-            let masked: Vec<&Slot> = in_group.take_while(|s| s.mask.is_some()).collect();
-            if let Some(last) = masked.last() {
+            if let Some(last) = in_group.take_while(|s| s.mask.is_some()).last() {
                 let len = last.offset + last.param.numel() as i64;
-                let group = &mut groups[g];
                 group.mask = Some(Tensor::zeros([len], (keys[g].0, keys[g].1)));
                 group.masked = len;
             }
@@ -320,8 +318,9 @@ impl Optimizer {
             } else if all || grad.data_ptr() as i64 != at(&group.grads) {
                 relocate(&grad, &s.view_of(&group.grads));
             }
+            // A masked slot lies in its group's masked prefix, so its group has a mask.
             if let (Some(mask), Some(flat)) = (&s.mask, &group.mask) {
-                if s.offset < group.masked && (all || mask.data_ptr() as i64 != at(flat)) {
+                if all || mask.data_ptr() as i64 != at(flat) {
                     relocate(mask, &s.view_of(flat));
                 }
             }
@@ -467,7 +466,7 @@ impl Optimizer {
         };
         for (gi, group) in self.groups.iter().enumerate() {
             let Some(mask) = &group.mask else { continue };
-            let mut in_group = self.slots.iter_mut().filter(|s| s.group == gi);
+            let mut in_group = self.slots.iter().filter(|s| s.group == gi);
             if in_group.all(|s| s.mask.is_none() || s.masked_at == version(s)) {
                 continue;
             }

@@ -53,7 +53,7 @@ pub fn run(
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(&(s, w)) = todo.get(i) else { break };
                 board.lock().unwrap().start(slot, &s.dir_name());
-                let end = run_child(s, settings, (threads, jobs), |p| {
+                let end = run_child(s, settings, threads, jobs, |p| {
                     board.lock().unwrap().update(slot, p)
                 });
                 let mut board = board.lock().unwrap();
@@ -117,7 +117,7 @@ fn finish_held_run(spec: &RunSpec, settings: &RunSettings, threads: i32) -> Resu
         }
     }
     if dir.state() != RunState::Done {
-        run_child(spec, settings, (threads, 1), |_| {})?;
+        run_child(spec, settings, threads, 1, |_| {})?;
     }
     Ok(())
 }
@@ -135,7 +135,8 @@ enum ChildEnd {
 fn run_child(
     spec: &RunSpec,
     settings: &RunSettings,
-    (threads, packed): (i32, usize),
+    threads: i32,
+    packed: usize,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<ChildEnd> {
     let dir = RunDir::of(&settings.runs_dir, spec);
